@@ -1,0 +1,1 @@
+"""Disks and layouts: models, probing, identity matching, planning and previews."""

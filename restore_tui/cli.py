@@ -1,0 +1,85 @@
+"""The `restore-tui` command line: sub-commands, exit codes, and `error:` messages.
+
+Each sub-command lives in its own module under ``restore_tui.commands`` and
+exposes ``register(subparsers)``; running it returns the process exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from archive.errors import ArchiveError
+
+# Order is the order of `restore-tui --help`.
+COMMAND_MODULES = (
+    "backup",
+    "inspect",
+    "verify",
+    "disks",
+    "match",
+    "plan",
+    "restore",
+    "apply",
+    "resume",
+    "demo",
+    "wizard",
+)
+
+
+class UserError(Exception):
+    """A problem the user can fix; the message says what is wrong and what to do."""
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, set[str]]:
+    """The parser, and the names of the sub-commands present in this tree."""
+    parser = argparse.ArgumentParser(
+        prog="restore-tui",
+        description="Guided restore of whole-disk backups: finds the right disk by what it is, "
+        "shows exactly what will change, and restores in stages that survive a reboot.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    names: set[str] = set()
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"restore_tui.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"restore_tui.commands.{name}":
+                continue  # not built yet in this tree
+            raise
+        module.register(sub)
+        names.add(name)
+    return parser, names
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser, commands = build_parser()
+    # `restore-tui`, `restore-tui ARCHIVE` and `restore-tui --dry-run` open the wizard.
+    opens_wizard = not args_list or args_list[0] == "--dry-run" or (
+        args_list[0] not in commands and not args_list[0].startswith("-")
+    )
+    if opens_wizard and "wizard" in commands:
+        args_list = ["wizard", *args_list]
+    args = parser.parse_args(args_list)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args))
+    except (UserError, ArchiveError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "error: interrupted. Run the same command again to continue from the last "
+            "checkpoint.",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

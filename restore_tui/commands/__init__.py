@@ -1,0 +1,1 @@
+"""One module per `restore-tui` sub-command, each with `register(subparsers)`."""

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# One entry point that sets everything up on a fresh Debian 12 machine (as root)
+# and then runs what was asked:   ./run.sh demo   |   ./run.sh test   |   ./run.sh setup
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$here"
+
+debian_packages=(
+    libparted-dev pkg-config build-essential python3-dev python3-venv
+    udev util-linux fdisk gdisk parted e2fsprogs dosfstools ntfs-3g partclone
+    zstd tmux
+)
+
+install_system_packages() {
+    local missing=()
+    for p in "${debian_packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "error: missing Debian packages: ${missing[*]}; run this as root (or install them with apt-get) and try again" >&2
+        exit 1
+    fi
+    echo "==> installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+make_venv() {
+    local stamp=.venv/.installed-from
+    local want
+    want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+    if [ ! -x .venv/bin/python ]; then
+        echo "==> creating virtual environment in .venv/"
+        python3 -m venv .venv
+    fi
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        echo "==> installing restore-tui and its test tools into .venv/"
+        .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+        .venv/bin/python -m pip install -q -e ".[test]"
+        echo "$want" > "$stamp"
+    fi
+}
+
+cmd="${1:-demo}"
+shift || true
+install_system_packages
+make_venv
+case "$cmd" in
+    setup) echo "==> ready: .venv/bin/restore-tui --help" ;;
+    demo) exec .venv/bin/restore-tui demo "$@" ;;
+    test) exec bash .ci/test-suite "$@" ;;
+    *) echo "error: unknown command '$cmd'; use: ./run.sh demo | ./run.sh test | ./run.sh setup" >&2; exit 2 ;;
+esac
