@@ -1,0 +1,61 @@
+"""Filesystem facts (type, label, UUID) inside a partition, from blkid's low-level probe.
+
+Works on image files and whole-disk devices alike, by byte offset, so it needs
+no partition nodes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from layout.models import PartitionTable
+
+
+@dataclass(frozen=True)
+class FsInfo:
+    type: str | None
+    label: str | None
+    uuid: str | None
+
+
+EMPTY = FsInfo(None, None, None)
+
+
+def probe_filesystem(path: str, offset: int, size: int) -> FsInfo:
+    """What filesystem starts at ``offset`` (``size`` bytes) in ``path``; EMPTY if none."""
+    blkid = shutil.which("blkid") or "/sbin/blkid"
+    try:
+        result = subprocess.run(
+            [blkid, "-p", "-o", "export", "-O", str(offset), "-S", str(size), path],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return EMPTY
+    # blkid exits 2 when nothing was found: not an error for us.
+    if result.returncode != 0:
+        return EMPTY
+    values = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    if values.get("USAGE") not in (None, "filesystem", "other"):
+        return EMPTY
+    return FsInfo(values.get("TYPE"), values.get("LABEL"), values.get("UUID"))
+
+
+def with_filesystems(table: PartitionTable, path: str) -> PartitionTable:
+    """The table with each data partition's filesystem type, label and UUID filled in."""
+    ss = table.sector_size
+    partitions = []
+    for p in table.partitions:
+        if p.kind == "extended":
+            partitions.append(p)
+            continue
+        info = probe_filesystem(path, p.start_lba * ss, p.length_lba * ss)
+        partitions.append(
+            p.model_copy(
+                update={"filesystem": info.type, "label": info.label, "fs_uuid": info.uuid}
+            )
+        )
+    return table.model_copy(update={"partitions": tuple(partitions)})
