@@ -1,0 +1,949 @@
+"""Pure restore planning: from an archive manifest and a probed target disk to a validated Plan.
+
+Nothing here opens a device. Full-disk plans keep the source's exact geometry;
+one-partition plans put a partition of the backup into free space, 1 MiB aligned.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from archive.manifest import ArchiveManifest, PartitionImage, Role
+from archive.roles import (
+    BASIC_DATA_GUID,
+    ESP_GUID,
+    LINUX_DATA_GUID,
+    LINUX_SWAP_GUID,
+    RESERVED_ROLES,
+    STAGE_ORDER,
+    WINDOWS_RECOVERY_GUID,
+    infer_role,
+    plain_name,
+)
+from layout.gaps import MiB, align_up, free_regions, gpt_reserved_sectors, region_containing
+from layout.models import DiskIdentity, FreeRegion, Partition, PartitionTable
+from layout.plan import Action, ArchiveRef, Plan, Stage, TargetRef
+from layout.table_io import (
+    TableError,
+    mbr_link_entry,
+    protective_mbr,
+    render_ebr,
+    render_gpt,
+    render_mbr_entry,
+)
+from layout.validate import PlanError, check_plan
+
+__all__ = [
+    "PlanError",
+    "TargetDisk",
+    "human_size",
+    "partition_title",
+    "plan_full_disk",
+    "plan_one_partition",
+]
+
+# Filesystems whose boot sector records the partition's start ("hidden sectors").
+HIDDEN_SECTORS_FILESYSTEMS = frozenset({"ntfs", "vfat", "fat", "fat12", "fat16", "fat32", "msdos"})
+HIDDEN_SECTORS_OFFSET = 0x1C
+MBR_MAX_SECTORS = 0xFFFFFFFF
+
+TABLE_TITLE = "Partition table, boot code and track 0"
+TABLE_EXPLANATION = (
+    "MBR and track 0: the start of the disk that tells the computer how to boot and where "
+    "the partitions are."
+)
+
+
+class TargetDisk(Protocol):
+    """What planning needs to know about a target (``layout.probe.ProbedDisk`` has it)."""
+
+    @property
+    def device(self) -> str: ...
+
+    @property
+    def identity(self) -> DiskIdentity: ...
+
+    @property
+    def table(self) -> PartitionTable | None: ...
+
+    @property
+    def table_fingerprint(self) -> str: ...
+
+
+def human_size(n_bytes: int) -> str:
+    """Sizes the way a person reads them: "512 bytes", "100 MiB", "465.8 GiB"."""
+    if n_bytes < 1024:
+        return f"{n_bytes} bytes"
+    value = float(n_bytes)
+    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
+        value /= 1024
+        if value < 1024 or unit == "PiB":
+            text = f"{value:.1f}"
+            if text.endswith(".0"):
+                text = text[:-2]
+            return f"{text} {unit}"
+    raise AssertionError("unreachable")
+
+
+def disk_summary(identity: DiskIdentity) -> str:
+    """"model, size, serial …last4" — how a person recognises a disk."""
+    parts = [identity.model or "disk of unknown model", human_size(identity.size_bytes)]
+    if identity.serial:
+        parts.append(f"serial …{identity.serial[-4:]}")
+    return ", ".join(parts)
+
+
+def partition_title(p: Partition, role: Role, sector_size: int, number: int | None = None) -> str:
+    """'Partition 3: Data — your files (label 'data', 20 GiB)'."""
+    label = p.label or p.gpt_name
+    size = human_size(p.length_lba * sector_size)
+    detail = f"label '{label}', {size}" if label else size
+    return f"Partition {number if number is not None else p.number}: {plain_name(role)} ({detail})"
+
+
+def role_of(manifest: ArchiveManifest, number: int) -> Role:
+    try:
+        return manifest.image(number).role
+    except KeyError:
+        return infer_role(manifest.table.partition(number), manifest.table)[0]
+
+
+# --- identifiers -------------------------------------------------------------
+
+
+class IdSource:
+    """Fresh disk signatures and GUIDs; seeded for tests, random otherwise."""
+
+    def __init__(self, seed: int | None) -> None:
+        self._rng: random.Random = (
+            random.Random(seed) if seed is not None else random.SystemRandom()
+        )
+
+    def guid(self) -> str:
+        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4)).upper()
+
+    def mbr_signature(self) -> str:
+        # Zero means "no signature" to Windows; never hand that out.
+        return f"{self._rng.randrange(1, 2**32):08X}"
+
+
+# --- shared checks -----------------------------------------------------------
+
+
+def _check_sector_size(manifest: ArchiveManifest, target: TargetDisk) -> int:
+    ss = manifest.table.sector_size
+    target_ss = target.identity.logical_sector_size
+    if ss != target_ss:
+        raise PlanError(
+            f"the backup was made from a disk with {ss}-byte sectors, but "
+            f"{disk_summary(target.identity)} uses {target_ss}-byte sectors: its partition "
+            "table and file systems would not line up. Restore onto a disk with "
+            f"{ss}-byte sectors"
+        )
+    return ss
+
+
+def _hex(data: bytes) -> str:
+    return data.hex()
+
+
+def _write(offset: int, data: bytes, description: str) -> Action:
+    return Action(
+        kind="write-bytes", offset=offset, length=len(data), data=_hex(data),
+        description=description,
+    )
+
+
+def _identity_warnings(
+    manifest: ArchiveManifest, target: TargetDisk, other_disks: Iterable[TargetDisk]
+) -> list[str]:
+    """Warn when another attached disk already carries the backed-up disk's identity."""
+    source = manifest.table
+    warnings: list[str] = []
+    for disk in other_disks:
+        if disk.device == target.device or disk.table is None:
+            continue
+        what = None
+        if source.mbr_signature and disk.table.mbr_signature == source.mbr_signature:
+            what = f"disk signature {source.mbr_signature}"
+        elif source.gpt_disk_guid and disk.table.gpt_disk_guid == source.gpt_disk_guid:
+            what = f"GPT disk GUID {source.gpt_disk_guid}"
+        if what:
+            warnings.append(
+                f"Two disks would share an identity: {disk_summary(disk.identity)} "
+                f"({disk.device}) still carries the backed-up disk's {what}. Windows takes one of "
+                "them offline and boot loaders may pick the wrong one. Unplug that disk before "
+                "starting the computer, or plan again with --new-ids to give the restored disk "
+                "fresh identifiers"
+            )
+    return warnings
+
+
+def _new_ids_warnings(scheme: str) -> list[str]:
+    if scheme == "gpt":
+        return [
+            "Fresh identifiers (--new-ids): the restored disk gets a new GPT disk GUID and new "
+            "partition GUIDs. Boot entries in the computer's firmware and boot-loader or "
+            "/etc/fstab lines that name a partition GUID (PARTUUID) will no longer find their "
+            "partition until they are updated; file system UUIDs and labels stay the same"
+        ]
+    return [
+        "Fresh identifiers (--new-ids): the restored disk gets a new disk signature. Windows "
+        "ties drive letters to the disk signature, so partitions may get different letters, and "
+        "an older Windows may not start until its boot configuration is repaired (bcdboot); "
+        "file system UUIDs and labels stay the same"
+    ]
+
+
+# --- full-disk plans ---------------------------------------------------------
+
+
+def required_sectors(table: PartitionTable, track0_stop: int) -> int:
+    """The smallest target, in sectors, that holds the backed-up layout exactly."""
+    ss = table.sector_size
+    stop = max((p.stop_lba for p in table.partitions), default=0)
+    stop = max(stop, align_up(track0_stop, ss) // ss, 1)
+    if table.scheme == "gpt":
+        # The backup GPT (header and entry array) must fit after the last partition.
+        entries = (table.gpt_entry_count or 128) * (table.gpt_entry_size or 128)
+        stop = max(stop, 2 + align_up(entries, ss) // ss) + 1 + align_up(entries, ss) // ss
+    return stop
+
+
+def _table_for_target(
+    source: PartitionTable, size_lba: int, ids: IdSource | None
+) -> PartitionTable:
+    fields: dict[str, Any] = source.model_dump()
+    fields["disk_size_lba"] = size_lba
+    if source.scheme == "gpt":
+        entries = (source.gpt_entry_count or 128) * (source.gpt_entry_size or 128)
+        # Last usable follows the target's end, so extra space is usable, not hidden.
+        fields["gpt_last_usable_lba"] = size_lba - 2 - align_up(entries, source.sector_size) // (
+            source.sector_size
+        )
+        if ids is not None:
+            fields["gpt_disk_guid"] = ids.guid()
+            fields["partitions"] = [
+                {**p, "gpt_guid": ids.guid()} for p in fields["partitions"]
+            ]
+    elif ids is not None:
+        fields["mbr_signature"] = ids.mbr_signature()
+    try:
+        return PartitionTable.model_validate(fields)
+    except ValueError as exc:
+        raise PlanError(f"the backed-up partition table does not fit this disk: {exc}") from exc
+
+
+def _sector0(manifest: ArchiveManifest) -> bytes:
+    ss = manifest.table.sector_size
+    sector0 = manifest.sector0
+    if len(sector0) < ss:
+        raise PlanError(
+            f"the backup's copy of sector 0 is {len(sector0)} bytes, shorter than one "
+            f"{ss}-byte sector: the archive is damaged"
+        )
+    return sector0[:ss]
+
+
+def _table_stage_full(
+    manifest: ArchiveManifest, after: PartitionTable, size_lba: int, ids: IdSource | None
+) -> Stage:
+    ss = after.sector_size
+    boot = manifest.boot
+    sector0 = _sector0(manifest)
+    disk_stop = size_lba * ss
+    actions: list[Action] = []
+    if after.scheme == "gpt":
+        actions.append(
+            _write(
+                0,
+                protective_mbr(sector0, size_lba),
+                "Sector 0: the backed-up boot code with a protective MBR sized for this disk",
+            )
+        )
+        try:
+            gpt = render_gpt(after, size_lba)
+        except TableError as exc:
+            raise PlanError(str(exc)) from exc
+        actions.append(_write(ss, gpt.primary_header, "Primary GPT header"))
+        entries_at = gpt.primary_entries_lba * ss
+        actions.append(_write(entries_at, gpt.entries, "Primary GPT partition entries"))
+        remainder = align_up(entries_at + len(gpt.entries), ss)
+        if boot.track0_stop > remainder:
+            actions.append(
+                Action(
+                    kind="restore-area", area="track0", offset=remainder,
+                    source_offset=remainder, length=boot.track0_stop - remainder,
+                    description="Track 0: the rest of the gap before the first partition "
+                    "(boot loader code lives here)",
+                )
+            )
+        actions.append(
+            _write(
+                gpt.backup_entries_lba * ss, gpt.entries,
+                "Backup GPT partition entries at the end of this disk",
+            )
+        )
+        actions.append(
+            _write(gpt.backup_header_lba * ss, gpt.backup_header, "Backup GPT header (last sector)")
+        )
+        return Stage(name="table", title=TABLE_TITLE, explanation=TABLE_EXPLANATION,
+                     actions=tuple(actions))
+
+    if ids is not None and after.mbr_signature is not None:
+        patched = bytearray(sector0)
+        struct.pack_into("<I", patched, 440, int(after.mbr_signature, 16))
+        sector0 = bytes(patched)
+        what = "Sector 0: the backed-up boot code and partition table, with a fresh disk signature"
+    else:
+        what = "Sector 0: the backed-up boot code, disk signature and partition table"
+    actions.append(_write(0, sector0, what))
+    if boot.track0_stop > ss:
+        actions.append(
+            Action(
+                kind="restore-area", area="track0", offset=ss, source_offset=ss,
+                length=boot.track0_stop - ss,
+                description="Track 0: the gap between sector 0 and the first partition "
+                "(boot loader code lives here)",
+            )
+        )
+    for raw in boot.ebrs:
+        data = bytes.fromhex(raw.data)
+        if len(data) != ss:
+            raise PlanError(
+                f"the backup's extended boot record at sector {raw.lba} is {len(data)} bytes, "
+                f"not one {ss}-byte sector: the archive is damaged"
+            )
+        actions.append(
+            _write(raw.lba * ss, data,
+                   f"Extended boot record at sector {raw.lba} (links the logical partitions)")
+        )
+    # A stale GPT backup at the end of a reused disk makes tools see a damaged GPT;
+    # wipe it when the end lies outside every partition of the restored layout.
+    tail = gpt_reserved_sectors(ss)
+    tail_start = size_lba - tail
+    last_used = max((p.stop_lba for p in after.partitions), default=0)
+    if tail_start >= max(last_used, 1):
+        actions.append(
+            Action(
+                kind="zero", offset=tail_start * ss, length=disk_stop - tail_start * ss,
+                description="Clear the last sectors of the disk, where an old GPT backup "
+                "could confuse other tools (unallocated space)",
+            )
+        )
+    return Stage(name="table", title=TABLE_TITLE, explanation=TABLE_EXPLANATION,
+                 actions=tuple(actions))
+
+
+def _partition_action(p: Partition, ss: int, description: str) -> Action:
+    return Action(
+        kind="restore-area", area=p.number, offset=p.start_lba * ss,
+        source_offset=p.start_lba * ss, length=p.length_lba * ss, description=description,
+    )
+
+
+def _image_note(image: PartitionImage) -> str:
+    if image.capture == "none":
+        return image.capture_note or "Nothing of this partition was stored in the backup."
+    if image.capture == "used-blocks":
+        return "Only the blocks the file system uses were stored; they are written back."
+    return "Every sector was stored and is written back."
+
+
+def _partition_stages(manifest: ArchiveManifest, after: PartitionTable) -> list[Stage]:
+    ss = after.sector_size
+    stored = {image.number: image for image in manifest.partitions}
+    entries = [p for p in after.data_partitions if p.number in stored]
+    roles = {p.number: role_of(manifest, p.number) for p in entries}
+    order = sorted(entries, key=lambda p: (STAGE_ORDER.get(roles[p.number], 2), p.number))
+    stages: list[Stage] = []
+    reserved = [p for p in order if roles[p.number] in RESERVED_ROLES]
+    if reserved:
+        stages.append(
+            Stage(
+                name="reserved",
+                title="Boot and reserved partitions: "
+                + "; ".join(partition_title(p, roles[p.number], ss) for p in reserved),
+                explanation="Small partitions the computer needs to start. They are written "
+                "before the system so that a restore that stops early still leaves a disk "
+                "that can boot.",
+                actions=tuple(
+                    _partition_action(p, ss, partition_title(p, roles[p.number], ss))
+                    for p in reserved
+                ),
+            )
+        )
+    system = [p for p in order if roles[p.number] == Role.SYSTEM]
+    if system:
+        stages.append(
+            Stage(
+                name="system",
+                title="; ".join(partition_title(p, Role.SYSTEM, ss) for p in system),
+                explanation=" ".join(_image_note(stored[p.number]) for p in system),
+                actions=tuple(
+                    _partition_action(p, ss, partition_title(p, Role.SYSTEM, ss)) for p in system
+                ),
+            )
+        )
+    for p in order:
+        role = roles[p.number]
+        if role in RESERVED_ROLES or role == Role.SYSTEM or role == Role.EXTENDED:
+            continue
+        title = partition_title(p, role, ss)
+        stages.append(
+            Stage(
+                name=f"partition-{p.number}", title=title,
+                explanation=_image_note(stored[p.number]),
+                actions=(_partition_action(p, ss, title),),
+            )
+        )
+    return stages
+
+
+def _table_summary(table: PartitionTable) -> str:
+    ss = table.sector_size
+    described = []
+    for p in table.data_partitions:
+        bits = [p.filesystem or "unknown contents"]
+        if p.label or p.gpt_name:
+            bits.append(f"'{p.label or p.gpt_name}'")
+        bits.append(human_size(p.length_lba * ss))
+        described.append(f"{p.number}: {' '.join(bits)}")
+    count = len(described)
+    noun = "partition" if count == 1 else "partitions"
+    return f"its {count} {noun} ({'; '.join(described)})"
+
+
+def plan_full_disk(
+    manifest: ArchiveManifest,
+    manifest_digest: str,
+    archive_path: str,
+    target: TargetDisk,
+    *,
+    new_ids: bool = False,
+    other_disks: Sequence[TargetDisk] = (),
+    id_seed: int | None = None,
+) -> Plan:
+    """Restore the whole backed-up disk onto ``target``, geometry kept exactly."""
+    ss = _check_sector_size(manifest, target)
+    size_lba = target.identity.size_bytes // ss
+    need = required_sectors(manifest.table, manifest.boot.track0_stop)
+    if size_lba < need:
+        short = (need - size_lba) * ss
+        raise PlanError(
+            f"{disk_summary(target.identity)} is too small for this backup: its partitions "
+            f"need at least {human_size(need * ss)} ({need * ss} bytes) and the disk holds "
+            f"{human_size(size_lba * ss)}, {human_size(short)} too little. Choose a disk of at "
+            f"least {human_size(need * ss)}"
+        )
+    ids = IdSource(id_seed) if new_ids else None
+    after = _table_for_target(manifest.table, size_lba, ids)
+    stages = [
+        _table_stage_full(manifest, after, size_lba, ids),
+        *_partition_stages(manifest, after),
+    ]
+
+    warnings: list[str] = []
+    source_bytes = manifest.source.identity.size_bytes
+    if size_lba * ss < source_bytes:
+        warnings.append(
+            f"The target is {human_size(source_bytes - size_lba * ss)} smaller than the "
+            "backed-up disk; every partition still fits at its original place"
+        )
+    elif size_lba * ss > source_bytes:
+        warnings.append(
+            f"The target is {human_size(size_lba * ss - source_bytes)} larger than the "
+            "backed-up disk; the extra space at the end stays unallocated (you can grow a "
+            "partition into it later)"
+        )
+    missing = [
+        p.number
+        for p in manifest.table.data_partitions
+        if p.number not in {image.number for image in manifest.partitions}
+    ]
+    for number in missing:
+        warnings.append(
+            f"Partition {number} was not in the backup: its table entry is restored but its "
+            "contents are not, so it will hold whatever the target disk had there"
+        )
+    if new_ids:
+        warnings.extend(_new_ids_warnings(after.scheme))
+    else:
+        warnings.extend(_identity_warnings(manifest, target, other_disks))
+
+    erases = f"Everything on {disk_summary(target.identity)} (now {target.device}): " + (
+        f"{_table_summary(target.table)} are replaced by the backed-up disk's layout"
+        if target.table is not None and target.table.data_partitions
+        else "it has no partitions now; whatever data it holds is overwritten"
+    )
+    plan = Plan(
+        job="full-disk",
+        archive=ArchiveRef(path=archive_path, manifest_digest=manifest_digest),
+        target=TargetRef(
+            device=target.device, identity=target.identity,
+            table_fingerprint=target.table_fingerprint,
+        ),
+        before=target.table,
+        after=after,
+        stages=tuple(stages),
+        new_ids=new_ids,
+        warnings=tuple(warnings),
+        erases=erases,
+    )
+    return check_plan(plan, target.identity.size_bytes)
+
+
+# --- one-partition plans -----------------------------------------------------
+
+MBR_TYPE_FOR_FS = {
+    "ntfs": 0x07, "exfat": 0x07, "vfat": 0x0C, "fat": 0x0C, "fat32": 0x0C, "fat16": 0x0E,
+    "msdos": 0x0C, "swap": 0x82,
+}
+GPT_TYPE_FOR_MBR = {
+    0x07: BASIC_DATA_GUID, 0x06: BASIC_DATA_GUID, 0x0B: BASIC_DATA_GUID,
+    0x0C: BASIC_DATA_GUID, 0x0E: BASIC_DATA_GUID, 0x83: LINUX_DATA_GUID,
+    0x82: LINUX_SWAP_GUID, 0xEF: ESP_GUID, 0x27: WINDOWS_RECOVERY_GUID,
+}
+MBR_TYPE_FOR_GPT = {
+    ESP_GUID: 0xEF, LINUX_SWAP_GUID: 0x82, WINDOWS_RECOVERY_GUID: 0x27, LINUX_DATA_GUID: 0x83,
+}
+
+
+def _mbr_type(src: Partition) -> int:
+    if src.mbr_type is not None:
+        return src.mbr_type
+    if src.gpt_type in MBR_TYPE_FOR_GPT:
+        return MBR_TYPE_FOR_GPT[src.gpt_type]
+    return MBR_TYPE_FOR_FS.get(src.filesystem or "", 0x83)
+
+
+def _gpt_type(src: Partition) -> str:
+    if src.gpt_type is not None:
+        return src.gpt_type
+    if src.mbr_type in GPT_TYPE_FOR_MBR:
+        return GPT_TYPE_FOR_MBR[src.mbr_type]
+    return BASIC_DATA_GUID if src.filesystem in MBR_TYPE_FOR_FS else LINUX_DATA_GUID
+
+
+@dataclass(frozen=True)
+class _Placement:
+    partition: Partition
+    table_actions: tuple[Action, ...]
+    after: PartitionTable
+    notes: tuple[str, ...] = ()
+
+
+def _ebr_lbas(target: TargetDisk, given: Sequence[int] | None) -> tuple[int, ...] | None:
+    """The target's EBR chain (chain order): given by the caller or read by the probe."""
+    value = given if given is not None else getattr(target, "ebr_lbas", None)
+    if value is None:
+        parsed = getattr(target, "parsed", None)
+        if parsed is not None:
+            value = tuple(lba for lba, _ in parsed.ebrs)
+    return tuple(value) if value is not None else None
+
+
+def _with_partition(table: PartitionTable, new: Partition, **updates: Any) -> PartitionTable:
+    fields: dict[str, Any] = table.model_dump()
+    fields["partitions"] = [*fields["partitions"], new.model_dump()]
+    fields.update(updates)
+    try:
+        return PartitionTable.model_validate(fields)
+    except ValueError as exc:
+        raise PlanError(f"the new partition does not fit this disk's table: {exc}") from exc
+
+
+def _place_mbr(
+    table: PartitionTable,
+    src: Partition,
+    region: FreeRegion,
+    start: int,
+    align_lba: int,
+    ebr_lbas: tuple[int, ...] | None,
+) -> _Placement:
+    ss = table.sector_size
+    length = src.length_lba
+    base: dict[str, Any] = {
+        "start_lba": start, "length_lba": length, "mbr_type": _mbr_type(src),
+        "flags": tuple(f for f in src.flags if f in ("hidden", "lba")),
+        "filesystem": src.filesystem, "label": src.label, "fs_uuid": src.fs_uuid,
+    }
+    if start + length > MBR_MAX_SECTORS:
+        raise PlanError(
+            "an MBR partition table cannot address space beyond 2 TiB; this free region lies "
+            "too far into the disk for the partition to be described"
+        )
+    if not region.inside_extended:
+        used = {p.number for p in table.partitions if p.kind != "logical"}
+        free_slots = [n for n in range(1, 5) if n not in used]
+        if not free_slots:
+            raise PlanError(
+                "no free MBR slot: all four primary partition slots of this disk are used "
+                "(an MBR disk holds at most four, one of which may be an extended container). "
+                "Choose free space inside the extended partition, or a disk with a free slot"
+            )
+        slot = free_slots[0]
+        new = Partition(number=slot, kind="primary", **base)
+        entry = render_mbr_entry(new, ss)
+        action = _write(
+            446 + 16 * (slot - 1), entry,
+            f"Partition table entry {slot} in sector 0 for the new partition",
+        )
+        return _Placement(new, (action,), _with_partition(table, new))
+
+    extended = next((p for p in table.partitions if p.kind == "extended"), None)
+    if extended is None:
+        raise PlanError("this free space is marked as inside an extended partition, but the "
+                        "disk has none")
+    logicals = [p for p in table.partitions if p.kind == "logical"]
+    number = max((p.number for p in logicals), default=4) + 1
+    new = Partition(number=number, kind="logical", **base)
+    if new.stop_lba > extended.stop_lba:
+        raise PlanError(
+            f"the partition would run past the end of the extended partition {extended.number} "
+            f"(sector {extended.end_lba})"
+        )
+    if not logicals:
+        # An empty container: the first EBR sits at its first sector and describes the new
+        # logical directly. It holds nothing else, so the whole sector is written.
+        if start <= extended.start_lba:
+            raise PlanError("the new logical partition must start after its extended boot record")
+        ebr = render_ebr(new, extended.start_lba, None, extended.start_lba, ss)
+        action = _write(
+            extended.start_lba * ss, ebr,
+            f"Extended boot record at sector {extended.start_lba} for the new logical partition",
+        )
+        return _Placement(new, (action,), _with_partition(table, new))
+
+    if ebr_lbas is None or not ebr_lbas:
+        raise PlanError(
+            "cannot add a logical partition: the chain of extended boot records on this disk "
+            "was not read, so the new one could not be linked safely. Probe the disk again"
+        )
+    taken = {lba for lba in ebr_lbas}
+    spans = [(p.start_lba, p.stop_lba) for p in table.data_partitions]
+
+    def free_sector(lba: int) -> bool:
+        return (
+            extended.start_lba < lba < extended.stop_lba
+            and lba not in taken
+            and not any(a <= lba < b for a, b in spans)
+        )
+
+    # fdisk's convention: the EBR 1 MiB before its partition; closer when space is short.
+    lowest = region.start_lba - 1 if free_sector(region.start_lba - 1) else region.start_lba
+    ebr_lba = max(lowest, start - align_lba)
+    if ebr_lba >= start or not free_sector(ebr_lba):
+        raise PlanError(
+            "there is no free sector before the new logical partition for its extended boot "
+            "record; choose a larger free region inside the extended partition"
+        )
+    previous = ebr_lbas[-1]
+    ebr = render_ebr(new, ebr_lba, None, extended.start_lba, ss)
+    link = mbr_link_entry(ebr_lba, extended.start_lba, new.stop_lba)
+    actions = (
+        _write(ebr_lba * ss, ebr, f"New extended boot record at sector {ebr_lba}"),
+        _write(
+            previous * ss + 462, link,
+            f"Link from the extended boot record at sector {previous} to the new one "
+            "(16 bytes; the rest of that sector is untouched)",
+        ),
+    )
+    return _Placement(new, actions, _with_partition(table, new))
+
+
+def _place_gpt(
+    table: PartitionTable,
+    src: Partition,
+    start: int,
+    size_lba: int,
+    ids: IdSource,
+    new_ids: bool,
+    taken_guids: set[str],
+) -> _Placement:
+    ss = table.sector_size
+    count = table.gpt_entry_count or 128
+    entry_size = table.gpt_entry_size or 128
+    used = {p.number for p in table.partitions}
+    slot = next((n for n in range(1, count + 1) if n not in used), None)
+    if slot is None:
+        raise PlanError(
+            f"no free GPT entry: all {count} partition entries of this disk are used"
+        )
+    notes: list[str] = []
+    guid = src.gpt_guid
+    if new_ids or guid is None or guid in taken_guids:
+        if guid is not None and guid in taken_guids and not new_ids:
+            notes.append(
+                f"The backed-up partition's GUID {guid} is already used by a partition on this "
+                "disk, so the new partition gets a fresh one"
+            )
+        guid = ids.guid()
+    new = Partition(
+        number=slot, start_lba=start, length_lba=src.length_lba, gpt_type=_gpt_type(src),
+        gpt_guid=guid, gpt_name=src.gpt_name or src.label or "",
+        gpt_attributes=src.gpt_attributes if src.gpt_type else 0,
+        flags=tuple(f for f in src.flags if f in ("esp", "bios_grub", "msr", "legacy_boot")),
+        filesystem=src.filesystem, label=src.label, fs_uuid=src.fs_uuid,
+    )
+    entries_bytes = count * entry_size
+    entry_sectors = align_up(entries_bytes, ss) // ss
+    last_usable = size_lba - 2 - entry_sectors
+    after = _with_partition(table, new, gpt_last_usable_lba=last_usable,
+                            disk_size_lba=size_lba)
+    try:
+        gpt = render_gpt(after, size_lba)
+    except TableError as exc:
+        raise PlanError(str(exc)) from exc
+    at = (slot - 1) * entry_size
+    entry = gpt.entries[at : at + entry_size]
+    actions: list[Action] = [
+        _write(gpt.primary_entries_lba * ss + at, entry,
+               f"Primary GPT entry {slot} for the new partition"),
+        _write(ss, gpt.primary_header, "Primary GPT header (new entry checksum)"),
+    ]
+    if table.gpt_last_usable_lba == last_usable:
+        actions.append(
+            _write(gpt.backup_entries_lba * ss + at, entry,
+                   f"Backup GPT entry {slot} for the new partition")
+        )
+    else:
+        # The disk grew (or the table was made for another size): the backup moves to the
+        # disk's real end, so the whole backup array is written there.
+        actions.append(
+            _write(gpt.backup_entries_lba * ss, gpt.entries,
+                   "Backup GPT partition entries, moved to the end of this disk")
+        )
+        notes.append("The backup GPT was not at the disk's end; it is rewritten there")
+    actions.append(_write(gpt.backup_header_lba * ss, gpt.backup_header, "Backup GPT header"))
+    return _Placement(new, tuple(actions), after, tuple(notes))
+
+
+def _resolve_region(
+    target: TargetDisk, regions: Sequence[FreeRegion], region: FreeRegion | int
+) -> tuple[FreeRegion, int]:
+    """The free region to use and the lowest sector the partition may start at."""
+    def listing() -> str:
+        if not regions:
+            return "this disk has no free space of 1 MiB or more"
+        return "free space on this disk starts at sector " + ", ".join(
+            f"{r.start_lba} ({human_size(r.size_bytes)})" for r in regions
+        )
+
+    if isinstance(region, FreeRegion):
+        for r in regions:
+            if (
+                r.start_lba <= region.start_lba
+                and region.end_lba <= r.end_lba
+                and r.inside_extended == region.inside_extended
+            ):
+                return region, region.start_lba
+        raise PlanError(
+            f"sectors {region.start_lba}-{region.end_lba} are not free space on "
+            f"{disk_summary(target.identity)}: {listing()}"
+        )
+    found = region_containing(regions, region)
+    if found is None:
+        raise PlanError(
+            f"sector {region} is not in free space on {disk_summary(target.identity)}: "
+            f"{listing()}"
+        )
+    return found, region
+
+
+def _hidden_sectors_patches(new: Partition, src: Partition, ss: int) -> tuple[list[Action], str]:
+    """Boot-sector fixes for a moved NTFS/FAT partition, and a note for the user."""
+    if (src.filesystem or "").lower() not in HIDDEN_SECTORS_FILESYSTEMS:
+        return [], ""
+    if new.start_lba == src.start_lba:
+        return [], ""
+    if new.start_lba > 0xFFFFFFFF:
+        return [], (
+            "The partition starts beyond what its boot sector's 'hidden sectors' field can "
+            "hold; Windows may not start from it"
+        )
+    value = struct.pack("<I", new.start_lba)
+    actions = [
+        _write(
+            new.start_lba * ss + HIDDEN_SECTORS_OFFSET, value,
+            f"Boot sector 'hidden sectors' field: the partition now starts at sector "
+            f"{new.start_lba} (was {src.start_lba})",
+        )
+    ]
+    if (src.filesystem or "").lower() == "ntfs" and new.length_lba > 1:
+        actions.append(
+            _write(
+                new.end_lba * ss + HIDDEN_SECTORS_OFFSET, value,
+                "Backup NTFS boot sector 'hidden sectors' field (last sector of the partition)",
+            )
+        )
+    note = (
+        f"The partition moves from sector {src.start_lba} to sector {new.start_lba}; the "
+        "'hidden sectors' field of its boot sector is updated so Windows still finds it"
+    )
+    return actions, note
+
+
+def plan_one_partition(
+    manifest: ArchiveManifest,
+    manifest_digest: str,
+    archive_path: str,
+    target: TargetDisk,
+    partition_number: int,
+    region: FreeRegion | int,
+    *,
+    new_ids: bool = False,
+    other_disks: Sequence[TargetDisk] = (),
+    id_seed: int | None = None,
+    ebr_lbas: Sequence[int] | None = None,
+) -> Plan:
+    """Put backed-up partition ``partition_number`` into free space of ``target``.
+
+    ``ebr_lbas`` is the target's chain of extended boot records in chain order
+    (``ParsedTable.ebrs``); it is needed only to add a logical partition behind
+    existing ones.
+    """
+    ss = _check_sector_size(manifest, target)
+    size_lba = target.identity.size_bytes // ss
+    numbers = [p.number for p in manifest.table.data_partitions]
+    try:
+        src = manifest.table.partition(partition_number)
+    except KeyError:
+        raise PlanError(
+            f"the backup has no partition {partition_number}; it has "
+            + ", ".join(str(n) for n in numbers)
+        ) from None
+    if src.kind == "extended":
+        raise PlanError(
+            f"partition {partition_number} is the extended container, which holds no data of "
+            "its own; choose one of the partitions inside it"
+        )
+    try:
+        image = manifest.image(partition_number)
+    except KeyError:
+        raise PlanError(f"partition {partition_number} was not stored in the backup") from None
+    table = target.table
+    if table is None:
+        raise PlanError(
+            f"{disk_summary(target.identity)} has no partition table yet; a single partition "
+            "can only go into free space of a disk that has one. Restore the whole disk "
+            "instead, or create a partition table first"
+        )
+    if table.sector_size != ss:
+        raise PlanError("the target's partition table uses a different sector size than the disk")
+    align_lba = max(1, MiB // ss)
+    chain = _ebr_lbas(target, ebr_lbas)
+    regions = tuple(getattr(target, "free", ()) or ()) or free_regions(
+        table, size_lba, ss, ebr_lbas=chain
+    )
+    chosen, lowest = _resolve_region(target, regions, region)
+    if chosen.sector_size != ss:
+        raise PlanError("the free region was measured in a different sector size than the disk")
+    start = align_up(max(lowest, chosen.start_lba), align_lba)
+    need = src.length_lba
+    room = chosen.start_lba + chosen.length_lba - start
+    if need > room:
+        raise PlanError(
+            f"partition {partition_number} ({human_size(need * ss)}) does not fit: the free "
+            f"space from sector {start} holds {human_size(max(room, 0) * ss)}, "
+            f"{human_size((need - max(room, 0)) * ss)} too little. Choose a larger free region"
+        )
+    ids = IdSource(id_seed)
+    taken_guids = {p.gpt_guid for p in table.partitions if p.gpt_guid}
+    if table.scheme == "gpt":
+        placement = _place_gpt(table, src, start, size_lba, ids, new_ids, taken_guids)
+    else:
+        placement = _place_mbr(table, src, chosen, start, align_lba, chain)
+    new = placement.partition
+    role = image.role
+    title = partition_title(new, role, ss)
+    data_action = Action(
+        kind="restore-area", area=partition_number, offset=new.start_lba * ss,
+        source_offset=src.start_lba * ss, length=new.length_lba * ss,
+        description=f"Backed-up partition {partition_number} written into the new partition "
+        f"{new.number}",
+    )
+    patches, patch_note = _hidden_sectors_patches(new, src, ss)
+    stages = (
+        Stage(
+            name="table",
+            title="Partition table entry for the new partition",
+            explanation="Only the entry for the new partition is added; every other partition "
+            "and the boot code stay exactly as they are.",
+            actions=placement.table_actions,
+        ),
+        Stage(
+            name=f"partition-{new.number}",
+            title=f"{title}, from backed-up partition {partition_number}",
+            explanation=_image_note(image),
+            actions=(data_action, *patches),
+        ),
+    )
+    warnings: list[str] = list(placement.notes)
+    if patch_note:
+        warnings.append(patch_note)
+    if role == Role.SYSTEM:
+        warnings.append(
+            "This is a system partition restored on its own: the computer's boot files "
+            "(System Reserved or EFI partition) may still point to its old place, so it may "
+            "not start until its boot configuration is repaired"
+        )
+    others = [d for d in other_disks if d.device != target.device]
+    disks: list[TargetDisk] = [target, *others]
+    if src.fs_uuid:
+        for disk in disks:
+            if disk.table is None:
+                continue
+            for p in disk.table.data_partitions:
+                if p.fs_uuid == src.fs_uuid:
+                    warnings.append(
+                        f"Two partitions would share file system UUID {src.fs_uuid}: partition "
+                        f"{p.number} of {disk_summary(disk.identity)} ({disk.device}) has it too. "
+                        "Linux may mount the wrong one; change one of them after the restore"
+                    )
+    if table.scheme == "gpt" and not new_ids and new.gpt_guid:
+        for disk in others:
+            if disk.table is None:
+                continue
+            for p in disk.table.partitions:
+                if p.gpt_guid == new.gpt_guid:
+                    warnings.append(
+                        f"Two partitions would share partition GUID {new.gpt_guid}: partition "
+                        f"{p.number} of {disk_summary(disk.identity)} ({disk.device}) has it. "
+                        "Boot entries naming that GUID may pick the wrong one; plan again with "
+                        "--new-ids for a fresh GUID"
+                    )
+    if new_ids and table.scheme == "gpt":
+        warnings.append(
+            "Fresh identifiers (--new-ids): the new partition gets a new partition GUID; boot "
+            "entries or /etc/fstab lines naming the old PARTUUID will not find it"
+        )
+
+    region_end = chosen.start_lba + chosen.length_lba - 1
+    erases = (
+        f"Nothing: the new partition goes into unallocated space (sectors {new.start_lba}-"
+        f"{new.end_lba}, {human_size(new.length_lba * ss)}, of the "
+        f"{human_size(chosen.size_bytes)} free at sectors {chosen.start_lba}-{region_end} on "
+        f"{disk_summary(target.identity)}). Whatever old data lies in that space is "
+        "overwritten; every other partition stays as it is"
+    )
+    plan = Plan(
+        job="one-partition",
+        archive=ArchiveRef(path=archive_path, manifest_digest=manifest_digest),
+        target=TargetRef(
+            device=target.device, identity=target.identity,
+            table_fingerprint=target.table_fingerprint,
+        ),
+        before=table,
+        after=placement.after,
+        stages=stages,
+        new_ids=new_ids,
+        warnings=tuple(warnings),
+        erases=erases,
+    )
+    return check_plan(plan, target.identity.size_bytes)
