@@ -531,6 +531,9 @@ class ImageProbe:
         found = disks_holding(path, self.sys_block)
         return found[0] if found else None
 
+    def disks_holding(self, path: str) -> list[str]:
+        return disks_holding(path, self.sys_block)
+
 
 # ---------------------------------------------------------------------------
 # The running system
@@ -611,9 +614,12 @@ class SystemProbe:
     blkid only, and says in ``missing_facts`` what that leaves unknown.
     """
 
-    def __init__(self, *, use_udev: bool = True, sys_block: Path = SYS_BLOCK) -> None:
+    def __init__(
+        self, *, use_udev: bool = True, sys_block: Path = SYS_BLOCK, dev_dir: Path = Path("/dev")
+    ) -> None:
         self.use_udev = use_udev
         self.sys_block = sys_block
+        self.dev_dir = dev_dir
         self._images = ImageProbe(sys_block=sys_block)
         self._udev_context: Any = None
         self._udev_error: str | None = None
@@ -622,7 +628,7 @@ class SystemProbe:
     def _udev_properties(self, name: str) -> tuple[dict[str, str], str | None]:
         """udev's properties of a disk, or ({}, why they are missing)."""
         if not self.use_udev:
-            return {}, "udev is not used"
+            return {}, "udev is not in use"
         if self._udev_context is None and self._udev_error is None:
             try:
                 import pyudev
@@ -695,7 +701,7 @@ class SystemProbe:
     # -- one disk ----------------------------------------------------------------
     def _probe_block(self, name: str, scan: _UseScan) -> ProbedDisk:
         sys_dir = self.sys_block / name
-        device = f"/dev/{name}"
+        device = str(self.dev_dir / name)
         missing: list[str] = []
         props, udev_missing = self._udev_properties(name)
         sectors = _read_int(sys_dir / "size") or 0
@@ -791,6 +797,10 @@ class RecordedProbe:
     def disk_holding(self, path: str) -> str | None:
         return self._holding.get(path)
 
+    def disks_holding(self, path: str) -> list[str]:
+        one = self._holding.get(path)
+        return [one] if one else []
+
 
 def dump_disks(disks: Sequence[ProbedDisk]) -> str:
     """JSON for a list of disks: what ``disks --json`` prints and RecordedProbe reads."""
@@ -814,6 +824,15 @@ class CombinedProbe:
 
     def disk_holding(self, path: str) -> str | None:
         return self.base.disk_holding(path)
+
+
+def archive_disks(probe: Probe, path: str) -> list[str]:
+    """Every disk ``path`` depends on (through loop backing files too), nearest first."""
+    base = probe.base if isinstance(probe, CombinedProbe) else probe
+    if isinstance(base, SystemProbe | ImageProbe | RecordedProbe):
+        return base.disks_holding(path)
+    one = probe.disk_holding(path)
+    return [one] if one else []
 
 
 def probe_for(images: Sequence[str] = (), *, use_udev: bool = True) -> Probe:

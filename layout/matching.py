@@ -1,0 +1,283 @@
+"""Which present disk is the backed-up one: evidence, blockers, and a deterministic ranking.
+
+Disks are judged by what they are (disk signature or GUID, serial, WWN, model,
+size, partition identities), never by /dev name, and every judgement is a
+sentence a person can read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from archive.manifest import ArchiveManifest
+from layout.models import DiskIdentity, Frozen, PartitionTable
+from layout.probe import ProbedDisk, human_size
+
+# Scores: any one strong fact outweighs every supporting fact together.
+STRONG_POINTS = 1000
+MODEL_POINTS = 20
+SIZE_POINTS = 20
+PARTITION_ID_POINTS = 10  # per partition GUID or filesystem UUID still present
+LABEL_POINTS = 3
+ARCHIVE_BLOCKER = "holds the backup you are restoring from — cannot be the target"
+
+
+class Match(Frozen):
+    """One present disk judged against the backup's source disk."""
+
+    device: str
+    disk: ProbedDisk
+    score: int
+    strong: bool
+    reasons: list[str]
+    blockers: list[str]
+
+    @property
+    def usable(self) -> bool:
+        return not self.blockers
+
+
+def _norm_id(value: str | None) -> str | None:
+    """Serial and WWN as comparable text: case, spaces and "0x"/"naa." prefixes ignored."""
+    if not value:
+        return None
+    text = value.strip().lower().replace(" ", "")
+    for prefix in ("0x", "naa.", "eui.", "t10."):
+        text = text.removeprefix(prefix)
+    return text or None
+
+
+def _norm_text(value: str | None) -> str | None:
+    if not value:
+        return None
+    return " ".join(value.replace("_", " ").split()).lower() or None
+
+
+def _quoted(items: Iterable[str]) -> str:
+    return ", ".join(f'"{x}"' for x in items)
+
+
+def required_bytes(manifest: ArchiveManifest) -> int:
+    """The smallest disk a full-disk restore of this backup fits on: the source disk's size."""
+    return manifest.source.identity.size_bytes
+
+
+def _strong_reasons(
+    source: DiskIdentity, src_table: PartitionTable, disk: ProbedDisk
+) -> tuple[list[str], list[str]]:
+    """(strong evidence, contrary facts worth saying)."""
+    strong: list[str] = []
+    contrary: list[str] = []
+    table = disk.table
+    if table is not None and table.scheme == src_table.scheme:
+        if (
+            src_table.scheme == "msdos"
+            and src_table.mbr_signature
+            and src_table.mbr_signature != "00000000"
+            and table.mbr_signature == src_table.mbr_signature
+        ):
+            strong.append(
+                f"same disk signature {src_table.mbr_signature} as the backed-up disk"
+            )
+        if (
+            src_table.scheme == "gpt"
+            and src_table.gpt_disk_guid
+            and table.gpt_disk_guid == src_table.gpt_disk_guid
+        ):
+            strong.append(f"same GPT disk GUID {src_table.gpt_disk_guid} as the backed-up disk")
+    ident = disk.identity
+    src_serial, serial = _norm_id(source.serial), _norm_id(ident.serial)
+    if src_serial and serial:
+        if src_serial == serial:
+            strong.append(f"same serial number {ident.serial} as the backed-up disk")
+        elif strong:
+            contrary.append(
+                f"serial number differs ({ident.serial}, backed up from {source.serial}): "
+                "a copy of the disk, or the table was restored onto it before"
+            )
+    src_wwn, wwn = _norm_id(source.wwn), _norm_id(ident.wwn)
+    if src_wwn and wwn and src_wwn == wwn:
+        strong.append(f"same WWN {ident.wwn} as the backed-up disk")
+    return strong, contrary
+
+
+def _supporting_reasons(
+    source: DiskIdentity, src_table: PartitionTable, disk: ProbedDisk
+) -> tuple[list[str], int]:
+    reasons: list[str] = []
+    points = 0
+    ident = disk.identity
+    src_model, model = _norm_text(source.model), _norm_text(ident.model)
+    if src_model and model and src_model == model and ident.bus != "image":
+        reasons.append(f"same model ({ident.model})")
+        points += MODEL_POINTS
+    if ident.size_bytes == source.size_bytes:
+        reasons.append(f"same size ({human_size(ident.size_bytes)})")
+        points += SIZE_POINTS
+    elif ident.size_bytes > source.size_bytes:
+        extra = human_size(ident.size_bytes - source.size_bytes)
+        reasons.append(f"larger than the backed-up disk by {extra} (that space stays unallocated)")
+    table = disk.table
+    if table is None:
+        return reasons, points
+    present_guids = {p.gpt_guid for p in table.partitions if p.gpt_guid}
+    want_guids = [p.gpt_guid for p in src_table.partitions if p.gpt_guid]
+    found_guids = [g for g in want_guids if g in present_guids]
+    if found_guids:
+        reasons.append(
+            f"partition GUIDs from the backup found on this disk: {len(found_guids)} of "
+            f"{len(want_guids)}"
+        )
+        points += PARTITION_ID_POINTS * len(found_guids)
+    present_uuids = {p.fs_uuid.lower() for p in table.partitions if p.fs_uuid}
+    want_uuids = [p.fs_uuid for p in src_table.partitions if p.fs_uuid]
+    found_uuids = [u for u in want_uuids if u.lower() in present_uuids]
+    if found_uuids:
+        reasons.append(
+            f"filesystem UUIDs from the backup found on this disk: {len(found_uuids)} of "
+            f"{len(want_uuids)}"
+        )
+        points += PARTITION_ID_POINTS * len(found_uuids)
+    present_labels = {p.label for p in table.partitions if p.label}
+    found_labels = sorted({p.label for p in src_table.partitions if p.label} & present_labels)
+    if found_labels:
+        reasons.append(f"partition labels from the backup are here: {_quoted(found_labels)}")
+        points += LABEL_POINTS * len(found_labels)
+    return reasons, points
+
+
+def _blockers(
+    manifest: ArchiveManifest, disk: ProbedDisk, archive_disks: set[str]
+) -> list[str]:
+    blockers: list[str] = []
+    if disk.device in archive_disks:
+        blockers.append(ARCHIVE_BLOCKER)
+    need = required_bytes(manifest)
+    have = disk.identity.size_bytes
+    if have < need:
+        blockers.append(
+            f"too small: {human_size(need - have)} smaller than the backed-up disk "
+            f"({human_size(have)} here, {human_size(need)} needed)"
+        )
+    blockers.extend(
+        f"in use: {note} — stop using it (unmount, swapoff) and try again"
+        for note in disk.in_use
+    )
+    if disk.read_only:
+        blockers.append(
+            "read-only: nothing can be written to it (check its write-protect switch)"
+        )
+    want_ss = manifest.table.sector_size
+    if disk.identity.logical_sector_size != want_ss:
+        blockers.append(
+            f"uses {disk.identity.logical_sector_size}-byte sectors, but the backup was made "
+            f"from a disk with {want_ss}-byte sectors"
+        )
+    return blockers
+
+
+def judge(manifest: ArchiveManifest, disk: ProbedDisk, archive_disks: set[str]) -> Match:
+    """One disk's evidence and blockers."""
+    source = manifest.source.identity
+    strong, contrary = _strong_reasons(source, manifest.table, disk)
+    supporting, points = _supporting_reasons(source, manifest.table, disk)
+    reasons = [*strong, *supporting, *contrary]
+    if not reasons:
+        reasons.append("nothing links this disk to the backup")
+    elif not strong:
+        reasons.append("no strong evidence that this is the backed-up disk")
+    return Match(
+        device=disk.device,
+        disk=disk,
+        score=STRONG_POINTS * len(strong) + points,
+        strong=bool(strong),
+        reasons=reasons,
+        blockers=_blockers(manifest, disk, archive_disks),
+    )
+
+
+def _identity_key(disk: ProbedDisk) -> tuple[str, ...]:
+    """A tie-break from what the disk is, so /dev names and enumeration order do not matter."""
+    ident = disk.identity
+    return (
+        _norm_id(ident.serial) or "",
+        _norm_id(ident.wwn) or "",
+        _norm_text(ident.model) or "",
+        f"{ident.size_bytes:020d}",
+        disk.table_fingerprint,
+        disk.backing_file or "",
+    )
+
+
+def rank_key(match: Match) -> tuple[object, ...]:
+    # Strong evidence first; among equals, disks that can be targets before blocked
+    # ones; then more evidence; then identity. The /dev name only separates disks
+    # identical in every other respect, whose order then cannot matter to anyone.
+    return (
+        not match.strong,
+        bool(match.blockers),
+        -match.score,
+        _identity_key(match.disk),
+        match.device,
+    )
+
+
+def match_disks(
+    manifest: ArchiveManifest,
+    disks: Sequence[ProbedDisk],
+    archive_disk: str | Iterable[str] | None,
+) -> list[Match]:
+    """Every disk judged against the backup's source disk, best first.
+
+    ``archive_disk`` is the disk holding the archive (or every disk it depends on,
+    e.g. a loop device and the disk under its backing file): never a target.
+    """
+    if archive_disk is None:
+        archive_disks: set[str] = set()
+    elif isinstance(archive_disk, str):
+        archive_disks = {archive_disk}
+    else:
+        archive_disks = set(archive_disk)
+    matches = [judge(manifest, d, archive_disks) for d in disks]
+    return sorted(matches, key=rank_key)
+
+
+def choose_target(matches: Sequence[Match]) -> Match | None:
+    """The disk to restore onto without asking: the one strong, unblocked match, else None."""
+    candidates = [m for m in matches if m.strong and not m.blockers]
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def choice_explanation(matches: Sequence[Match]) -> str:
+    """Why ``choose_target`` picked what it picked, or why it picked nothing."""
+    ranked = sorted(matches, key=rank_key)
+    chosen = choose_target(ranked)
+    if chosen is not None:
+        return (
+            f"Chose {chosen.disk.headline} ({chosen.device}): {'; '.join(chosen.reasons)}."
+        )
+    if not ranked:
+        return "No disks were found. Attach the disk to restore onto and try again."
+    candidates = [m for m in ranked if m.strong and not m.blockers]
+    lines: list[str] = []
+    if len(candidates) > 1:
+        lines.append(
+            "More than one disk carries the backed-up disk's identity; choose one with "
+            "--target:"
+        )
+        lines.extend(f"  {m.disk.headline} ({m.device})" for m in candidates)
+        return "\n".join(lines)
+    strong = [m for m in ranked if m.strong]
+    if strong:
+        lines.append("The backed-up disk is attached but cannot be restored onto now:")
+        for m in strong:
+            lines.append(f"  {m.disk.headline} ({m.device}): {'; '.join(m.blockers)}")
+    else:
+        lines.append(
+            "None of the attached disks is clearly the backed-up disk, so none was chosen. "
+            "Choose the target yourself with --target. Disks considered:"
+        )
+        for m in ranked:
+            why = "; ".join(m.blockers) if m.blockers else "; ".join(m.reasons)
+            lines.append(f"  {m.disk.headline} ({m.device}): {why}")
+    return "\n".join(lines)

@@ -1,0 +1,103 @@
+"""`restore-tui match ARCHIVE`: which attached disk is the one the backup came from.
+
+Every disk is listed best first with the evidence for it in plain words, and
+with what stops it from being restored onto (holds the backup, in use, too small).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from archive import open_archive
+from archive.manifest import ArchiveManifest
+from layout.matching import Match, choice_explanation, match_disks
+from layout.probe import ProbeError, archive_disks, human_size, probe_for
+from restore_tui.cli import UserError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "match",
+        help="find which attached disk the backup belongs on, with the reasons",
+        description="Compare every attached disk with the disk the backup was made from: "
+        "disk signature or GUID, serial, model, size, partitions. Best match first; disks "
+        "that cannot be restored onto say why.",
+    )
+    parser.add_argument("archive", metavar="ARCHIVE", help="the backup file or folder")
+    parser.add_argument("--json", action="store_true", help="print the matches as JSON")
+    parser.add_argument(
+        "--image",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="also consider this disk image file as a disk (repeatable)",
+    )
+    parser.add_argument(
+        "--no-udev",
+        action="store_true",
+        help="do not ask udev; read identity from sysfs and blkid only",
+    )
+    parser.set_defaults(run=run)
+
+
+def find_matches(
+    archive_path: str, images: list[str], *, use_udev: bool = True
+) -> tuple[ArchiveManifest, list[Match]]:
+    """Open the archive, probe the disks (plus ``images``) and rank them."""
+    with open_archive(archive_path) as archive:
+        manifest = archive.manifest
+        archive_file = str(archive.path)
+    probe = probe_for(images, use_udev=use_udev)
+    try:
+        disks = probe.disks()
+        # Every disk the archive depends on (through loop backing files too) is refused.
+        holding = archive_disks(probe, archive_file)
+    except ProbeError as exc:
+        raise UserError(str(exc)) from exc
+    return manifest, match_disks(manifest, disks, holding)
+
+
+def match_to_json(m: Match) -> dict[str, Any]:
+    return {
+        "device": m.device,
+        "headline": m.disk.headline,
+        "score": m.score,
+        "strong": m.strong,
+        "reasons": list(m.reasons),
+        "blockers": list(m.blockers),
+        "disk": json.loads(m.disk.model_dump_json()),
+    }
+
+
+def render_match(rank: int, m: Match) -> str:
+    verdict = "cannot be the target" if m.blockers else (
+        "the backed-up disk" if m.strong else "could be used as the target"
+    )
+    lines = [f"{rank}. {m.disk.headline} — {verdict}", f"   {m.disk.device_note}"]
+    lines.extend(f"   + {r}" for r in m.reasons)
+    lines.extend(f"   ✗ {b}" for b in m.blockers)
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    manifest, matches = find_matches(args.archive, args.image, use_udev=not args.no_udev)
+    if args.json:
+        print(json.dumps([match_to_json(m) for m in matches], indent=2))
+        return 0
+    source = manifest.source
+    src = source.identity
+    described = " · ".join(
+        x for x in (src.model, human_size(src.size_bytes),
+                    f"serial {src.serial}" if src.serial else None) if x
+    )
+    print(f"The backup was made from: {described} (then {source.device})")
+    print()
+    if not matches:
+        print("No disks found. Attach the disk to restore onto, or pass --image FILE.")
+        return 0
+    print("\n\n".join(render_match(i, m) for i, m in enumerate(matches, 1)))
+    print()
+    print(choice_explanation(matches))
+    return 0
