@@ -6,6 +6,7 @@ No root and no loop devices: filesystems are made inside image files at byte off
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -16,6 +17,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from layout.models import Partition, PartitionFlag, PartitionTable
 
 SECTOR = 512
 MIB = 1024 * 1024
@@ -107,6 +110,49 @@ class SampleDisk:
     def data_partitions(self) -> tuple[SamplePartition, ...]:
         return tuple(p for p in self.partitions if p.kind != "extended")
 
+    def to_table(self) -> PartitionTable:
+        """The intended table as the shared model, with filesystem type, label and UUID."""
+        partitions = []
+        for p in self.partitions:
+            # libparted's names for what the table itself says (the active flag,
+            # LBA type bytes, the ESP type GUID), as layout.table_io reads them.
+            flags: list[PartitionFlag] = []
+            if p.bootable or p.gpt_type == ESP_TYPE:
+                flags.append("boot")
+            if p.mbr_type in (0x0C, 0x0E, 0x0F):
+                flags.append("lba")
+            if p.gpt_type == ESP_TYPE:
+                flags.append("esp")
+            partitions.append(
+                Partition(
+                    number=p.number,
+                    start_lba=p.start_lba,
+                    length_lba=p.length_lba,
+                    kind=p.kind,
+                    mbr_type=p.mbr_type,
+                    gpt_type=p.gpt_type,
+                    gpt_guid=p.guid,
+                    gpt_name=p.name,
+                    flags=tuple(flags),
+                    filesystem=p.fs,
+                    label=p.label,
+                    fs_uuid=p.fs_uuid,
+                )
+            )
+        gpt = self.scheme == "gpt"
+        return PartitionTable(
+            scheme=self.scheme,
+            sector_size=SECTOR,
+            disk_size_lba=self.size_lba,
+            mbr_signature=self.signature,
+            gpt_disk_guid=self.disk_guid,
+            gpt_first_usable_lba=GPT_AREA_SECTORS + 1 if gpt else None,
+            gpt_last_usable_lba=self.size_lba - GPT_AREA_SECTORS - 1 if gpt else None,
+            gpt_entry_count=128 if gpt else None,
+            gpt_entry_size=128 if gpt else None,
+            partitions=tuple(partitions),
+        )
+
     def table_extents(self) -> tuple[tuple[int, int], ...]:
         """Byte [start, stop) of every table structure: sector 0, GPT areas, EBRs."""
         extents = [(0, SECTOR)]
@@ -167,8 +213,21 @@ def _aligned_span(start_lba: int, stop_lba: int) -> list[tuple[int, int]]:
 # --------------------------------------------------------------------------- tools
 
 
+# mkfs, sfdisk and friends live in sbin, which a normal user's PATH often lacks;
+# they work on image files without root all the same.
+_SBIN = ("/usr/local/sbin", "/usr/sbin", "/sbin")
+
+
+def find_tool(name: str) -> str | None:
+    """Full path of a command-line tool, looking in the sbin folders too."""
+    found = shutil.which(name)
+    if found is None:
+        found = shutil.which(name, path=os.pathsep.join(_SBIN))
+    return found
+
+
 def have_tool(name: str) -> bool:
-    return shutil.which(name) is not None
+    return find_tool(name) is not None
 
 
 def _run(
@@ -180,19 +239,22 @@ def _run(
 ) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     full_env.setdefault("LC_ALL", "C")
+    program = find_tool(str(cmd[0]))
+    if program is None:
+        raise SampleError(
+            f"{cmd[0]} is not installed; run ./run.sh setup as root to install the tools it needs"
+        )
     try:
         proc = subprocess.run(
-            [str(c) for c in cmd],
+            [program, *(str(c) for c in cmd[1:])],
             input=input_text,
             capture_output=True,
             text=True,
             env=full_env,
             check=False,
         )
-    except FileNotFoundError as exc:
-        raise SampleError(
-            f"{cmd[0]} is not installed; run ./run.sh setup (as root) to install the tools"
-        ) from exc
+    except OSError as exc:
+        raise SampleError(f"{cmd[0]} could not be started: {exc}") from exc
     if check and proc.returncode != 0:
         raise SampleError(
             f"{Path(str(cmd[0])).name} failed (exit {proc.returncode}): "
@@ -459,20 +521,32 @@ def _boot_code(seed: int, windows: bool) -> bytes:
     return head + random.Random(seed ^ 0xB007).randbytes(440 - len(head))
 
 
-def _build(
+def build_disk(
     path: str | os.PathLike[str],
     size_mib: int,
     scheme: Literal["msdos", "gpt"],
     parts: Sequence[SamplePartition],
     *,
-    garbage: bool,
-    seed: int,
+    garbage: bool = True,
+    seed: int = 0,
     signature: str | None = None,
     disk_guid: str | None = None,
     windows_boot_code: bool = False,
 ) -> SampleDisk:
+    """Build any layout: fill, make each filesystem with its files, then write the table.
+
+    The named builders below are layouts of this; tests that need another one
+    (an odd alignment, a single partition) describe it with ``SamplePartition``.
+    """
     target = Path(path)
     size_bytes = size_mib * MIB
+    last = size_bytes // SECTOR - (GPT_AREA_SECTORS if scheme == "gpt" else 0)
+    for part in parts:
+        if part.start_lba < 1 or part.stop_lba > last:
+            raise ValueError(
+                f"partition {part.number} (sectors {part.start_lba}-{part.stop_lba - 1}) "
+                f"does not fit on a {size_mib} MiB {scheme} disk"
+            )
     _fill(target, size_bytes, garbage=garbage, seed=seed)
     built: list[SamplePartition] = []
     with tempfile.TemporaryDirectory(prefix="restore-tui-sample-") as tmp:
@@ -487,7 +561,7 @@ def _build(
                 copied = _make_ntfs(target, part, work)
             # A missing optional tool (mcopy/ntfscp) leaves the filesystem empty:
             # record that, so tests compare against what is really there.
-            built.append(part if copied else _replace_files(part, {}))
+            built.append(part if copied else dataclasses.replace(part, files={}))
     disk = SampleDisk(
         path=target,
         size_bytes=size_bytes,
@@ -501,11 +575,7 @@ def _build(
         seed=seed,
     )
     _write_table(target, disk)
-    return SampleDisk(**{**disk.__dict__, "ebr_lbas": _ebr_chain(target, built)})
-
-
-def _replace_files(part: SamplePartition, files: Mapping[str, bytes]) -> SamplePartition:
-    return SamplePartition(**{**part.__dict__, "files": dict(files)})
+    return dataclasses.replace(disk, ebr_lbas=_ebr_chain(target, built))
 
 
 # ------------------------------------------------------------------ sample contents
@@ -559,7 +629,7 @@ def build_windows_mbr(
             "bootmgr": _blob(rng, 64 * 1024),
         },
     )  # fmt: skip
-    return _build(
+    return build_disk(
         path, size_mib, "msdos", [p1, p2], garbage=garbage, seed=seed,
         signature=WINDOWS_SIGNATURE, windows_boot_code=True,
     )  # fmt: skip
@@ -619,7 +689,7 @@ def build_mbr_with_logicals(
             "user/empty.txt": b"",
         },
     )  # fmt: skip
-    return _build(
+    return build_disk(
         path, size_mib, "msdos", [root, extended, shared, home], garbage=garbage, seed=seed,
         signature=LOGICALS_SIGNATURE,
     )  # fmt: skip
@@ -672,7 +742,7 @@ def build_gpt_linux(
             "README": _text("Data kept apart from the system."),
         },
     )  # fmt: skip
-    return _build(
+    return build_disk(
         path, size_mib, "gpt", [esp, root, data], garbage=garbage, seed=seed,
         disk_guid=GPT_DISK_GUID,
     )  # fmt: skip
@@ -739,7 +809,9 @@ def read_files_ntfs(image: str | os.PathLike[str], offset: int, size: int) -> di
             name = line.rstrip("*@|=")  # -F classification marks
             rel = f"{directory}/{name}" if directory else name
             data = subprocess.run(
-                ["ntfscat", str(part), "/" + rel], capture_output=True, check=False
+                [find_tool("ntfscat") or "ntfscat", str(part), "/" + rel],
+                capture_output=True,
+                check=False,
             )
             if data.returncode != 0:
                 raise SampleError(f"ntfscat could not read {rel}: {data.stderr.decode().strip()}")

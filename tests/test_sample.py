@@ -6,16 +6,21 @@ Everything is checked on the real bytes of image files, read with the real tools
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from layout.blockio import DiskReader
+from layout.table_io import read_table
 from restore_tui import sample
-from restore_tui.sample import MIB, SECTOR, SampleDisk
+from restore_tui.sample import MIB, SECTOR, SampleDisk, SamplePartition
 
 Builder = Callable[..., SampleDisk]
 BUILDERS: dict[str, Builder] = {
@@ -102,7 +107,7 @@ def test_windows_disk_has_the_forum_users_layout(tmp_path: Path) -> None:
     disk = sample.build_windows_mbr(tmp_path / "w.img", SIZE_MIB, garbage=False)
     table = sample.sfdisk_json(disk.path)
     assert table["id"] == "0x7490a9a7"
-    first, second = table["partitions"]  # type: ignore[misc]
+    first, second = table["partitions"]
     assert (first["start"], first["type"], first.get("bootable")) == (2048, "7", True)
     assert second["type"] == "7" and "bootable" not in second
     assert second["start"] == first["start"] + first["size"]
@@ -258,9 +263,7 @@ def test_default_size_disk_is_256_mib_with_the_same_layout(tmp_path: Path) -> No
     assert disk.size_bytes == disk.path.stat().st_size == 256 * MIB
     assert disk.partition(1).size == 32 * MIB  # the EFI System partition
     table = sample.sfdisk_json(disk.path)
-    assert [p["start"] for p in table["partitions"]] == [  # type: ignore[union-attr,index]
-        p.start_lba for p in disk.partitions
-    ]
+    assert [p["start"] for p in table["partitions"]] == [p.start_lba for p in disk.partitions]
     root = disk.partition(2)
     assert sample.read_files("ext4", disk.path, root.offset, root.size) == dict(root.files)
 
@@ -268,3 +271,88 @@ def test_default_size_disk_is_256_mib_with_the_same_layout(tmp_path: Path) -> No
 def test_too_small_a_disk_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least"):
         sample.build_gpt_linux(tmp_path / "tiny.img", 16)
+
+
+def test_intended_table_is_what_the_table_reader_finds(disk: SampleDisk) -> None:
+    with DiskReader(disk.path) as reader:
+        parsed = read_table(reader.read, disk.size_bytes)
+    assert parsed is not None
+    intended = disk.to_table()
+    # The table reader sees the table only; filesystem facts come from elsewhere.
+    bare = intended.model_copy(
+        update={
+            "partitions": tuple(
+                p.model_copy(update={"filesystem": None, "label": None, "fs_uuid": None})
+                for p in intended.partitions
+            )
+        }
+    )
+    assert parsed.table == bare
+    ebrs = tuple(lba for lba, _ in parsed.ebrs)
+    assert ebrs == disk.ebr_lbas
+
+
+def test_filesystems_free_space_holds_garbage_too(disk: SampleDisk) -> None:
+    # Like a used disk: what a backup of used blocks leaves out is not zeros.
+    fill = b"".join(sample.garbage_blocks(disk.seed, disk.size_bytes))
+    image = disk.path.read_bytes()
+    for p in disk.data_partitions:
+        blocks = range(p.offset, p.offset + p.size, 4096)
+        same = sum(1 for o in blocks if image[o : o + 4096] == fill[o : o + 4096])
+        assert same >= len(blocks) // 2, f"partition {p.number}: {same}/{len(blocks)} left"
+
+
+def test_custom_layout_with_old_alignment_and_empty_filesystems(tmp_path: Path) -> None:
+    # Windows XP put the first partition at sector 63; restores must keep that exactly.
+    parts = [
+        SamplePartition(
+            1, 63, 20 * sample.MIB_LBA - 63, "ntfs", "XP", mbr_type=0x07, bootable=True
+        ),
+        SamplePartition(2, 20 * sample.MIB_LBA, 8 * sample.MIB_LBA, "vfat", "USB", mbr_type=0x0E),
+    ]
+    disk = sample.build_disk(tmp_path / "xp.img", 32, "msdos", parts, seed=4, signature="0A0B0C0D")
+    table = sample.sfdisk_json(disk.path)
+    assert [(p["start"], p["size"]) for p in table["partitions"]] == [
+        (63, 20 * sample.MIB_LBA - 63),
+        (20 * sample.MIB_LBA, 8 * sample.MIB_LBA),
+    ]
+    for p in disk.partitions:
+        assert p.fs is not None
+        assert sample.fsck_clean(p.fs, disk.path, p.offset, p.size)[0]
+        assert sample.read_files(p.fs, disk.path, p.offset, p.size) == {}
+        boot = _read(disk.path, p.offset, SECTOR)
+        assert int.from_bytes(boot[0x1C:0x20], "little") == p.start_lba
+    assert disk.unallocated() == ((28 * sample.MIB_LBA, 4 * sample.MIB_LBA),)
+
+
+def test_a_partition_outside_the_disk_is_refused(tmp_path: Path) -> None:
+    part = SamplePartition(1, 2048, 40 * sample.MIB_LBA, "ext4", "big", mbr_type=0x83)
+    with pytest.raises(ValueError, match="does not fit"):
+        sample.build_disk(tmp_path / "x.img", 32, "msdos", [part])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the build as another user")
+def test_builds_as_a_normal_user_without_sbin_on_path() -> None:
+    # The demo runs as a normal user whose PATH lacks /usr/sbin, where mkfs lives.
+    folder = Path(tempfile.mkdtemp(prefix="restore-tui-nobody-"))
+    try:
+        folder.chmod(0o777)
+        script = (
+            "import sys; from restore_tui import sample as s\n"
+            "d = s.build_gpt_linux(sys.argv[1], 64)\n"
+            "for p in d.data_partitions:\n"
+            "    assert s.fsck_clean(p.fs, d.path, p.offset, p.size)[0], p\n"
+            "    assert s.read_files(p.fs, d.path, p.offset, p.size) == dict(p.files), p\n"
+            "print('built', d.path.stat().st_uid)\n"
+        )
+        proc = subprocess.run(
+            ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+             sys.executable, "-c", script, str(folder / "u.img")],
+            env={"PATH": "/usr/bin:/bin", "HOME": str(folder), "TMPDIR": str(folder),
+                 "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "built 65534"
+    finally:
+        shutil.rmtree(folder)
