@@ -1,0 +1,723 @@
+"""The staged restore engine: executes a plan's stages in order, with durable checkpoints.
+
+It writes only through :class:`CheckedWriter` (the plan's extents), verifies each
+stage by reading it back, and continues a stopped restore from its journal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import shutil
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from archive.base import TRACK0, Archive
+from archive.errors import ArchiveError, CorruptData
+from archive.manifest import ArchiveManifest, Chunk
+from layout.blockio import BLKRRPART, geometry_of_fd
+from layout.models import DiskIdentity, PartitionTable
+from layout.plan import Action, Plan, Stage, canonical_json
+from layout.table_io import TableError, read_table, table_fingerprint
+from restore_tui.cli import UserError
+from restore_tui.journal import Journal
+from restore_tui.progress import RateMeter
+from restore_tui.writer import CheckedWriter, OutsidePlan, TargetOpenError
+
+# Data is written in slices of this size: progress, cancellation and checkpoints
+# happen between slices, so a 4 MiB chunk is not an indivisible step.
+WRITE_SLICE = 1024 * 1024
+ZERO_SLICE = 64 * 1024 * 1024
+VERIFY_BLOCK = 4 * 1024 * 1024
+CHECKPOINT_SECONDS = 3.0
+
+RESUME_HINT = "run `restore-tui resume` — it continues from the last checkpoint"
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+class EngineError(UserError):
+    """A restore that stopped; the message says what happened and what to do."""
+
+
+class RestoreCancelled(EngineError):
+    """Stopped on request after writing a checkpoint."""
+
+
+class DamagedBackup(EngineError):
+    """The archive's data failed its check; nothing of it was written."""
+
+
+class TargetChanged(EngineError):
+    """The target no longer matches the plan (size, table, identity, sector size)."""
+
+
+class TableMismatch(EngineError):
+    """The table read back after the table stage differs from the plan."""
+
+
+class VerifyFailed(EngineError):
+    """Bytes read back differ from what was written."""
+
+
+class WriteFailed(EngineError):
+    """The target refused a write or a flush."""
+
+
+def area_name(area: int | str | None) -> str:
+    if area is None or area == TRACK0:
+        return "the start of the disk (track 0)"
+    return f"partition {area}"
+
+
+def manifest_digest(manifest: ArchiveManifest) -> str:
+    """The digest a plan records for its archive (``ArchiveRef.manifest_digest``)."""
+    return hashlib.sha256(canonical_json(manifest).encode()).hexdigest()
+
+
+# -- progress ----------------------------------------------------------------------------
+
+EventKind = Literal[
+    "note", "stage-start", "write", "verify", "checkpoint", "stage-done", "finished"
+]
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """One report for the CLI and the wizard; byte counts are of the plan's work."""
+
+    kind: EventKind
+    stage_index: int  # 0-based; -1 before the first stage
+    stage_count: int
+    stage_name: str
+    stage_title: str
+    stage_done: int
+    stage_total: int
+    overall_done: int
+    overall_total: int
+    rate_bytes_s: float | None = None
+    eta_s: float | None = None
+    message: str = ""
+    journal_path: str | None = None
+
+    @property
+    def stage_number(self) -> int:
+        return self.stage_index + 1
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+# -- table comparison --------------------------------------------------------------------
+
+
+def table_differences(expected: PartitionTable, found: PartitionTable | None) -> list[str]:
+    """Geometry and identity differences, in plain words (empty when they agree)."""
+    if found is None:
+        return ["no partition table could be read back"]
+    out: list[str] = []
+    if found.scheme != expected.scheme:
+        out.append(f"the table is {found.scheme}, the plan wrote {expected.scheme}")
+        return out
+    if expected.scheme == "msdos" and found.mbr_signature != expected.mbr_signature:
+        out.append(
+            f"disk signature is {found.mbr_signature}, the plan wrote {expected.mbr_signature}"
+        )
+    if expected.scheme == "gpt" and found.gpt_disk_guid != expected.gpt_disk_guid:
+        out.append(f"disk GUID is {found.gpt_disk_guid}, the plan wrote {expected.gpt_disk_guid}")
+    want = {p.number: p for p in expected.partitions}
+    have = {p.number: p for p in found.partitions}
+    for number in sorted(set(want) | set(have)):
+        w, h = want.get(number), have.get(number)
+        if w is None:
+            out.append(f"partition {number} exists but the plan has none")
+            continue
+        if h is None:
+            out.append(f"partition {number} is missing")
+            continue
+        for field in ("start_lba", "length_lba", "kind", "mbr_type", "gpt_type", "gpt_guid"):
+            a, b = getattr(w, field), getattr(h, field)
+            if expected.scheme == "msdos" and field in ("gpt_type", "gpt_guid"):
+                continue
+            if expected.scheme == "gpt" and field == "mbr_type":
+                continue
+            if a != b:
+                out.append(f"partition {number}: {field.replace('_', ' ')} is {b}, plan says {a}")
+    return out
+
+
+# -- byte-range helpers ------------------------------------------------------------------
+
+
+def subtract(
+    ranges: Iterable[tuple[int, int]], holes: Iterable[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """[start, stop) ranges with the holes cut out."""
+    out = [r for r in ranges if r[1] > r[0]]
+    for h0, h1 in holes:
+        nxt: list[tuple[int, int]] = []
+        for a, b in out:
+            if h1 <= a or h0 >= b:
+                nxt.append((a, b))
+                continue
+            if a < h0:
+                nxt.append((a, h0))
+            if h1 < b:
+                nxt.append((h1, b))
+        out = nxt
+    return out
+
+
+def _stored_overlap(chunks: tuple[Chunk, ...], lo: int, hi: int) -> int:
+    return sum(max(0, min(c.stop, hi) - max(c.offset, lo)) for c in chunks)
+
+
+# -- the engine --------------------------------------------------------------------------
+
+
+@dataclass
+class _Position:
+    stage_index: int
+    action_index: int
+    done_in_action: int  # bytes of the action's extent known written
+    last_extent: tuple[int, int] | None
+
+
+class RestoreEngine:
+    """Execute ``plan`` onto ``target_path`` using data from ``archive``.
+
+    ``journal``: an existing journal to continue (resume) or None to start one
+    beside the archive (``journal_location`` overrides where). ``cancel`` is
+    checked between slices; when set, the engine records a checkpoint and
+    raises :class:`RestoreCancelled`.
+
+    Verification re-reads the archive rather than keeping hashes of what was
+    written: the archive re-checks every chunk's digest as it is read, and a
+    resumed stage (whose first half was written by an earlier process) is
+    verified exactly like an uninterrupted one.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        archive: Archive,
+        target_path: str,
+        *,
+        verify: bool = True,
+        journal: Journal | None = None,
+        journal_location: Path | None = None,
+        plan_path: str | None = None,
+        target_identity: DiskIdentity | None = None,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
+    ) -> None:
+        self.plan = plan
+        self.archive = archive
+        self.target_path = target_path
+        self.verify = verify
+        self.journal = journal
+        self.journal_location = journal_location
+        self.plan_path = plan_path
+        self.target_identity = target_identity or plan.target.identity
+        self.progress = progress
+        self.cancel = cancel
+        self.checkpoint_seconds = checkpoint_seconds
+        self.notes: list[str] = []
+        self._weights = [[self._action_weight(a) for a in s.actions] for s in plan.stages]
+        self._stage_totals = [sum(w) for w in self._weights]
+        self.overall_total = sum(self._stage_totals)
+        self._meter = RateMeter(self.overall_total)
+        self._overall_done = 0
+        self._stage_done = 0
+        self._stage_index = -1
+        self._last_checkpoint = time.monotonic()
+        self._writer: CheckedWriter | None = None
+
+    # -- weights: stored bytes for copies (what actually moves), length otherwise --------
+
+    def _area_chunks(self, area: int | str | None) -> tuple[Chunk, ...] | None:
+        manifest = self.archive.manifest
+        try:
+            if area == TRACK0:
+                return manifest.boot.track0
+            if isinstance(area, int):
+                return manifest.image(area).chunks
+        except KeyError:
+            return None
+        return None
+
+    def _action_weight(self, action: Action, done: int | None = None) -> int:
+        """Work units of ``action`` (of its first ``done`` bytes when given)."""
+        length = action.length if done is None else done
+        if action.kind != "restore-area" or action.source_offset is None:
+            return length
+        chunks = self._area_chunks(action.area)
+        if chunks is None:
+            return length
+        lo = action.source_offset
+        return _stored_overlap(chunks, lo, lo + length)
+
+    # -- events ------------------------------------------------------------------------
+
+    def _emit(self, kind: EventKind, message: str = "") -> None:
+        if self.progress is None:
+            return
+        snap = self._meter.update(self._overall_done)
+        i = self._stage_index
+        stage = self.plan.stages[i] if 0 <= i < len(self.plan.stages) else None
+        self.progress(
+            ProgressEvent(
+                kind=kind,
+                stage_index=i,
+                stage_count=len(self.plan.stages),
+                stage_name=stage.name if stage else "",
+                stage_title=stage.title if stage else "",
+                stage_done=self._stage_done,
+                stage_total=self._stage_totals[i] if stage else 0,
+                overall_done=self._overall_done,
+                overall_total=self.overall_total,
+                rate_bytes_s=snap.rate_bytes_s,
+                eta_s=snap.eta_s,
+                message=message,
+                journal_path=str(self.journal.path) if self.journal else None,
+            )
+        )
+
+    def _note(self, message: str) -> None:
+        self.notes.append(message)
+        self._emit("note", message)
+
+    # -- entry point -------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Execute every stage not yet done; raises an :class:`EngineError` when it stops."""
+        plan = self.plan
+        if self.journal is not None and self.journal.record.plan_digest != plan.digest():
+            raise TargetChanged(
+                f"the restore record {self.journal.path} belongs to a different plan; "
+                "start a new restore instead of resuming"
+            )
+        if self.journal is not None and self.journal.record.finished:
+            self._note("this restore already finished; nothing to do")
+            return
+        self._check_archive()
+        try:
+            writer = CheckedWriter(self.target_path, plan.write_extents())
+        except TargetOpenError as exc:
+            raise WriteFailed(str(exc.strerror)) from exc
+        except OutsidePlan as exc:
+            raise TargetChanged(str(exc)) from exc
+        self._writer = writer
+        try:
+            self._preflight(writer)
+            if self.journal is None:
+                self.journal = Journal.create(
+                    plan,
+                    archive_path=self.archive.path,
+                    target_path=self.target_path,
+                    target_identity=self.target_identity,
+                    plan_path=self.plan_path,
+                    location=self.journal_location,
+                )
+            elif str(self.archive.path) != self.journal.record.archive_path:
+                # Resuming from another copy of the same backup: remember the new path.
+                self.journal.save(archive_path=str(Path(self.archive.path).absolute()))
+            self._note(f"progress is recorded in {self.journal.path}")
+            self._run_stages(writer)
+            self.journal.save(finished=True, current_stage=None, last_extent=None)
+            self._emit("finished", "the restore is complete")
+        finally:
+            writer.close()
+            self._writer = None
+
+    # -- checks before writing ---------------------------------------------------------
+
+    def _check_archive(self) -> None:
+        want = self.plan.archive.manifest_digest
+        have = manifest_digest(self.archive.manifest)
+        if want != have:
+            raise TargetChanged(
+                f"{self.archive.path} is not the backup this plan was made from (its contents "
+                "list differs). Use the same backup file, or make a new plan"
+            )
+
+    def _preflight(self, writer: CheckedWriter) -> None:
+        plan = self.plan
+        expected_size = plan.target.identity.size_bytes
+        if writer.size != expected_size:
+            raise TargetChanged(
+                f"{self.target_path} is {writer.size} bytes now but the plan was made for a disk "
+                f"of {expected_size} bytes; this is not the same disk, or it changed. "
+                "Make a new plan for it"
+            )
+        sector = plan.after.sector_size
+        if writer.is_block_device:
+            geo = geometry_of_fd(writer.fd)
+            if geo.logical_sector_size != sector:
+                raise TargetChanged(
+                    f"{self.target_path} has {geo.logical_sector_size}-byte sectors but the plan "
+                    f"is for {sector}-byte sectors; a restore would misplace every partition"
+                )
+        try:
+            parsed = read_table(writer.read, writer.size, sector)
+            found: PartitionTable | None = parsed.table if parsed else None
+            fingerprint = table_fingerprint(parsed)
+        except TableError:
+            found, fingerprint = None, "unreadable"
+        record = self.journal.record if self.journal else None
+        if record is not None and "table" in record.completed_stages:
+            problems = table_differences(plan.after, found)
+            if problems:
+                raise TargetChanged(
+                    "the partition table on the disk changed since restore-tui wrote it ("
+                    + "; ".join(problems)
+                    + "). Something else wrote to the disk; make a new plan and restore again"
+                )
+        elif record is not None and record.started_writing:
+            pass  # the table stage was under way: the table may be half written, by us
+        elif fingerprint != plan.target.table_fingerprint:
+            raise TargetChanged(
+                f"the partition table on {self.target_path} changed since the plan was made; "
+                "make a new plan (`restore-tui plan`) and look at it again before restoring"
+            )
+
+    # -- stages ------------------------------------------------------------------------
+
+    def _start_position(self) -> _Position:
+        record = self.journal.record if self.journal else None
+        stages = self.plan.stages
+        if record is None:
+            return _Position(0, 0, 0, None)
+        for i, stage in enumerate(stages):
+            if stage.name in record.completed_stages:
+                continue
+            if stage.name == record.current_stage:
+                return _Position(i, record.action_index, record.done_in_action, record.last_extent)
+            return _Position(i, 0, 0, None)
+        return _Position(len(stages), 0, 0, None)
+
+    def _run_stages(self, writer: CheckedWriter) -> None:
+        assert self.journal is not None
+        start = self._start_position()
+        completed = list(self.journal.record.completed_stages)
+        for i, stage in enumerate(self.plan.stages):
+            if stage.name in completed:
+                self._overall_done += self._stage_totals[i]
+                continue
+            self._stage_index = i
+            action_index, done = 0, 0
+            if i == start.stage_index:
+                action_index, done = start.action_index, start.done_in_action
+                if (action_index, done) != (0, 0) and not self._reverify_last(stage, start, writer):
+                    action_index, done = 0, 0
+            self._stage_done = sum(self._weights[i][:action_index])
+            if action_index < len(stage.actions):
+                self._stage_done += self._action_weight(stage.actions[action_index], done)
+            self._overall_done += self._stage_done
+            self._emit("stage-start", stage.title)
+            self._check_cancel(stage, action_index, done, None)
+            for ai in range(action_index, len(stage.actions)):
+                self._execute(stage, ai, done if ai == action_index else 0)
+            if stage.name == "table":
+                self._after_table(writer)
+            self._flush(writer)
+            if self.verify:
+                self._verify_stage(stage, writer)
+            completed.append(stage.name)
+            self.journal.save(
+                completed_stages=tuple(completed),
+                current_stage=None,
+                action_index=0,
+                done_in_action=0,
+                last_extent=None,
+            )
+            self._last_checkpoint = time.monotonic()
+            self._emit("checkpoint", f"stage {i + 1} of {len(self.plan.stages)} done")
+            self._emit("stage-done", stage.title)
+
+    def _flush(self, writer: CheckedWriter) -> None:
+        try:
+            writer.sync()
+        except OSError as exc:
+            raise WriteFailed(
+                f"the disk {self.target_path} did not confirm the data was stored "
+                f"({exc.strerror}); the disk or its cable may be failing. After checking it, "
+                f"{RESUME_HINT}"
+            ) from exc
+
+    def _checkpoint(self, stage: Stage, ai: int, done: int, last: tuple[int, int] | None) -> None:
+        assert self.journal is not None and self._writer is not None
+        # Data first, then the record that vouches for it.
+        self._flush(self._writer)
+        self.journal.save(
+            current_stage=stage.name, action_index=ai, done_in_action=done, last_extent=last
+        )
+        self._last_checkpoint = time.monotonic()
+        self._emit("checkpoint", "safe to resume from here")
+
+    def _check_cancel(self, stage: Stage, ai: int, done: int, last: tuple[int, int] | None) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            self._checkpoint(stage, ai, done, last)
+            raise RestoreCancelled(
+                f"the restore was stopped at your request during {stage.title!r}; the disk is "
+                f"not usable yet. To finish it, {RESUME_HINT}"
+            )
+
+    def _after_slice(self, stage: Stage, ai: int, done: int, last: tuple[int, int]) -> None:
+        self._emit("write")
+        self._check_cancel(stage, ai, done, last)
+        if time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds:
+            self._checkpoint(stage, ai, done, last)
+
+    def _advance(self, units: int) -> None:
+        self._stage_done += units
+        self._overall_done += units
+
+    # -- executing actions -------------------------------------------------------------
+
+    def _execute(self, stage: Stage, ai: int, start_done: int) -> None:
+        writer = self._writer
+        assert writer is not None
+        action = stage.actions[ai]
+        try:
+            if action.kind == "write-bytes":
+                assert action.data is not None
+                data = bytes.fromhex(action.data)
+                if start_done < action.length:
+                    writer.write(action.offset + start_done, data[start_done:])
+                    self._advance(action.length - start_done)
+                    self._after_slice(
+                        stage, ai, action.length, (action.offset + start_done, action.stop)
+                    )
+            elif action.kind == "zero":
+                pos = action.offset + start_done
+                while pos < action.stop:
+                    n = min(ZERO_SLICE, action.stop - pos)
+                    writer.zero(pos, n)
+                    self._advance(n)
+                    pos += n
+                    self._after_slice(stage, ai, pos - action.offset, (pos - n, pos))
+            else:
+                self._copy_area(stage, ai, action, start_done)
+        except OSError as exc:
+            raise WriteFailed(
+                f"writing to {self.target_path} failed during {stage.title!r} "
+                f"({exc.strerror or exc}); the disk or its cable may be failing. After checking "
+                f"it, {RESUME_HINT}"
+            ) from exc
+
+    def _copy_area(self, stage: Stage, ai: int, action: Action, start_done: int) -> None:
+        writer = self._writer
+        assert writer is not None and action.source_offset is not None and action.area is not None
+        src_lo = action.source_offset + start_done
+        src_hi = action.source_offset + action.length
+        delta = action.offset - action.source_offset
+        counted = self._area_chunks(action.area) is not None
+        pieces = self.archive.pieces(action.area, src_lo)
+        reached = src_lo
+        try:
+            for piece in pieces:
+                if piece.offset >= src_hi:
+                    break
+                lo, hi = max(piece.offset, src_lo), min(piece.stop, src_hi)
+                pos = lo
+                step = WRITE_SLICE if piece.data is not None else ZERO_SLICE
+                while pos < hi:
+                    end = min(pos + step, hi)
+                    if piece.data is None:
+                        writer.zero(pos + delta, end - pos)
+                    else:
+                        view = memoryview(piece.data)[pos - piece.offset : end - piece.offset]
+                        writer.write(pos + delta, view)
+                    self._advance(end - pos if counted else end - reached)
+                    reached = pos = end
+                    self._after_slice(
+                        stage, ai, end - action.source_offset, (lo + delta, end + delta)
+                    )
+        except CorruptData as exc:
+            self._stop_for_damage(stage, ai, action, reached, exc)
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
+        if not counted:
+            self._advance(src_hi - reached)
+
+    def _stop_for_damage(
+        self, stage: Stage, ai: int, action: Action, reached: int, exc: CorruptData
+    ) -> None:
+        assert action.source_offset is not None
+        # Everything before the damaged chunk is on the disk: record it so a
+        # resume with a good copy goes on from exactly here.
+        self._checkpoint(stage, ai, reached - action.source_offset, None)
+        where = area_name(exc.partition if exc.partition is not None else action.area)
+        raise DamagedBackup(
+            f"the backup's data for {where} at byte {exc.offset} is damaged; nothing from it "
+            f"was written — restore-tui stopped before writing it ({exc}). Fix or replace "
+            "the backup file and run `restore-tui resume` — it continues from here"
+        ) from exc
+
+    # -- after the table stage ---------------------------------------------------------
+
+    def _after_table(self, writer: CheckedWriter) -> None:
+        self._flush(writer)
+        if writer.is_block_device:
+            try:
+                fcntl.ioctl(writer.fd, BLKRRPART)
+            except OSError as exc:
+                if exc.errno == errno.EBUSY:
+                    self._note(
+                        "the kernel could not re-read the new partition table now (the disk is "
+                        "busy); it will after a restart. The restore itself is not affected"
+                    )
+                elif exc.errno == errno.EINVAL:
+                    self._note(
+                        "this device does not let the kernel read partition tables (a loop "
+                        "device without partition scanning); restore-tui writes through the "
+                        "whole disk, so that does not matter"
+                    )
+                else:
+                    self._note(f"the kernel could not re-read the partition table: {exc}")
+            if shutil.which("udevadm"):
+                with contextlib.suppress(OSError, subprocess.SubprocessError):
+                    subprocess.run(
+                        ["udevadm", "settle", "--timeout=30"],
+                        capture_output=True,
+                        timeout=60,
+                        check=False,
+                    )
+        sector = self.plan.after.sector_size
+        writer.drop_cache(0, writer.size)
+        try:
+            parsed = read_table(writer.read, writer.size, sector)
+        except TableError as exc:
+            raise TableMismatch(
+                f"the partition table read back from {self.target_path} is damaged ({exc}). "
+                "The disk did not keep what was written; check the disk, then "
+                f"{RESUME_HINT}"
+            ) from exc
+        problems = table_differences(self.plan.after, parsed.table if parsed else None)
+        if problems:
+            raise TableMismatch(
+                "the partition table read back does not match the plan: "
+                + "; ".join(problems)
+                + f". Nothing more was written. Check the disk, then {RESUME_HINT}"
+            )
+
+    # -- verification ------------------------------------------------------------------
+
+    def _verify_stage(self, stage: Stage, writer: CheckedWriter) -> None:
+        for action in stage.actions:
+            writer.drop_cache(action.offset, action.length)
+        for ai, action in enumerate(stage.actions):
+            # A later action of the stage (a hidden-sectors patch) may overwrite part
+            # of this one: its bytes are checked against that action instead.
+            later = [(a.offset, a.stop) for a in stage.actions[ai + 1 :]]
+            for lo, hi in subtract([(action.offset, action.stop)], later):
+                try:
+                    bad = self._mismatch_in(writer, action, lo, hi)
+                except CorruptData as exc:
+                    raise DamagedBackup(
+                        f"while checking what was written, the backup's data for "
+                        f"{area_name(exc.partition)} at byte {exc.offset} turned out damaged "
+                        f"({exc}). The backup file or the disk it is on is failing; copy the "
+                        "backup to another disk and run `restore-tui resume`"
+                    ) from exc
+                if bad is not None:
+                    raise VerifyFailed(
+                        f"after writing {stage.title!r}, byte {bad} of {self.target_path} read "
+                        "back different from what was written. The target disk may be failing; "
+                        f"check it (for example with `smartctl -a`), then {RESUME_HINT}"
+                    )
+            self._emit("verify", f"checked {action.description}")
+
+    def _mismatch_in(self, writer: CheckedWriter, action: Action, lo: int, hi: int) -> int | None:
+        """First byte of target [lo, hi) (inside ``action``) that does not read back as the
+        action wrote it. For copies only stored pieces are checked: bytes the archive does
+        not hold were never written."""
+        if action.kind == "write-bytes":
+            assert action.data is not None
+            return self._compare(writer, lo, hi, bytes.fromhex(action.data), action.offset)
+        if action.kind == "zero":
+            return self._compare(writer, lo, hi, None, lo)
+        assert action.source_offset is not None
+        delta = action.offset - action.source_offset
+        for p_start, p_stop, data in self._pieces_between(action, lo - delta, hi - delta):
+            p_lo, p_hi = max(p_start + delta, lo), min(p_stop + delta, hi)
+            bad = self._compare(writer, p_lo, p_hi, data, p_start + delta)
+            if bad is not None:
+                return bad
+        return None
+
+    def _pieces_between(
+        self, action: Action, src_lo: int, src_hi: int
+    ) -> Iterator[tuple[int, int, bytes | None]]:
+        assert action.area is not None
+        pieces = self.archive.pieces(action.area, src_lo)
+        try:
+            for piece in pieces:
+                if piece.offset >= src_hi:
+                    break
+                if piece.stop <= src_lo:
+                    continue
+                yield piece.offset, piece.stop, piece.data
+        finally:
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
+
+    @staticmethod
+    def _compare(
+        writer: CheckedWriter, lo: int, hi: int, data: bytes | None, data_start: int
+    ) -> int | None:
+        pos = lo
+        while pos < hi:
+            n = min(VERIFY_BLOCK, hi - pos)
+            got = writer.read(pos, n)
+            if data is None:
+                want: bytes | memoryview = bytes(n)
+            else:
+                want = memoryview(data)[pos - data_start : pos - data_start + n]
+            if got != want:
+                for k in range(min(len(got), len(want))):
+                    if got[k] != want[k]:
+                        return pos + k
+                return pos + min(len(got), len(want))
+            pos += n
+        return None
+
+    # -- resume ------------------------------------------------------------------------
+
+    def _reverify_last(self, stage: Stage, start: _Position, writer: CheckedWriter) -> bool:
+        """Re-check the extent written last before the checkpoint; False: redo the stage."""
+        if start.last_extent is None or start.action_index >= len(stage.actions):
+            return True
+        action = stage.actions[start.action_index]
+        lo, hi = start.last_extent
+        lo, hi = max(lo, action.offset), min(hi, action.stop)
+        if lo >= hi:
+            return True
+        writer.drop_cache(lo, hi - lo)
+        try:
+            bad = self._mismatch_in(writer, action, lo, hi)
+        except ArchiveError:
+            bad = lo  # cannot confirm it: rewrite rather than trust it
+        if bad is None:
+            self._note(
+                f"the last part written before the stop reads back correctly ({stage.title})"
+            )
+            return True
+        self._note(
+            f"the last part written before the stop did not read back the same (byte {bad}); "
+            f"writing {stage.title!r} again from its start"
+        )
+        return False

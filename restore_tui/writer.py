@@ -1,0 +1,248 @@
+"""The only way restore-tui writes to a target disk: a writer fenced to the plan's extents.
+
+Every write and zero is checked against the byte ranges the plan allows *before*
+anything reaches the disk; a request outside them raises :class:`OutsidePlan`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import fcntl
+import os
+import stat
+import struct
+from collections.abc import Iterable
+from pathlib import Path
+
+from layout.blockio import read_at
+
+BLKZEROOUT = 0x127F  # _IO(0x12, 127): zero a range of a block device in the device itself
+BLKGETSIZE64 = 0x80081272
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+
+# Zeros are written in bounded blocks so a large zero run never needs large memory.
+ZERO_BLOCK = 1024 * 1024
+_ZEROS = bytes(ZERO_BLOCK)
+# BLKZEROOUT drops the page cache of the range it zeroes; keeping it to whole pages
+# means no half-written page of an earlier buffered write can be affected.
+PAGE = 4096
+
+
+class OutsidePlan(RuntimeError):
+    """A write was asked for outside the plan's extents; nothing was written."""
+
+
+class TargetOpenError(OSError):
+    """The target could not be opened for writing (missing, busy, read-only)."""
+
+
+def merge_extents(extents: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, merged, non-empty [start, stop) ranges."""
+    merged: list[tuple[int, int]] = []
+    for start, stop in sorted((int(a), int(b)) for a, b in extents):
+        if start < 0 or stop < start:
+            raise ValueError(f"impossible extent [{start}, {stop})")
+        if stop == start:
+            continue
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], stop))
+        else:
+            merged.append((start, stop))
+    return merged
+
+
+class ExtentFence:
+    """Answers one question fast: does [offset, offset + length) lie inside the allowed ranges?"""
+
+    def __init__(self, extents: Iterable[tuple[int, int]]) -> None:
+        self.extents = merge_extents(extents)
+        self._starts = [start for start, _stop in self.extents]
+
+    def allows(self, offset: int, length: int) -> bool:
+        if offset < 0 or length < 0:
+            return False
+        if length == 0:
+            return True
+        i = bisect.bisect_right(self._starts, offset) - 1
+        if i < 0:
+            return False
+        start, stop = self.extents[i]
+        # Extents are merged, so a range crossing a gap is never inside one extent.
+        return start <= offset and offset + length <= stop
+
+    def check(self, offset: int, length: int) -> None:
+        if not self.allows(offset, length):
+            raise OutsidePlan(
+                f"refused to write bytes {offset}-{offset + length - 1}: that is outside what the "
+                "plan allows. Nothing was written there. This is a bug in restore-tui; please "
+                "report it with the plan file."
+            )
+
+
+def _libc_fallocate() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name, use_errno=True)
+        func = libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    func.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    func.restype = ctypes.c_int
+    return func
+
+
+_FALLOCATE = _libc_fallocate()
+
+
+class CheckedWriter:
+    """Read-write handle on a whole disk or image file that writes only inside ``allowed_extents``.
+
+    The file must exist (an image is never created or truncated here). Block
+    devices are opened ``O_EXCL``: the kernel then refuses while any partition of
+    the disk is mounted or otherwise claimed, a last line of defence behind the
+    checks made before a restore starts.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], allowed_extents: Iterable[tuple[int, int]]):
+        self.path = Path(path)
+        self.fence = ExtentFence(allowed_extents)
+        self.bytes_written = 0
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError as exc:
+            raise TargetOpenError(
+                errno.ENOENT, f"the target {self.path} does not exist (it is never created here)"
+            ) from exc
+        self.is_block_device = stat.S_ISBLK(st.st_mode)
+        if not self.is_block_device and not stat.S_ISREG(st.st_mode):
+            raise TargetOpenError(errno.EINVAL, f"{self.path} is not a disk or a disk image file")
+        flags = os.O_RDWR | os.O_CLOEXEC
+        if self.is_block_device:
+            flags |= os.O_EXCL
+        try:
+            self.fd = os.open(self.path, flags)
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                raise TargetOpenError(
+                    exc.errno,
+                    f"{self.path} is in use (a partition on it is mounted, used as swap, or "
+                    "part of RAID/LVM). Unmount it or stop what uses it, then try again.",
+                ) from exc
+            if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+                raise TargetOpenError(
+                    exc.errno,
+                    f"{self.path} cannot be written (read-only, or restore-tui is not running "
+                    "as root). Run it as root, or pick a disk that is not write-protected.",
+                ) from exc
+            raise TargetOpenError(exc.errno, f"cannot open {self.path}: {exc.strerror}") from exc
+        self.size = self._size()
+        if self.fence.extents and self.fence.extents[-1][1] > self.size:
+            last = self.fence.extents[-1][1]
+            self.close()
+            raise OutsidePlan(
+                f"the plan writes up to byte {last}, but {self.path} is only {self.size} bytes "
+                "long. Make a new plan for this disk."
+            )
+
+    def _size(self) -> int:
+        if self.is_block_device:
+            buf = fcntl.ioctl(self.fd, BLKGETSIZE64, b"\0" * 8)
+            return int(struct.unpack("Q", buf)[0])
+        return os.fstat(self.fd).st_size
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write(self, offset: int, data: bytes | memoryview) -> None:
+        """Write ``data`` at ``offset``; refused before any byte moves when outside the plan."""
+        self.fence.check(offset, len(data))
+        self._pwrite_all(offset, memoryview(data))
+
+    def zero(self, offset: int, length: int) -> None:
+        """Make [offset, offset + length) read as zeros, as cheaply as the target allows."""
+        self.fence.check(offset, length)
+        if length == 0:
+            return
+        if self.is_block_device:
+            self._zero_block_device(offset, length)
+        elif not self._punch_hole(offset, length):
+            self._write_zeros(offset, length)
+
+    def _pwrite_all(self, offset: int, view: memoryview) -> None:
+        done = 0
+        while done < len(view):
+            n = os.pwrite(self.fd, view[done:], offset + done)
+            if n <= 0:
+                raise OSError(errno.EIO, f"short write to {self.path} at byte {offset + done}")
+            done += n
+        self.bytes_written += len(view)
+
+    def _write_zeros(self, offset: int, length: int) -> None:
+        pos, stop = offset, offset + length
+        while pos < stop:
+            n = min(ZERO_BLOCK, stop - pos)
+            self._pwrite_all(pos, memoryview(_ZEROS)[:n])
+            pos += n
+
+    def _zero_block_device(self, offset: int, length: int) -> None:
+        # Whole pages go to BLKZEROOUT; the unaligned head and tail are written.
+        inner_start = -(-offset // PAGE) * PAGE
+        inner_stop = (offset + length) // PAGE * PAGE
+        if inner_stop - inner_start < ZERO_BLOCK:
+            self._write_zeros(offset, length)
+            return
+        try:
+            fcntl.ioctl(
+                self.fd, BLKZEROOUT, struct.pack("QQ", inner_start, inner_stop - inner_start)
+            )
+        except OSError as exc:
+            if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTTY, errno.EIO):
+                raise
+            self._write_zeros(offset, length)  # the device cannot: plain zeros do the same
+            return
+        self.bytes_written += inner_stop - inner_start
+        if inner_start > offset:
+            self._write_zeros(offset, inner_start - offset)
+        if offset + length > inner_stop:
+            self._write_zeros(inner_stop, offset + length - inner_stop)
+
+    def _punch_hole(self, offset: int, length: int) -> bool:
+        # A hole in an image file reads as zeros and costs no space.
+        if _FALLOCATE is None or offset + length > self.size:
+            return False
+        rc = _FALLOCATE(self.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length)
+        if rc != 0:
+            return False
+        self.bytes_written += length
+        return True
+
+    # -- reading, flushing ---------------------------------------------------------------
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Bytes as they are now (reading is allowed anywhere)."""
+        return read_at(self.fd, offset, length)
+
+    def sync(self) -> None:
+        """Flush written data to the medium (fdatasync) before a checkpoint claims it."""
+        os.fdatasync(self.fd)
+
+    def drop_cache(self, offset: int, length: int) -> None:
+        """Forget cached pages of a flushed range, so a read-back comes from the medium."""
+        # Only makes verification stricter; not having it is not an error.
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+    def close(self) -> None:
+        if getattr(self, "fd", -1) >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __enter__(self) -> CheckedWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
