@@ -6,6 +6,7 @@ no partition nodes.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -38,7 +39,11 @@ def probe_filesystem(path: str, offset: int, size: int) -> FsInfo:
     # blkid exits 2 when nothing was found: not an error for us.
     if result.returncode != 0:
         return EMPTY
-    values = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    # `-o export` shell-escapes values ("System\\ Reserved"); undo that.
+    values = {
+        key: re.sub(r"\\(.)", r"\1", value)
+        for key, value in (line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    }
     if values.get("USAGE") not in (None, "filesystem", "other"):
         return EMPTY
     return FsInfo(values.get("TYPE"), values.get("LABEL"), values.get("UUID"))
