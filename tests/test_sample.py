@@ -356,3 +356,11 @@ def test_builds_as_a_normal_user_without_sbin_on_path() -> None:
         assert proc.stdout.strip() == "built 65534"
     finally:
         shutil.rmtree(folder)
+
+
+@pytest.mark.parametrize("fs", ["ext4", "vfat", "ntfs"])
+def test_readers_refuse_what_is_not_a_filesystem(tmp_path: Path, fs: str) -> None:
+    blank = sample.build_blank(tmp_path / "b.img", 8, seed=6)
+    with pytest.raises(sample.SampleError):
+        sample.read_files(fs, blank, MIB, 4 * MIB)
+    assert not sample.fsck_clean(fs, blank, MIB, 4 * MIB)[0]
