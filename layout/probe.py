@@ -80,8 +80,10 @@ class ProbedDisk(Frozen):
         ident = self.identity
         if ident.model:
             name = ident.model
-            if ident.vendor and ident.vendor not in ident.model:
-                name = f"{ident.vendor} {ident.model}"
+            # Linux names every SATA disk's vendor "ATA": that says nothing to a person.
+            vendor = ident.vendor if ident.vendor not in (None, "ATA") else None
+            if vendor and vendor not in ident.model:
+                name = f"{vendor} {ident.model}"
         elif self.backing_file:
             name = f"Loop device of {Path(self.backing_file).name}"
         else:
