@@ -558,12 +558,55 @@ def _with_partition(table: PartitionTable, new: Partition, **updates: Any) -> Pa
         raise PlanError(f"the new partition does not fit this disk's table: {exc}") from exc
 
 
+_UNKNOWN_CHAIN = (
+    "cannot add a logical partition: the chain of extended boot records on this disk was not "
+    "read, so the new one could not be linked safely. Probe the disk again"
+)
+
+
+def _logical_start(
+    table: PartitionTable, start: int, align_lba: int, ebr_lbas: tuple[int, ...] | None
+) -> tuple[int, int]:
+    """Where a new logical partition starts and where its EBR goes, inside the container.
+
+    fdisk's convention puts the EBR 1 MiB before its partition; when the free run
+    before the partition is shorter, the EBR takes the run's first sector, and when
+    there is no free sector at all the partition moves on by one alignment step.
+    """
+    extended = next((p for p in table.partitions if p.kind == "extended"), None)
+    if extended is None:
+        raise PlanError(
+            "this free space is marked as inside an extended partition, but the disk has none"
+        )
+    logicals = [p for p in table.partitions if p.kind == "logical"]
+    if not logicals:
+        return max(start, align_up(extended.start_lba + 1, align_lba)), extended.start_lba
+    if not ebr_lbas:
+        raise PlanError(_UNKNOWN_CHAIN)
+
+    def run_start(stop: int) -> int:
+        lowest = extended.start_lba + 1
+        for p in table.data_partitions:
+            if p.stop_lba <= stop:
+                lowest = max(lowest, p.stop_lba)
+        for lba in ebr_lbas:
+            if lba < stop:
+                lowest = max(lowest, lba + 1)
+        return lowest
+
+    ebr_lba = max(run_start(start), start - align_lba)
+    if ebr_lba >= start:
+        start += align_lba
+        ebr_lba = max(run_start(start), start - align_lba)
+    return start, ebr_lba
+
+
 def _place_mbr(
     table: PartitionTable,
     src: Partition,
     region: FreeRegion,
     start: int,
-    align_lba: int,
+    ebr_lba: int,
     ebr_lbas: tuple[int, ...] | None,
 ) -> _Placement:
     ss = table.sector_size
@@ -611,8 +654,6 @@ def _place_mbr(
     if not logicals:
         # An empty container: the first EBR sits at its first sector and describes the new
         # logical directly. It holds nothing else, so the whole sector is written.
-        if start <= extended.start_lba:
-            raise PlanError("the new logical partition must start after its extended boot record")
         ebr = render_ebr(new, extended.start_lba, None, extended.start_lba, ss)
         action = _write(
             extended.start_lba * ss, ebr,
@@ -620,25 +661,11 @@ def _place_mbr(
         )
         return _Placement(new, (action,), _with_partition(table, new))
 
-    if ebr_lbas is None or not ebr_lbas:
-        raise PlanError(
-            "cannot add a logical partition: the chain of extended boot records on this disk "
-            "was not read, so the new one could not be linked safely. Probe the disk again"
-        )
-    taken = {lba for lba in ebr_lbas}
-    spans = [(p.start_lba, p.stop_lba) for p in table.data_partitions]
-
-    def free_sector(lba: int) -> bool:
-        return (
-            extended.start_lba < lba < extended.stop_lba
-            and lba not in taken
-            and not any(a <= lba < b for a, b in spans)
-        )
-
-    # fdisk's convention: the EBR 1 MiB before its partition; closer when space is short.
-    lowest = region.start_lba - 1 if free_sector(region.start_lba - 1) else region.start_lba
-    ebr_lba = max(lowest, start - align_lba)
-    if ebr_lba >= start or not free_sector(ebr_lba):
+    if not ebr_lbas:
+        raise PlanError(_UNKNOWN_CHAIN)
+    if not extended.start_lba < ebr_lba < start or any(
+        p.start_lba <= ebr_lba < p.stop_lba for p in table.data_partitions
+    ):
         raise PlanError(
             "there is no free sector before the new logical partition for its extended boot "
             "record; choose a larger free region inside the extended partition"
@@ -845,6 +872,9 @@ def plan_one_partition(
     if chosen.sector_size != ss:
         raise PlanError("the free region was measured in a different sector size than the disk")
     start = align_up(max(lowest, chosen.start_lba), align_lba)
+    ebr_lba = 0
+    if table.scheme == "msdos" and chosen.inside_extended:
+        start, ebr_lba = _logical_start(table, start, align_lba, chain)
     need = src.length_lba
     room = chosen.start_lba + chosen.length_lba - start
     if need > room:
@@ -858,7 +888,7 @@ def plan_one_partition(
     if table.scheme == "gpt":
         placement = _place_gpt(table, src, start, size_lba, ids, new_ids, taken_guids)
     else:
-        placement = _place_mbr(table, src, chosen, start, align_lba, chain)
+        placement = _place_mbr(table, src, chosen, start, ebr_lba, chain)
     new = placement.partition
     role = image.role
     title = partition_title(new, role, ss)
