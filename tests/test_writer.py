@@ -1,0 +1,271 @@
+"""CheckedWriter never writes outside the plan: direct requests and whole engine runs.
+
+Writes are instrumented at the lowest level (pwrite and hole punching) over many
+random plans; every byte that reaches the target must lie inside the plan's extents.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_engine_helpers import SECTOR, MemoryArchive, expected_bytes, make_plan
+
+from layout.models import Partition, PartitionTable
+from layout.plan import Action, Stage
+from restore_tui import writer as writer_module
+from restore_tui.engine import RestoreEngine
+from restore_tui.writer import CheckedWriter, ExtentFence, OutsidePlan, TargetOpenError
+
+SIZE = 64 * 1024
+PATTERN = 0x5A
+
+extents_st = st.lists(
+    st.tuples(st.integers(0, SIZE - 1), st.integers(1, 4096)).map(
+        lambda t: (t[0], min(SIZE, t[0] + t[1]))
+    ),
+    max_size=6,
+)
+requests_st = st.lists(
+    st.tuples(st.sampled_from(["write", "zero"]), st.integers(0, SIZE - 1), st.integers(0, 5000)),
+    min_size=1,
+    max_size=25,
+)
+
+
+def mask_of(extents: list[tuple[int, int]], size: int) -> bytearray:
+    """Reference answer, computed the simple way: one flag per byte of the disk."""
+    mask = bytearray(size + 5000)
+    for a, z in extents:
+        mask[a:z] = b"\x01" * (z - a)
+    return mask
+
+
+def record_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """Instrument the writer's two ways of changing bytes; returns the list it fills."""
+    seen: list[tuple[int, int]] = []
+    real_pwrite = writer_module.CheckedWriter._pwrite_all
+    real_punch = writer_module.CheckedWriter._punch_hole
+
+    def pwrite(self: CheckedWriter, offset: int, view: memoryview) -> None:
+        seen.append((offset, offset + len(view)))
+        real_pwrite(self, offset, view)
+
+    def punch(self: CheckedWriter, offset: int, length: int) -> bool:
+        seen.append((offset, offset + length))
+        return real_punch(self, offset, length)
+
+    monkeypatch.setattr(writer_module.CheckedWriter, "_pwrite_all", pwrite)
+    monkeypatch.setattr(writer_module.CheckedWriter, "_punch_hole", punch)
+    return seen
+
+
+@settings(max_examples=150, deadline=None)
+@given(extents=extents_st, requests=requests_st)
+def test_every_request_outside_the_extents_is_refused(
+    extents: list[tuple[int, int]], requests: list[tuple[str, int, int]]
+) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "disk.img"
+        path.write_bytes(bytes([PATTERN]) * SIZE)
+        model = bytearray(path.read_bytes())
+        mask = mask_of(extents, SIZE)
+        with CheckedWriter(path, extents) as w:
+            for kind, offset, length in requests:
+                allowed = all(mask[offset : offset + length]) and offset + length <= SIZE
+                try:
+                    if kind == "write":
+                        w.write(offset, bytes([offset % 251]) * length)
+                    else:
+                        w.zero(offset, length)
+                except OutsidePlan:
+                    assert not allowed
+                    continue
+                assert allowed
+                fill = bytes([offset % 251]) * length if kind == "write" else bytes(length)
+                model[offset : offset + length] = fill
+        data = path.read_bytes()
+    assert data == bytes(model)
+    assert all(b == PATTERN for b, m in zip(data, mask, strict=False) if not m)
+
+
+def test_fence_edges() -> None:
+    fence = ExtentFence([(100, 200), (200, 300), (400, 500)])
+    assert fence.extents == [(100, 300), (400, 500)]  # touching extents merge
+    assert fence.allows(100, 200)
+    assert not fence.allows(99, 1)
+    assert not fence.allows(299, 2)
+    assert not fence.allows(250, 200)  # crosses the gap 300-400
+    assert fence.allows(499, 1)
+    assert not fence.allows(500, 1)
+    assert not fence.allows(-1, 1)
+
+
+def test_missing_image_is_never_created(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing.img"
+    with pytest.raises(TargetOpenError, match="does not exist"):
+        CheckedWriter(missing, [(0, 512)])
+    assert not missing.exists()
+
+
+def test_plan_longer_than_the_target_is_refused_at_open(tmp_path: Path) -> None:
+    img = tmp_path / "d.img"
+    img.write_bytes(bytes(4096))
+    with pytest.raises(OutsidePlan, match="only 4096 bytes long"):
+        CheckedWriter(img, [(0, 8192)])
+
+
+def test_zero_on_an_image_reads_back_as_zeros_and_keeps_the_size(tmp_path: Path) -> None:
+    img = tmp_path / "d.img"
+    img.write_bytes(b"\xff" * (4 * 1024 * 1024))
+    with CheckedWriter(img, [(1000, 1000 + 3 * 1024 * 1024 + 7)]) as w:
+        w.zero(1000, 3 * 1024 * 1024 + 7)
+        w.sync()
+    data = img.read_bytes()
+    assert len(data) == 4 * 1024 * 1024
+    assert data[1000 : 1000 + 3 * 1024 * 1024 + 7] == bytes(3 * 1024 * 1024 + 7)
+    assert data[:1000] == b"\xff" * 1000
+    assert data[1000 + 3 * 1024 * 1024 + 7 :] == b"\xff" * (len(data) - 3 * 1024 * 1024 - 1007)
+
+
+@pytest.mark.usefixtures("loop_device")
+def test_block_device_zeroout_and_exclusive_open(
+    tmp_path: Path, loop_device: Callable[..., str]
+) -> None:
+    img = tmp_path / "d.img"
+    img.write_bytes(b"\xee" * (8 * 1024 * 1024))
+    dev = loop_device(img)
+    lo, hi = 4096 + 100, 6 * 1024 * 1024 + 333  # unaligned edges around whole pages
+    with CheckedWriter(dev, [(lo, hi)]) as w:
+        assert w.is_block_device and w.size == 8 * 1024 * 1024
+        w.zero(lo, hi - lo)
+        w.sync()
+        assert w.read(lo - 1, hi - lo + 2) == b"\xee" + bytes(hi - lo) + b"\xee"
+    data = img.read_bytes()
+    assert data[lo:hi] == bytes(hi - lo) and data[:lo] == b"\xee" * lo
+    assert data[hi:] == b"\xee" * (len(data) - hi)
+    # Someone else holds the disk exclusively (as a mount does): refused, in plain words.
+    holder = os.open(dev, os.O_RDONLY | os.O_EXCL)
+    try:
+        with pytest.raises(TargetOpenError) as info:
+            CheckedWriter(dev, [(0, 512)])
+        assert "in use" in str(info.value.strerror)
+    finally:
+        os.close(holder)
+
+
+# -- whole engine runs over random plans --------------------------------------------------
+
+DISK = 256 * 1024
+PART_START, PART_STOP = 16 * 1024, DISK - 4 * 1024
+
+
+@st.composite
+def random_plans(draw: st.DrawFn) -> tuple[int, list[list[tuple[str, int, int, int]]]]:
+    seed = draw(st.integers(0, 2**16))
+    stages = draw(
+        st.lists(
+            st.lists(
+                st.tuples(
+                    st.sampled_from(["write-bytes", "zero", "restore-area"]),
+                    st.integers(0, DISK - 1),  # target offset
+                    st.integers(1, 40_000),  # length
+                    st.integers(PART_START, PART_STOP - 1),  # source offset for copies
+                ),
+                min_size=1,
+                max_size=4,
+            ),
+            min_size=1,
+            max_size=4,
+        )
+    )
+    return seed, stages
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(spec=random_plans())
+def test_engine_writes_only_inside_random_plans(
+    spec: tuple[int, list[list[tuple[str, int, int, int]]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import random
+
+    seed, stage_specs = spec
+    rng = random.Random(seed)
+    table = PartitionTable(
+        scheme="msdos",
+        disk_size_lba=DISK // SECTOR,
+        mbr_signature="00C0FFEE",
+        partitions=(
+            Partition(
+                number=1,
+                start_lba=PART_START // SECTOR,
+                length_lba=(PART_STOP - PART_START) // SECTOR,
+                mbr_type=0x83,
+            ),
+        ),
+    )
+    source = bytearray(rng.randbytes(DISK))
+    source[PART_START + 70_000 : PART_START + 140_000] = bytes(70_000)
+    # Only some of the partition is stored, like used blocks.
+    stored = [(PART_START, PART_START + 60_000), (PART_START + 65_536, PART_STOP - 10_000)]
+    archive = MemoryArchive(bytes(source), table, stored={1: stored})
+    stages = []
+    for i, actions in enumerate(stage_specs):
+        built = []
+        for kind, offset, length, src in actions:
+            length = min(length, DISK - offset)
+            if kind == "write-bytes":
+                built.append(
+                    Action(
+                        kind=kind,
+                        offset=offset,
+                        length=length,
+                        description="bytes",
+                        data=rng.randbytes(length).hex(),
+                    )
+                )
+            elif kind == "zero":
+                built.append(Action(kind=kind, offset=offset, length=length, description="zeros"))
+            else:
+                length = min(length, PART_STOP - src)
+                built.append(
+                    Action(
+                        kind=kind,
+                        offset=offset,
+                        length=length,
+                        description="copy",
+                        area=1,
+                        source_offset=src,
+                    )
+                )
+        stages.append(
+            Stage(name=f"partition-{i + 1}", title=f"Stage {i + 1}", actions=tuple(built))
+        )
+    seen = record_writes(monkeypatch)
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "t.img"
+        target.write_bytes(bytes([PATTERN]) * DISK)
+        plan = make_plan(archive, target, DISK, table, stages)
+        fence = ExtentFence(plan.write_extents())
+        before = target.read_bytes()
+        RestoreEngine(
+            plan,
+            archive,
+            str(target),
+            journal_location=Path(tmp) / "j.json",
+            checkpoint_seconds=0.0,
+        ).run()
+        after = target.read_bytes()
+    assert seen, "the engine wrote nothing"
+    for lo, hi in seen:
+        assert fence.allows(lo, hi - lo), f"write [{lo}, {hi}) outside {plan.write_extents()}"
+    assert after == expected_bytes(plan, archive, before)
+    mask = mask_of(plan.write_extents(), DISK)
+    assert all(b == PATTERN for b, m in zip(after, mask, strict=False) if not m)
