@@ -265,8 +265,9 @@ class NativeWriter:
                         and last.stop == offset
                         and last.length + length <= MAX_CHUNK_BYTES
                     ):
-                        chunks[-1] = Chunk(offset=last.offset, length=last.length + length,
-                                           kind="zero")
+                        chunks[-1] = Chunk(
+                            offset=last.offset, length=last.length + length, kind="zero"
+                        )
                     else:
                         chunks.append(Chunk(offset=offset, length=length, kind="zero"))
                 else:
@@ -385,6 +386,11 @@ def _check_manifest_extents(manifest: ArchiveManifest, data_stop: int | None) ->
     """What the pydantic model cannot know: disk bounds and where frames sit in the file."""
     ss = manifest.table.sector_size
     disk_bytes = manifest.source.identity.size_bytes
+    # Byte offsets are 64-bit everywhere (file systems, block devices, our footer).
+    if disk_bytes >= 2**63:
+        raise ManifestInvalid(
+            f"the manifest says the source disk holds {disk_bytes} bytes, more than any disk can"
+        )
     if manifest.boot.track0_stop > disk_bytes:
         raise ManifestInvalid(
             f"the manifest's track 0 ends at byte {manifest.boot.track0_stop}, past the end of "

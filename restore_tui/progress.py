@@ -84,9 +84,7 @@ def human_duration(seconds: float) -> str:
 
 def describe(snap: Snapshot) -> str:
     """``45% — 120.0 MiB of 256.0 MiB, 85.2 MiB/s, about 1 min 30 s left``."""
-    text = (
-        f"{snap.fraction * 100:3.0f}% — {human_bytes(snap.done)} of {human_bytes(snap.total)}"
-    )
+    text = f"{snap.fraction * 100:3.0f}% — {human_bytes(snap.done)} of {human_bytes(snap.total)}"
     if snap.rate_bytes_s is not None:
         text += f", {human_bytes(snap.rate_bytes_s)}/s"
     if snap.eta_s is not None and snap.done < snap.total:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import needs_loop
 
 from archive import capture, open_archive
 from archive.backup import backup, mounted_read_write
@@ -17,7 +18,6 @@ from archive.base import TRACK0, Archive
 from archive.manifest import Role
 from restore_tui import sample
 from restore_tui.cli import main
-from conftest import needs_loop
 
 MiB = 1024 * 1024
 
@@ -66,7 +66,9 @@ def backed_up(
     return disk, archive_path, extracted
 
 
-def test_every_stored_byte_equals_the_source(backed_up: tuple[sample.SampleDisk, Path, Path]) -> None:
+def test_every_stored_byte_equals_the_source(
+    backed_up: tuple[sample.SampleDisk, Path, Path],
+) -> None:
     disk, archive_path, extracted = backed_up
     src = disk.path.read_bytes()
     out = extracted.read_bytes()
@@ -176,8 +178,9 @@ def test_domain_log_and_rounding() -> None:
         (base + 0xF000, base + 0x10000),
     ]
     # touching pages merge into one range
-    assert capture.round_out([(base + 10, base + 0x1001), (base + 0x1F00, base + 0x2100)],
-                             base, base + 0x10000) == [(base, base + 0x3000)]
+    assert capture.round_out(
+        [(base + 10, base + 0x1001), (base + 0x1F00, base + 0x2100)], base, base + 0x10000
+    ) == [(base, base + 0x3000)]
 
 
 def test_done_when_archive_much_smaller_than_zstd_of_raw_disk(tmp_path: Path) -> None:

@@ -92,8 +92,13 @@ def write_archive(path: Path, disk: bytes | bytearray, **manifest_overrides: obj
             ),
             partitions=(
                 PartitionImage(number=1, role=Role.SYSTEM, chunks=c1, capture="all-sectors"),
-                PartitionImage(number=2, role=Role.DATA, chunks=c2, capture="used-blocks",
-                               used_bytes=300 * 1024 + MiB + 5000),
+                PartitionImage(
+                    number=2,
+                    role=Role.DATA,
+                    chunks=c2,
+                    capture="used-blocks",
+                    used_bytes=300 * 1024 + MiB + 5000,
+                ),
             ),
             **manifest_overrides,  # type: ignore[arg-type]
         )
@@ -219,8 +224,9 @@ def _footer(path: Path) -> tuple[int, int]:
 
 def test_flipped_data_byte_is_caught_before_it_is_handed_out(archive_path: Path) -> None:
     with open_archive(archive_path) as arc:
-        victim = next(c for c in arc.manifest.image(1).chunks if c.kind == "data" and
-                      c.offset > 8 * MiB)
+        victim = next(
+            c for c in arc.manifest.image(1).chunks if c.kind == "data" and c.offset > 8 * MiB
+        )
         other = next(c for c in arc.manifest.image(2).chunks if c.kind == "data")
     assert victim.frame_offset is not None and other.frame_offset is not None
     assert victim.frame_length is not None

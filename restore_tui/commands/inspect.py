@@ -33,8 +33,10 @@ def source_line(arc: Archive) -> str:
     if ident.bus == "image":
         name = "Disk image file"
     elif ident.model:
-        name = ident.model if not ident.vendor or ident.vendor in ident.model else (
-            f"{ident.vendor} {ident.model}"
+        name = (
+            ident.model
+            if not ident.vendor or ident.vendor in ident.model
+            else (f"{ident.vendor} {ident.model}")
         )
     else:
         name = "Unknown model"
@@ -84,8 +86,10 @@ def partition_rows(arc: Archive) -> list[tuple[str, ...]]:
 
 def render_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in [header, *rows]]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
     return "\n".join(lines)
 
 
