@@ -4,6 +4,7 @@ with a clear ManifestInvalid, never a crash, and whatever is accepted is sound."
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -114,7 +115,7 @@ def _assert_sound(m: ArchiveManifest) -> None:
                 assert c.frame_offset is not None and c.frame_length is not None
                 frames.append((c.frame_offset, c.frame_offset + c.frame_length))
     frames.sort()
-    for (_, a_stop), (b_start, _) in zip(frames, frames[1:], strict=False):
+    for (_, a_stop), (b_start, _) in itertools.pairwise(frames):
         assert a_stop <= b_start
     assert all(HEADER.size <= a and b <= DATA_STOP for a, b in frames)
 
@@ -182,7 +183,7 @@ def test_random_bytes_are_refused(data: bytes) -> None:
 def test_partition_outside_the_disk(start: int, length: int) -> None:
     obj = copy.deepcopy(BASE)
     obj["table"]["partitions"][0].update(start_lba=start, length_lba=length)
-    with pytest.raises(ManifestInvalid, match="outside the usable area|past|overlap"):
+    with pytest.raises(ManifestInvalid, match=r"outside the usable area|past|overlap"):
         parse(obj)
 
 
