@@ -577,7 +577,11 @@ class NativeArchive(Archive):
                 offset=chunk.offset,
             )
 
-        frame = self._read(chunk.frame_length, chunk.frame_offset)
+        try:
+            frame = self._read(chunk.frame_length, chunk.frame_offset)
+        except OSError as exc:
+            # A failing USB disk: report the place like any other damage.
+            raise bad(f"the archive file could not be read here ({exc.strerror})") from None
         if len(frame) != chunk.frame_length:
             raise bad("the archive file ends before this data")
         try:

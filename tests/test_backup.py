@@ -264,3 +264,21 @@ def test_mounted_read_write_is_found_through_mountinfo(
     assert mounted_read_write(device, ro + other) == []
     # an image file: found through the loop device that reads it
     assert mounted_read_write(str(disk.path), rw) == [f"/media/old (/dev/{Path(device).name})"]
+
+
+@needs_loop
+def test_backup_of_a_block_device_matches_the_image(
+    tmp_path: Path, loop_device: Callable[..., str]
+) -> None:
+    disk = sample.build_gpt_linux(tmp_path / "disk.img", 48)
+    device = loop_device(disk.path, read_only=True)
+    from_image = backup(str(disk.path), tmp_path / "image.rtui").manifest
+    from_device = backup(device, tmp_path / "device.rtui").manifest
+    assert from_device.source.identity.bus == "loop"
+    assert from_device.source.device == device
+    assert from_device.table == from_image.table
+    assert from_device.boot == from_image.boot
+    for a, b in zip(from_image.partitions, from_device.partitions, strict=True):
+        assert [(c.offset, c.length, c.sha256) for c in a.chunks] == [
+            (c.offset, c.length, c.sha256) for c in b.chunks
+        ]
