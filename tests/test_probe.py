@@ -293,3 +293,28 @@ def test_combined_probe_adds_images_to_a_machine(tmp_path: Path) -> None:
     assert probe.disk("/dev/sdb").identity.serial == "WD-WCC6Y1234567"
     with pytest.raises(ProbeError, match="not one of the recorded disks"):
         probe.disk("/dev/sdq")
+
+
+@needs_tools
+def test_holders_are_named_in_plain_words(tmp_path: Path, mbr_image: Path) -> None:
+    # This kernel has no device-mapper, so the stack is described in a sysfs tree:
+    # partition 1 under an LVM volume, the whole disk a RAID member.
+    sys_block, dev_dir = fake_usb_disk(tmp_path / "machine", mbr_image)
+    sdz = sys_block / "sdz"
+    part = sdz / "sdz1"
+    (part / "holders").mkdir(parents=True)
+    (part / "partition").write_text("1\n")
+    (part / "dev").write_text("8:401\n")
+    (part / "holders" / "dm-3").mkdir()
+    (sys_block / "dm-3" / "dm").mkdir(parents=True)
+    (sys_block / "dm-3" / "dm" / "name").write_text("vg-home\n")
+    (sys_block / "dm-3" / "dev").write_text("253:3\n")
+    (sys_block / "dm-3" / "holders").mkdir()
+    (sdz / "holders" / "md127").mkdir()
+    (sys_block / "md127" / "holders").mkdir(parents=True)
+    probe = SystemProbe(use_udev=False, sys_block=sys_block, dev_dir=dev_dir)
+    (disk,) = probe.disks()
+    assert disk.in_use == (
+        "the whole disk is used by md127 (RAID/LVM/device-mapper)",
+        "partition 1 is used by dm-3 (vg-home) (RAID/LVM/device-mapper)",
+    )
