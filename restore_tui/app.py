@@ -1,0 +1,436 @@
+"""The restore-tui wizard: a Textual app that walks a person through one restore job.
+
+One worker drives the steps in order with ``push_screen_wait``; every decision is made
+by the archive, probe, matching, planner and engine modules — the wizard only asks and shows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical
+from textual.widgets import Footer, Static
+
+from archive import open_archive
+from archive.base import Archive
+from archive.errors import ArchiveError
+from layout.matching import Match, match_disks
+from layout.plan import Plan
+from layout.planner import PlanError, plan_full_disk, plan_one_partition
+from layout.probe import Probe, ProbedDisk, ProbeError
+from restore_tui.engine import manifest_digest
+from restore_tui.journal import Journal, JournalError, JournalSummary, find_unfinished
+from restore_tui.screens.backup import BackupScreen
+from restore_tui.screens.choose import (
+    BackupChosen,
+    ChooseBackupScreen,
+    ResumeChosen,
+    ResumeOffer,
+    media_roots,
+)
+from restore_tui.screens.common import Step
+from restore_tui.screens.confirm import ConfirmScreen
+from restore_tui.screens.end import DoneScreen, FailureScreen
+from restore_tui.screens.job import JobChoice, JobScreen
+from restore_tui.screens.partition import PartitionChoice, PartitionScreen
+from restore_tui.screens.preview import PreviewScreen
+from restore_tui.screens.progress import Outcome, ProgressScreen, RestoreJob
+from restore_tui.screens.target import TargetCandidate, TargetScreen
+
+# The steps of each job, so the header can say "Step 4 of 8" truthfully.
+FULL_STEPS = (
+    "Choose the backup",
+    "The backup",
+    "What to do",
+    "The target disk",
+    "What will change",
+    "Confirm",
+    "Restoring",
+    "Done",
+)
+ONE_STEPS = (
+    "Choose the backup",
+    "The backup",
+    "What to do",
+    "The target disk",
+    "Which partition, and where",
+    "What will change",
+    "Confirm",
+    "Restoring",
+    "Done",
+)
+PREVIEW_STEPS = (
+    "Choose the backup",
+    "The backup",
+    "What to do",
+    "The target disk",
+    "What would change",
+)
+
+
+def step_of(steps: Sequence[str], title: str) -> Step:
+    return Step(steps.index(title) + 1, len(steps), title)
+
+
+@dataclass
+class WizardOptions:
+    """How the wizard was started: what to look at, and where."""
+
+    archive_path: str | None = None
+    dry_run: bool = False
+    #: the disks to offer (system disks, image files, or both)
+    probe: Probe | None = None
+    #: where to look for backups on the first screen
+    backup_roots: Callable[[], list[Path]] = media_roots
+    #: where to look for unfinished restores (None: the journal module's default places)
+    journal_dirs: list[Path] | None = None
+    #: a line under the title, e.g. that this is the demo
+    banner: str = ""
+    verify_after_write: bool = True
+    #: what the end screen says to do next; the demo has no rescue media to remove
+    next_steps: tuple[str, ...] | None = None
+    extra_archives: list[str] = field(default_factory=list)
+
+
+class BusyScreen(Vertical):
+    """What shows between steps while something is being looked at."""
+
+
+class RestoreWizard(App[int]):
+    """The wizard; its return value is the process exit code (0 only on success)."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "restore-tui"
+    SUB_TITLE = "guided restore of a whole-disk backup"
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+
+    def __init__(self, options: WizardOptions | None = None) -> None:
+        super().__init__()
+        self.options = options or WizardOptions()
+        self.archive: Archive | None = None
+        self.plan: Plan | None = None
+        self.outcome: Outcome | None = None
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="busy-box"):
+            yield Static("restore-tui", id="busy-title")
+            yield Static(self.options.banner, id="banner")
+            yield Static("Starting…", id="busy")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.run_flow()
+
+    def busy(self, text: str) -> None:
+        self.query_one("#busy", Static).update(text)
+
+    # -- the flow ------------------------------------------------------------------------
+
+    @work(exclusive=True, group="flow")
+    async def run_flow(self) -> None:
+        opts = self.options
+        self.busy("Looking for unfinished restores…")
+        offers = await asyncio.to_thread(self._resume_offers)
+        choose_error: str | None = None
+        initial = opts.archive_path
+        archive: Archive | None = None
+        if initial:
+            try:
+                archive = await asyncio.to_thread(open_archive, initial)
+            except (ArchiveError, OSError) as exc:
+                choose_error = str(exc)
+        while True:
+            if archive is None:
+                choice = await self.push_screen_wait(
+                    ChooseBackupScreen(
+                        Step(1, len(FULL_STEPS), "Choose the backup"),
+                        roots=opts.backup_roots,
+                        resume_offers=offers,
+                        initial_path=initial,
+                        error=choose_error,
+                        dry_run=opts.dry_run,
+                    )
+                )
+                if isinstance(choice, ResumeChosen):
+                    code = await self._resume(choice.offer)
+                    if code is None:
+                        continue  # could not resume: back to choosing
+                    self.exit(code)
+                    return
+                assert isinstance(choice, BackupChosen)
+                archive = choice.archive
+            self.archive = archive
+            code = await self._with_archive(archive)
+            if code is None:  # the person went back to choosing a backup
+                archive.close()
+                archive = None
+                initial = None
+                choose_error = None
+                continue
+            self.exit(code)
+            return
+
+    def _resume_offers(self) -> list[ResumeOffer]:
+        opts = self.options
+        archives = [opts.archive_path] if opts.archive_path else []
+        try:
+            found = find_unfinished(archives, opts.journal_dirs)
+        except (OSError, JournalError):
+            return []
+        return [ResumeOffer(s.describe(), s) for s in found]
+
+    async def _with_archive(self, archive: Archive) -> int | None:
+        """Steps 2 onwards; None means "back to choosing the backup"."""
+        opts = self.options
+        while True:
+            steps = PREVIEW_STEPS if opts.dry_run else FULL_STEPS
+            seen = await self.push_screen_wait(
+                BackupScreen(step_of(steps, "The backup"), archive, dry_run=opts.dry_run)
+            )
+            if seen == "back":
+                return None
+            while True:
+                job = await self.push_screen_wait(
+                    JobScreen(step_of(steps, "What to do"), dry_run=opts.dry_run)
+                )
+                if job == "back":
+                    break
+                assert isinstance(job, JobChoice)
+                code = await self._job(archive, job)
+                if code is not None:
+                    return code
+
+    def _steps_for(self, job: JobChoice) -> tuple[str, ...]:
+        if job.dry_run:
+            if job.kind == "one-partition":
+                return (*ONE_STEPS[:5], "What would change")
+            return PREVIEW_STEPS
+        return ONE_STEPS if job.kind == "one-partition" else FULL_STEPS
+
+    async def _job(self, archive: Archive, job: JobChoice) -> int | None:
+        """Target, plan, preview and (unless previewing) restore. None: back to the job."""
+        steps = self._steps_for(job)
+        job_words = {
+            "full-disk": "everything on it will be replaced",
+            "one-partition": "one partition goes into its free space; nothing else changes",
+        }[job.kind]
+        while True:
+            self.busy("Looking at the disks…")
+            try:
+                candidates, disks = await asyncio.to_thread(self._candidates, archive, job)
+            except ProbeError as exc:
+                candidates, disks = [], []
+                self.notify(str(exc), severity="error", timeout=10)
+            target = await self.push_screen_wait(
+                TargetScreen(
+                    step_of(steps, "The target disk"),
+                    candidates,
+                    job_words=job_words,
+                    dry_run=job.dry_run,
+                )
+            )
+            if target == "back":
+                return None
+            assert isinstance(target, TargetCandidate)
+            code = await self._plan_and_run(archive, job, steps, target, disks)
+            if code is not None:
+                return code
+
+    def _candidates(
+        self, archive: Archive, job: JobChoice
+    ) -> tuple[list[TargetCandidate], list[ProbedDisk]]:
+        probe = self._probe()
+        disks = probe.disks()
+        holding = _disks_holding(probe, str(archive.path))
+        matches = match_disks(archive.manifest, disks, holding)
+        return [candidate_for(m, job) for m in matches], disks
+
+    def _probe(self) -> Probe:
+        if self.options.probe is None:
+            from layout.probe import probe_for
+
+            self.options.probe = probe_for([])
+        return self.options.probe
+
+    async def _plan_and_run(
+        self,
+        archive: Archive,
+        job: JobChoice,
+        steps: tuple[str, ...],
+        target: TargetCandidate,
+        disks: list[ProbedDisk],
+    ) -> int | None:
+        """From the chosen target to the end; None goes back to choosing the target."""
+        while True:
+            part: PartitionChoice | None = None
+            if job.kind == "one-partition":
+                picked = await self.push_screen_wait(
+                    PartitionScreen(
+                        step_of(steps, "Which partition, and where"),
+                        archive.manifest,
+                        target.disk,
+                        dry_run=job.dry_run,
+                    )
+                )
+                if picked == "back":
+                    return None
+                assert isinstance(picked, PartitionChoice)
+                part = picked
+            self.busy("Working out the plan…")
+            try:
+                plan = await asyncio.to_thread(self._make_plan, archive, job, target, part, disks)
+            except PlanError as exc:
+                self.notify(f"This cannot be done: {exc}", severity="error", timeout=15)
+                if part is not None:
+                    continue
+                return None
+            self.plan = plan
+            preview_title = "What would change" if job.dry_run else "What will change"
+            while True:
+                go = await self.push_screen_wait(
+                    PreviewScreen(step_of(steps, preview_title), plan, dry_run=job.dry_run)
+                )
+                if go == "back":
+                    break
+                if go == "done" or job.dry_run:
+                    return 0
+                confirmed = await self.push_screen_wait(
+                    ConfirmScreen(step_of(steps, "Confirm"), plan)
+                )
+                if confirmed:
+                    return await self._run_restore(
+                        RestoreJob(
+                            plan=plan,
+                            archive=archive,
+                            target_path=target.device,
+                            verify=self.options.verify_after_write,
+                        ),
+                        steps,
+                    )
+            if part is None:
+                return None
+
+    def _make_plan(
+        self,
+        archive: Archive,
+        job: JobChoice,
+        target: TargetCandidate,
+        part: PartitionChoice | None,
+        disks: list[ProbedDisk],
+    ) -> Plan:
+        digest = manifest_digest(archive.manifest)
+        others = [d for d in disks if d.device != target.device]
+        if job.kind == "one-partition":
+            assert part is not None
+            return plan_one_partition(
+                archive.manifest,
+                digest,
+                str(archive.path),
+                target.disk,
+                part.number,
+                part.region,
+                other_disks=others,
+            )
+        return plan_full_disk(
+            archive.manifest, digest, str(archive.path), target.disk, other_disks=others
+        )
+
+    async def _run_restore(self, job: RestoreJob, steps: Sequence[str]) -> int:
+        outcome = await self.push_screen_wait(ProgressScreen(step_of(steps, "Restoring"), job))
+        self.outcome = outcome
+        if outcome.ok:
+            await self.push_screen_wait(
+                DoneScreen(step_of(steps, "Done"), job, outcome, next_steps=self.options.next_steps)
+            )
+            return 0
+        await self.push_screen_wait(FailureScreen(job, outcome))
+        return 1
+
+    async def _resume(self, offer: ResumeOffer) -> int | None:
+        summary = offer.payload
+        assert isinstance(summary, JournalSummary)
+        self.busy("Opening the unfinished restore…")
+        try:
+            journal = await asyncio.to_thread(Journal.load, summary.path)
+            archive = await asyncio.to_thread(open_archive, journal.record.archive_path)
+        except (JournalError, ArchiveError, OSError) as exc:
+            self.notify(
+                f"Cannot resume: {exc}. Plug in the disk that holds the backup, or choose "
+                "the backup below.",
+                severity="error",
+                timeout=15,
+            )
+            return None
+        self.archive = archive
+        record = journal.record
+        steps = ONE_STEPS if record.plan.job == "one-partition" else FULL_STEPS
+        return await self._run_restore(
+            RestoreJob(
+                plan=record.plan,
+                archive=archive,
+                target_path=record.target_path,
+                verify=self.options.verify_after_write,
+                journal=journal,
+            ),
+            steps,
+        )
+
+
+def _disks_holding(probe: Probe, archive_path: str) -> list[str]:
+    """Every disk the archive lives on (a loop device and the disk under its file too)."""
+    base = getattr(probe, "base", probe)
+    many = getattr(base, "disks_holding", None)
+    if callable(many):
+        return list(many(archive_path))
+    one = probe.disk_holding(archive_path)
+    return [one] if one else []
+
+
+def candidate_for(match: Match, job: JobChoice) -> TargetCandidate:
+    """A match judged for this job: for one partition only free space matters, not size."""
+    blockers = tuple(match.blockers)
+    notes: list[str] = []
+    if job.kind == "one-partition":
+        blockers = tuple(b for b in blockers if not b.startswith("too small"))
+        disk = match.disk
+        if disk.table is None:
+            blockers += (
+                "has no partition table, so there is no free space to put a partition into",
+            )
+        elif not disk.free:
+            blockers += ("has no free space (every part of it belongs to a partition)",)
+        else:
+            largest = max(r.size_bytes for r in disk.free)
+            from restore_tui.screens.common import human_size
+
+            notes.append(f"largest free space: {human_size(largest)}")
+    recommended = match.strong and not blockers
+    return TargetCandidate(
+        disk=match.disk,
+        reasons=tuple(match.reasons),
+        blockers=blockers,
+        recommended=recommended,
+        notes=tuple(notes),
+    )
+
+
+def run_wizard(options: WizardOptions) -> int:
+    """Run the wizard in this terminal and return the exit code."""
+    if not os.isatty(0) or not os.isatty(2):
+        from restore_tui.cli import UserError
+
+        raise UserError(
+            "the wizard needs a terminal; use `restore-tui inspect`, `plan` and `restore` "
+            "in scripts, or `restore-tui demo --no-tui` for the walk-through as text"
+        )
+    app = RestoreWizard(options)
+    result = app.run()
+    return int(result if result is not None else 1)

@@ -1,0 +1,51 @@
+"""`restore-tui [ARCHIVE] [--dry-run] [--image FILE...]`: open the guided wizard.
+
+Bare `restore-tui` lands here (see ``restore_tui.cli``); `--dry-run` only previews.
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from restore_tui.cli import UserError
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "wizard",
+        help="open the guided restore (also what plain `restore-tui` does)",
+        description="Walk through a restore step by step: choose the backup, check it, "
+        "choose the disk, see exactly what will change, then restore with checkpoints.",
+    )
+    parser.add_argument(
+        "archive", metavar="ARCHIVE", nargs="?", help="the backup file or Clonezilla folder"
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="only show what a restore would change; nothing is written",
+    )
+    parser.add_argument(
+        "--image",
+        metavar="FILE",
+        action="append",
+        default=[],
+        help="also offer this disk image file as a target disk (repeatable)",
+    )
+    parser.add_argument(
+        "--only-images",
+        action="store_true",
+        help="offer only the --image files, not this computer's disks",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from layout.probe import ImageProbe, probe_for
+    from restore_tui.app import WizardOptions, run_wizard
+
+    if args.only_images and not args.image:
+        raise UserError("--only-images needs at least one --image FILE")
+    probe = ImageProbe(args.image) if args.only_images else probe_for(args.image)
+    return run_wizard(WizardOptions(archive_path=args.archive, dry_run=args.dry_run, probe=probe))

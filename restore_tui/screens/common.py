@@ -1,0 +1,134 @@
+"""Shared pieces of the wizard's screens: the step header, plain-word formatting, key hints.
+
+Every screen shows where the user is ("Step 2 of 7") and says things in plain
+words; the helpers here keep sizes, disks and terms worded the same everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from textual.app import ComposeResult
+from textual.containers import Horizontal
+from textual.widget import Widget
+from textual.widgets import Static
+
+from layout.models import DiskIdentity
+
+#: One-line explanations of words a person restoring a backup may not know.
+TERMS: dict[str, str] = {
+    "mbr": "MBR and track 0: the start of the disk that tells the computer how to boot "
+    "and where the partitions are.",
+    "gpt": "GPT: the modern kind of partition table; it keeps a second copy at the end "
+    "of the disk.",
+    "partition": "Partition: a part of the disk that holds one filesystem, like C: in Windows.",
+    "free": "Free space (unallocated): part of the disk that no partition uses yet.",
+    "checkpoint": "Checkpoint: a saved point; if the computer stops, the restore continues "
+    "from there instead of starting over.",
+    "verify": "Checking reads the whole backup and makes sure every piece is intact, so a "
+    "damaged backup is found before anything is written.",
+    "serial": "Serial number: a number printed on the disk's label; it does not change "
+    "when the computer renames its disks.",
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """Where a screen sits in the walk-through: "Step 3 of 7"."""
+
+    number: int
+    total: int
+    title: str
+
+
+def human_size(size: int) -> str:
+    """Bytes in the units disks are sold and shown in ("931.5 GiB", "64.0 MiB")."""
+    value = float(size)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"  # pragma: no cover - loop always returns
+
+
+def human_rate(bytes_per_second: float | None) -> str:
+    if not bytes_per_second or bytes_per_second <= 0:
+        return "—"
+    return f"{human_size(int(bytes_per_second))}/s"
+
+
+def human_duration(seconds: float | None) -> str:
+    """ "about 3 min" style: an estimate, so no false precision."""
+    if seconds is None or seconds < 0:
+        return "working it out…"
+    s = round(seconds)
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60:02d} s"
+    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+
+
+def short_serial(serial: str | None, digits: int = 4) -> str:
+    if not serial:
+        return "no serial number"
+    return f"serial …{serial[-digits:]}" if len(serial) > digits else f"serial {serial}"
+
+
+def bus_words(bus: str | None) -> str:
+    return {
+        "sata": "SATA (inside the computer)",
+        "ata": "SATA (inside the computer)",
+        "nvme": "NVMe (inside the computer)",
+        "usb": "USB (plugged in)",
+        "virtio": "virtual disk",
+        "loop": "loop device",
+        "image": "disk image file",
+        "scsi": "SCSI/SAS",
+        "mmc": "memory card",
+    }.get((bus or "").lower(), bus or "unknown connection")
+
+
+def disk_name(identity: DiskIdentity) -> str:
+    """ "WDC WD10EZEX, 931.5 GiB, serial …1234": how a disk is named to a person."""
+    model = " ".join(x for x in (identity.vendor, identity.model) if x)
+    if not model:
+        model = "Disk image" if identity.bus == "image" else "Disk"
+    return f"{model}, {human_size(identity.size_bytes)}, {short_serial(identity.serial)}"
+
+
+def lower_first(text: str) -> str:
+    """ "Everything on …" -> "everything on …", to continue a sentence."""
+    return text[:1].lower() + text[1:] if text[:2] != text[:2].upper() else text
+
+
+def when(moment: datetime) -> str:
+    return moment.strftime("%d %B %Y, %H:%M")
+
+
+class StepHeader(Widget):
+    """ "Step 3 of 7 · What to do", with one line saying what this step is for."""
+
+    DEFAULT_CSS = """
+    StepHeader { height: auto; }
+    """
+
+    def __init__(self, step: Step, subtitle: str = "", *, dry_run: bool = False) -> None:
+        super().__init__()
+        self.step = step
+        self.subtitle = subtitle
+        self.dry_run = dry_run
+
+    def compose(self) -> ComposeResult:
+        mode = "  (preview only — nothing is written)" if self.dry_run else ""
+        yield Static(
+            f"[b]Step {self.step.number} of {self.step.total} · {self.step.title}[/b]{mode}",
+            classes="step-title",
+        )
+        if self.subtitle:
+            yield Static(self.subtitle, classes="step-subtitle")
+
+
+class ButtonRow(Horizontal):
+    """A row of buttons at the bottom of a screen."""

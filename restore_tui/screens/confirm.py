@@ -1,0 +1,114 @@
+"""Step "Confirm": a confirmation that cannot happen by accident.
+
+The person types the last characters of the target's serial number (or a short
+word when the disk has none); "Go back" is the focused button, never "Start".
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Input, Static
+
+from layout.plan import Plan
+from restore_tui.screens.common import TERMS, Step, StepHeader, disk_name, lower_first
+
+SERIAL_DIGITS = 4
+
+
+def confirmation_word(plan: Plan) -> tuple[str, str]:
+    """(what to type, how the request is worded)."""
+    serial = (plan.target.identity.serial or "").strip()
+    if len(serial) >= SERIAL_DIGITS:
+        word = serial[-SERIAL_DIGITS:]
+        return word, (
+            f"type the last {SERIAL_DIGITS} characters of the disk's serial number "
+            f"(printed on its label): [b]{word}[/b]"
+        )
+    word = "ERASE" if plan.job == "full-disk" else "WRITE"
+    return word, f"type the word [b]{word}[/b]"
+
+
+class ConfirmScreen(Screen[bool]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Go back"),
+    ]
+
+    def __init__(self, step: Step, plan: Plan) -> None:
+        super().__init__()
+        self.step = step
+        self.plan = plan
+        self.word, self.request = confirmation_word(plan)
+
+    def compose(self) -> ComposeResult:
+        plan = self.plan
+        target = disk_name(plan.target.identity)
+        yield StepHeader(self.step, "Last check before anything is written.")
+        with VerticalScroll(id="body"):
+            if plan.job == "full-disk":
+                what = lower_first(plan.erases) if plan.erases else f"everything on {target}"
+                yield Static(
+                    f"[b]This will erase {what}.[/b]\n"
+                    f"Every partition on it is replaced by the backup. This cannot be undone.",
+                    classes="warning",
+                )
+            else:
+                yield Static(
+                    f"[b]This will write one new partition onto {target}.[/b]\n"
+                    + (
+                        plan.erases
+                        or "Only free space is used; the other partitions stay as they are."
+                    ),
+                    classes="warning",
+                )
+            yield Static(f"Device now: {plan.target.device}", classes="hint")
+            stages = len(plan.stages)
+            yield Static(
+                f"The restore runs in {stages} stages with a checkpoint after each. "
+                + TERMS["checkpoint"],
+                classes="hint",
+            )
+            yield Static(f"To go ahead, {self.request}", id="request")
+            yield Input(placeholder="type here", id="word")
+            yield Static("", id="confirm-status")
+        with Horizontal(classes="buttons"):
+            yield Button("Go back", id="back", variant="primary")
+            yield Button("Start restoring", id="start", variant="error", disabled=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#word", Input).focus()
+
+    def _matches(self) -> bool:
+        return self.query_one("#word", Input).value.strip().upper() == self.word.upper()
+
+    @on(Input.Changed, "#word")
+    def _typed(self) -> None:
+        ok = self._matches()
+        self.query_one("#start", Button).disabled = not ok
+        self.query_one("#confirm-status", Static).update(
+            "Ready: press Enter or choose “Start restoring”." if ok else ""
+        )
+
+    @on(Input.Submitted, "#word")
+    def _submitted(self) -> None:
+        if self._matches():
+            self.dismiss(True)
+        else:
+            self.query_one("#confirm-status", Static).update(
+                f"That is not it. {self.request[0].upper()}{self.request[1:]}."
+            )
+
+    @on(Button.Pressed, "#start")
+    def _start(self) -> None:
+        if self._matches():
+            self.dismiss(True)
+
+    @on(Button.Pressed, "#back")
+    def action_back(self) -> None:
+        self.dismiss(False)

@@ -1,0 +1,149 @@
+"""The last screens: what was restored and checked, and what to do next — or, when the
+restore stopped, what happened, what is safe, and how to continue.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Static
+
+from restore_tui.screens.common import Step, StepHeader, disk_name
+from restore_tui.screens.progress import Outcome, RestoreJob
+
+DEFAULT_NEXT_STEPS = (
+    "Remove the rescue USB stick or CD, so the computer does not start from it again.",
+    "Restart the computer. It should start from the restored disk as before.",
+    "If it does not, open the computer's start-up menu (often F12, F8 or Esc at power-on) "
+    "and choose the restored disk.",
+)
+ONE_PARTITION_NEXT_STEPS = (
+    "Start the computer normally. The restored partition shows up as a new drive "
+    "(Windows may give it a new drive letter).",
+    "Check that your files are there before you delete any other copy of them.",
+)
+
+
+class DoneScreen(Screen[None]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "close", "Close"),
+        Binding("enter", "close", "Close"),
+    ]
+
+    def __init__(
+        self,
+        step: Step,
+        job: RestoreJob,
+        outcome: Outcome,
+        *,
+        next_steps: tuple[str, ...] | None = None,
+    ) -> None:
+        super().__init__()
+        self.step = step
+        self.job = job
+        self.outcome = outcome
+        default = (
+            ONE_PARTITION_NEXT_STEPS if job.plan.job == "one-partition" else DEFAULT_NEXT_STEPS
+        )
+        self.next_steps = next_steps or default
+
+    def compose(self) -> ComposeResult:
+        plan = self.job.plan
+        target = disk_name(plan.target.identity)
+        yield StepHeader(self.step, f"[b]The restore onto {target} is complete.[/b]")
+        with VerticalScroll(id="body"):
+            if self.job.verify:
+                checked = "\n".join(f" ✓ {s.title}" for s in plan.stages)
+                yield Static(
+                    "Everything written was read back and matched the backup:\n" + checked,
+                    id="verified",
+                )
+            else:
+                yield Static(
+                    "Everything was written. Reading it back was switched off, so it was not "
+                    "checked.",
+                    id="verified",
+                )
+            steps = "\n".join(f" {i}. {text}" for i, text in enumerate(self.next_steps, 1))
+            yield Static(f"[b]What to do next:[/b]\n{steps}", id="next-steps")
+            for note in self.outcome.notes:
+                if "recorded in" in note:
+                    continue
+                yield Static(f"Note: {note}", classes="hint")
+        with Horizontal(classes="buttons"):
+            yield Button("Close", id="close", variant="primary")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#close", Button).focus()
+
+    @on(Button.Pressed, "#close")
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class FailureScreen(Screen[None]):
+    """The restore stopped (a failure, or the person stopped it)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close")]
+
+    def __init__(self, job: RestoreJob, outcome: Outcome) -> None:
+        super().__init__()
+        self.job = job
+        self.outcome = outcome
+
+    def compose(self) -> ComposeResult:
+        plan = self.job.plan
+        o = self.outcome
+        target = disk_name(plan.target.identity)
+        done = [s for s in plan.stages if s.name in o.stages_done]
+        left = [s for s in plan.stages if s.name not in o.stages_done]
+        if o.cancelled:
+            title = "[b]The restore was stopped, safely.[/b]"
+            what = "You stopped it. A checkpoint was saved at the point where it stopped."
+        else:
+            title = "[b]The restore stopped before the end.[/b]"
+            what = f"What happened: {o.message}"
+        yield Static(title, classes="step-title")
+        with VerticalScroll(id="body"):
+            yield Static(what, id="what-happened", classes="" if o.cancelled else "error")
+            safe = ["Your backup was not changed: restore-tui only reads it."]
+            if done:
+                safe.append(
+                    f"On {target} these stages are finished"
+                    + (" and checked" if self.job.verify else "")
+                    + ":\n"
+                    + "\n".join(f"   ✓ {s.title}" for s in done)
+                )
+            if left:
+                safe.append(
+                    "Not finished yet (the disk will not work until they are):\n"
+                    + "\n".join(f"   · {s.title}" for s in left)
+                )
+            yield Static("\n".join(safe), id="what-is-safe")
+            where = (
+                f"The progress record is kept in {o.journal_path}."
+                if o.journal_path
+                else "Nothing had been written yet, so you can simply start again."
+            )
+            yield Static(
+                "[b]How to continue:[/b] start restore-tui again and choose “Resume restoring…” "
+                "on the first screen (or run `restore-tui resume`). It continues from the "
+                f"last checkpoint instead of starting over. {where}",
+                id="how-to-resume",
+            )
+        with Horizontal(classes="buttons"):
+            yield Button("Close", id="close", variant="primary")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#close", Button).focus()
+
+    @on(Button.Pressed, "#close")
+    def action_close(self) -> None:
+        self.dismiss(None)

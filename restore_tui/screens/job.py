@@ -1,0 +1,100 @@
+"""Step 3 of the wizard: what to do with the backup.
+
+Restore the whole disk, restore one partition into free space, or only show what
+would change; each choice is explained in one plain sentence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, OptionList, Static
+from textual.widgets.option_list import Option
+
+from restore_tui.screens.common import TERMS, Step, StepHeader
+
+JobKind = Literal["full-disk", "one-partition"]
+
+
+@dataclass(frozen=True)
+class JobChoice:
+    kind: JobKind
+    dry_run: bool
+
+
+JobResult = JobChoice | Literal["back"]
+
+_CHOICES: tuple[tuple[str, JobKind, bool, str, str], ...] = (
+    (
+        "full",
+        "full-disk",
+        False,
+        "Restore the whole disk",
+        "Put back every partition and the start of the disk exactly as they were, on a disk "
+        "you choose. Everything on that disk is replaced.",
+    ),
+    (
+        "one",
+        "one-partition",
+        False,
+        "Restore one partition into free space",
+        "Pick one partition from the backup and put it into unused space on a disk. The other "
+        "partitions on that disk are not touched.",
+    ),
+    (
+        "preview",
+        "full-disk",
+        True,
+        "Only show what would change",
+        "Plan a whole-disk restore and show it, before and after. Nothing is written.",
+    ),
+)
+
+
+class JobScreen(Screen[JobResult]):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self, step: Step, *, dry_run: bool = False) -> None:
+        super().__init__()
+        self.step = step
+        self.dry_run = dry_run
+
+    def compose(self) -> ComposeResult:
+        yield StepHeader(self.step, "What do you want to do?", dry_run=self.dry_run)
+        with VerticalScroll(id="body"):
+            options = OptionList(id="jobs")
+            for key, _kind, preview_only, title, text in _CHOICES:
+                if self.dry_run and preview_only:
+                    continue  # everything is a preview already
+                if self.dry_run:
+                    title = f"Preview: {title[0].lower()}{title[1:]}"
+                options.add_option(Option(f"[b]{title}[/b]\n  {text}\n", id=key))
+            yield options
+            yield Static(TERMS["partition"] + "\n" + TERMS["free"], classes="hint")
+        with Horizontal(classes="buttons"):
+            yield Button("Back", id="back")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        jobs = self.query_one("#jobs", OptionList)
+        jobs.focus()
+        jobs.highlighted = 0
+
+    @on(OptionList.OptionSelected, "#jobs")
+    def _chosen(self, event: OptionList.OptionSelected) -> None:
+        for key, kind, preview_only, _title, _text in _CHOICES:
+            if key == event.option.id:
+                self.dismiss(JobChoice(kind, self.dry_run or preview_only))
+                return
+
+    @on(Button.Pressed, "#back")
+    def action_back(self) -> None:
+        self.dismiss("back")

@@ -1,0 +1,221 @@
+"""Step "Restoring": the engine runs in a worker thread; this screen shows how far it is.
+
+Stages are listed done / now / waiting, with bars for the stage and the whole job,
+throughput, time left, and each checkpoint as it is saved. "Stop safely" asks the
+engine to stop at the next slice, which leaves a checkpoint to resume from.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Label, ProgressBar, Static
+
+from archive.base import Archive
+from archive.errors import ArchiveError
+from layout.plan import Plan
+from restore_tui.engine import EngineError, ProgressEvent, RestoreCancelled, RestoreEngine
+from restore_tui.journal import Journal
+from restore_tui.screens.common import (
+    TERMS,
+    Step,
+    StepHeader,
+    disk_name,
+    human_duration,
+    human_rate,
+    human_size,
+)
+
+# Byte-progress events arrive per slice; the screen needs ten a second at most.
+REFRESH_SECONDS = 0.1
+MAX_CHECKPOINT_LINES = 4
+
+
+@dataclass
+class RestoreJob:
+    """Everything the engine needs, as chosen in the earlier steps (or read from a journal)."""
+
+    plan: Plan
+    archive: Archive
+    target_path: str
+    verify: bool = True
+    journal: Journal | None = None
+
+
+@dataclass
+class Outcome:
+    ok: bool
+    cancelled: bool = False
+    message: str = ""
+    journal_path: str | None = None
+    stages_done: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+class ProgressScreen(Screen[Outcome]):
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "stop", "Stop safely")]
+
+    class Event(Message):
+        def __init__(self, event: ProgressEvent) -> None:
+            super().__init__()
+            self.event = event
+
+    class Finished(Message):
+        def __init__(self, outcome: Outcome) -> None:
+            super().__init__()
+            self.outcome = outcome
+
+    def __init__(self, step: Step, job: RestoreJob) -> None:
+        super().__init__()
+        self.step = step
+        self.job = job
+        self.cancel = threading.Event()
+        self.running = False
+        self.current = -1
+        self.done_stages: list[str] = []
+        self.checkpoints: list[str] = []
+        self.journal_path: str | None = str(job.journal.path) if job.journal else None
+
+    def compose(self) -> ComposeResult:
+        plan = self.job.plan
+        resumed = " (continuing from the last checkpoint)" if self.job.journal else ""
+        yield StepHeader(
+            self.step,
+            f"Restoring onto {disk_name(plan.target.identity)}{resumed}. "
+            "Leave the computer on; if it stops, the restore can continue.",
+        )
+        with VerticalScroll(id="body"):
+            yield Static(self._stage_lines(), id="stages")
+            yield Label("This stage:", classes="section")
+            yield ProgressBar(id="stage-bar", show_eta=False)
+            yield Label("Overall:", classes="section")
+            yield ProgressBar(id="overall-bar", show_eta=False)
+            yield Static("Starting…", id="rate")
+            yield Static("", id="checkpoints")
+        with Horizontal(classes="buttons"):
+            yield Button("Stop safely", id="stop")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.running = True
+        self.query_one("#stop", Button).focus()
+        self.run_engine()
+
+    def _stage_lines(self) -> str:
+        lines = []
+        for i, stage in enumerate(self.job.plan.stages):
+            if stage.name in self.done_stages:
+                mark, state = "✓", "done" + (", checked" if self.job.verify else "")
+            elif i == self.current:
+                mark, state = "▶", "now"
+            else:
+                mark, state = "·", "waiting"
+            lines.append(f" {mark} {i + 1}. {stage.title} — {state}")
+        return "\n".join(lines)
+
+    # -- the engine, in a thread ---------------------------------------------------------
+
+    @work(thread=True, exit_on_error=False, group="restore", exclusive=True)
+    def run_engine(self) -> None:
+        last = [0.0]
+
+        def progress(event: ProgressEvent) -> None:
+            now = time.monotonic()
+            if event.kind in ("write", "verify") and now - last[0] < REFRESH_SECONDS:
+                return
+            last[0] = now
+            self.post_message(self.Event(event))
+
+        job = self.job
+        engine = RestoreEngine(
+            job.plan,
+            job.archive,
+            job.target_path,
+            verify=job.verify,
+            journal=job.journal,
+            progress=progress,
+            cancel=self.cancel,
+        )
+        outcome: Outcome
+        try:
+            engine.run()
+        except RestoreCancelled as exc:
+            outcome = Outcome(ok=False, cancelled=True, message=str(exc))
+        except (EngineError, ArchiveError, OSError) as exc:
+            outcome = Outcome(ok=False, message=str(exc))
+        except Exception as exc:  # shown on the failure screen, never a crash
+            outcome = Outcome(ok=False, message=f"an unexpected error stopped the restore: {exc!r}")
+        else:
+            outcome = Outcome(ok=True)
+        outcome.notes = list(engine.notes)
+        if engine.journal is not None:
+            outcome.journal_path = str(engine.journal.path)
+            outcome.stages_done = list(engine.journal.record.completed_stages)
+        self.post_message(self.Finished(outcome))
+
+    # -- showing progress ----------------------------------------------------------------
+
+    @on(Event)
+    def _event(self, message: Event) -> None:
+        e = message.event
+        if e.journal_path:
+            self.journal_path = e.journal_path
+        if e.stage_index >= 0:
+            self.current = e.stage_index
+        if e.kind == "stage-done" and e.stage_name and e.stage_name not in self.done_stages:
+            self.done_stages.append(e.stage_name)
+        if e.kind == "checkpoint" or e.kind == "stage-done":
+            where = f"stage {e.stage_number} of {e.stage_count}"
+            text = (
+                f"✓ Checkpoint saved after “{e.stage_title}” ({where}) — safe to resume from here."
+                if e.kind == "stage-done"
+                else f"✓ Checkpoint saved in {where}, {human_size(e.stage_done)} in — safe to "
+                "resume from here."
+            )
+            self.checkpoints = [*self.checkpoints, text][-MAX_CHECKPOINT_LINES:]
+            self.query_one("#checkpoints", Static).update("\n".join(self.checkpoints))
+        self.query_one("#stages", Static).update(self._stage_lines())
+        self.query_one("#stage-bar", ProgressBar).update(
+            total=max(1, e.stage_total), progress=e.stage_done
+        )
+        self.query_one("#overall-bar", ProgressBar).update(
+            total=max(1, e.overall_total), progress=e.overall_done
+        )
+        doing = "Checking what was written" if e.kind == "verify" else "Writing"
+        if e.kind in ("write", "verify"):
+            self.query_one("#rate", Static).update(
+                f"{doing} · {human_size(e.overall_done)} of {human_size(e.overall_total)} · "
+                f"{human_rate(e.rate_bytes_s)} · time left: {human_duration(e.eta_s)}"
+            )
+        elif e.kind == "stage-start":
+            self.query_one("#rate", Static).update(
+                f"Starting stage {e.stage_number}: {e.stage_title}"
+            )
+
+    @on(Finished)
+    def _finished(self, message: Finished) -> None:
+        self.running = False
+        if message.outcome.journal_path is None:
+            message.outcome.journal_path = self.journal_path
+        self.dismiss(message.outcome)
+
+    # -- stopping ------------------------------------------------------------------------
+
+    @on(Button.Pressed, "#stop")
+    def action_stop(self) -> None:
+        if not self.running:
+            return
+        self.cancel.set()
+        self.query_one("#stop", Button).disabled = True
+        self.query_one("#rate", Static).update(
+            "Stopping at the next safe point and saving a checkpoint… " + TERMS["checkpoint"]
+        )

@@ -1,0 +1,194 @@
+"""Step 4 of the wizard: which disk to restore onto, chosen by what the disk *is*.
+
+Disks are listed as model, size, serial and connection with the reasons they match
+the backed-up disk; disks that cannot be targets are greyed with why and cannot be picked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Literal
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
+from textual.screen import Screen
+from textual.widgets import Button, DataTable, Footer, Static
+
+from layout.probe import ProbedDisk
+from restore_tui.screens.common import Step, StepHeader, bus_words, human_size
+
+
+@dataclass(frozen=True)
+class TargetCandidate:
+    """One present disk, as the matcher judged it for this backup and job."""
+
+    disk: ProbedDisk
+    reasons: tuple[str, ...] = ()
+    blockers: tuple[str, ...] = ()
+    recommended: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def device(self) -> str:
+        return self.disk.device
+
+    @property
+    def blocked(self) -> bool:
+        return bool(self.blockers)
+
+
+TargetResult = TargetCandidate | Literal["back"]
+
+
+def model_words(disk: ProbedDisk) -> str:
+    ident = disk.identity
+    if ident.model:
+        if ident.vendor and ident.vendor not in ident.model:
+            return f"{ident.vendor} {ident.model}"
+        return ident.model
+    if disk.backing_file:
+        return f"loop of {disk.backing_file.rsplit('/', 1)[-1]}"
+    if ident.bus == "image":
+        return "Disk image file"
+    return "Unknown model"
+
+
+WHY_WIDTH = 40
+
+
+def clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def summary_words(c: TargetCandidate) -> str:
+    if c.blockers:
+        return "cannot use: " + c.blockers[0]
+    if c.recommended:
+        return "the backed-up disk: " + (c.reasons[0] if c.reasons else "")
+    if c.reasons:
+        return c.reasons[0]
+    return "can be used"
+
+
+class TargetScreen(Screen[TargetResult]):
+    """A table of disks; Enter picks the highlighted one unless it is refused."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(
+        self,
+        step: Step,
+        candidates: list[TargetCandidate],
+        *,
+        job_words: str,
+        dry_run: bool = False,
+    ) -> None:
+        super().__init__()
+        self.step = step
+        self.candidates = candidates
+        self.by_device = {c.device: c for c in candidates}
+        self.job_words = job_words
+        self.dry_run = dry_run
+
+    def compose(self) -> ComposeResult:
+        yield StepHeader(
+            self.step,
+            f"Which disk should the backup go onto? ({self.job_words})",
+            dry_run=self.dry_run,
+        )
+        yield DataTable(id="disks", cursor_type="row", zebra_stripes=False)
+        yield Static("", id="disk-detail")
+        yield Static(
+            "Go by model, size and serial number: names like /dev/sda can change between boots.",
+            classes="hint",
+        )
+        with Horizontal(classes="buttons"):
+            yield Button("Use this disk", id="use", variant="primary")
+            yield Button("Back", id="back")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#disks", DataTable)
+        table.add_column("Disk", key="model")
+        table.add_column("Size", key="size")
+        table.add_column("Serial", key="serial")
+        table.add_column("Connection", key="bus")
+        table.add_column("Why", key="why")
+        table.add_column("Device now", key="device")
+        for c in self.candidates:
+            ident = c.disk.identity
+            style = "dim" if c.blocked else ("bold" if c.recommended else "")
+            cells = (
+                model_words(c.disk),
+                human_size(ident.size_bytes),
+                ident.serial or "—",
+                bus_words(ident.bus).split(" (")[0],
+                clip(summary_words(c), WHY_WIDTH),
+                c.device,
+            )
+            table.add_row(*(Text(cell, style=style) for cell in cells), key=c.device)
+        if not self.candidates:
+            self.query_one("#disk-detail", Static).update(
+                "No disks were found. Connect the disk you want to restore onto, then go Back "
+                "and come here again."
+            )
+            self.query_one("#use", Button).disabled = True
+            return
+        # Start on the best usable disk, never on a refused one.
+        first_ok = next((i for i, c in enumerate(self.candidates) if not c.blocked), 0)
+        table.move_cursor(row=first_ok)
+        table.focus()
+        self._describe(self.candidates[first_ok])
+
+    def _highlighted(self) -> TargetCandidate | None:
+        table = self.query_one("#disks", DataTable)
+        if not self.candidates:
+            return None
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
+        return self.by_device.get(key or "")
+
+    def _describe(self, c: TargetCandidate) -> None:
+        lines = [f"[b]{c.disk.headline}[/b]  ·  {c.disk.device_note}"]
+        if c.blockers:
+            lines.extend(f"[red]✗ cannot be the target: {b}[/red]" for b in c.blockers)
+        lines.extend(f"✓ {r}" for r in c.reasons)
+        lines.extend(f"• {n}" for n in c.notes)
+        self.query_one("#disk-detail", Static).update("\n".join(lines))
+        self.query_one("#use", Button).disabled = c.blocked
+
+    @on(DataTable.RowHighlighted, "#disks")
+    def _highlight(self, event: DataTable.RowHighlighted) -> None:
+        c = self.by_device.get(event.row_key.value or "")
+        if c is not None:
+            self._describe(c)
+
+    @on(DataTable.RowSelected, "#disks")
+    def _selected(self, event: DataTable.RowSelected) -> None:
+        c = self.by_device.get(event.row_key.value or "")
+        if c is not None:
+            self._choose(c)
+
+    @on(Button.Pressed, "#use")
+    def _use(self) -> None:
+        c = self._highlighted()
+        if c is not None:
+            self._choose(c)
+
+    def _choose(self, c: TargetCandidate) -> None:
+        if c.blocked:
+            # Refused disks stay visible so the person sees *why*, but never proceed.
+            self.notify(
+                f"{model_words(c.disk)} cannot be the target: {c.blockers[0]}",
+                severity="warning",
+            )
+            return
+        self.dismiss(c)
+
+    @on(Button.Pressed, "#back")
+    def action_back(self) -> None:
+        self.dismiss("back")
