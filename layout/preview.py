@@ -1,0 +1,316 @@
+"""The before/after preview of a restore plan: rows, proportional bars and the full text.
+
+Rows and bar segments are plain data so the TUI draws the same picture as
+``plan`` prints; ``render_text`` needs nothing but the plan itself.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from archive.roles import infer_role, plain_name
+from layout.gaps import MiB, usable_area
+from layout.models import DiskIdentity, Partition, PartitionTable
+from layout.plan import Action, Plan, Stage
+from layout.planner import human_size
+
+Status = Literal["kept", "replaced", "created", "unallocated"]
+BAR_WIDTH = 60
+TEXT_WIDTH = 96
+LABEL_WIDTH = 16
+BUS_NAMES = {"sata": "SATA", "nvme": "NVMe", "usb": "USB", "ata": "ATA", "scsi": "SCSI",
+             "virtio": "virtual disk", "loop": "loop device", "image": "image file"}
+
+
+@dataclass(frozen=True)
+class LayoutRow:
+    """One line of a layout table: a partition or a stretch of unallocated space."""
+
+    number: int | None  # None: unallocated
+    kind: Literal["primary", "extended", "logical", "free"]
+    name: str
+    label: str | None
+    filesystem: str | None
+    start_lba: int
+    length_lba: int
+    sector_size: int
+    status: Status
+
+    @property
+    def end_lba(self) -> int:
+        return self.start_lba + self.length_lba - 1
+
+    @property
+    def size_bytes(self) -> int:
+        return self.length_lba * self.sector_size
+
+    @property
+    def symbol(self) -> str:
+        """The character that draws this row in the bar."""
+        if self.number is None:
+            return "."
+        if self.number < 10:
+            return str(self.number)
+        return chr(ord("a") + (self.number - 10) % 26)
+
+
+@dataclass(frozen=True)
+class BarSegment:
+    symbol: str
+    columns: int
+    row: LayoutRow
+
+
+def _gaps(
+    taken: Sequence[tuple[int, int]], start: int, stop: int, min_lba: int
+) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    cursor = start
+    for a, b in sorted(taken):
+        if a > cursor:
+            spans.append((cursor, min(a, stop)))
+        cursor = max(cursor, b)
+    if cursor < stop:
+        spans.append((cursor, stop))
+    return [(a, b) for a, b in spans if b - a >= min_lba]
+
+
+def _partition_row(p: Partition, table: PartitionTable, status: Status) -> LayoutRow:
+    role, _evidence = infer_role(p, table)
+    kind: Literal["primary", "extended", "logical"] = p.kind
+    return LayoutRow(
+        number=p.number, kind=kind, name=plain_name(role), label=p.label or p.gpt_name or None,
+        filesystem=p.filesystem, start_lba=p.start_lba, length_lba=p.length_lba,
+        sector_size=table.sector_size, status=status,
+    )
+
+
+def _free_row(start: int, stop: int, sector_size: int, name: str) -> LayoutRow:
+    return LayoutRow(
+        number=None, kind="free", name=name, label=None, filesystem=None, start_lba=start,
+        length_lba=stop - start, sector_size=sector_size, status="unallocated",
+    )
+
+
+def layout_rows(
+    table: PartitionTable | None,
+    disk_size_lba: int,
+    sector_size: int,
+    statuses: Mapping[int, Status] | None = None,
+    default_status: Status = "kept",
+) -> list[LayoutRow]:
+    """Partitions and unallocated space (1 MiB or more) in disk order.
+
+    Logical partitions follow their extended container; free space inside the
+    container is listed there too, since only a logical partition can use it.
+    """
+    min_lba = max(1, MiB // sector_size)
+    first, stop = usable_area(table, disk_size_lba, sector_size)
+    if table is None:
+        return [
+            _free_row(first, stop, sector_size, "Unallocated (no partition table)")
+            for first, stop in _gaps((), first, stop, min_lba)
+        ]
+    statuses = statuses or {}
+    rows: list[LayoutRow] = []
+    top = sorted((p for p in table.partitions if p.kind != "logical"), key=lambda p: p.start_lba)
+    free_top = _gaps([(p.start_lba, p.stop_lba) for p in top], first, stop, min_lba)
+    items: list[tuple[int, int, LayoutRow]] = [
+        (a, 1, _free_row(a, b, sector_size, "Unallocated")) for a, b in free_top
+    ]
+    for p in top:
+        items.append((p.start_lba, 0, _partition_row(p, table, statuses.get(p.number,
+                                                                              default_status))))
+        if p.kind == "extended":
+            logicals = sorted(
+                (q for q in table.partitions if q.kind == "logical"), key=lambda q: q.start_lba
+            )
+            inner: list[tuple[int, int, LayoutRow]] = [
+                (q.start_lba, 0, _partition_row(q, table, statuses.get(q.number, default_status)))
+                for q in logicals
+            ]
+            # The EBR sector before each logical is not free space worth showing.
+            taken = [(q.start_lba - 1, q.stop_lba) for q in logicals]
+            inner += [
+                (a, 1, _free_row(a, b, sector_size, "Unallocated, inside the extended partition"))
+                for a, b in _gaps(taken, p.start_lba + 1, min(p.stop_lba, stop), min_lba)
+            ]
+            # Keep the container's contents right after it, in their own disk order.
+            items += [(p.start_lba, 1 + i, row) for i, (_s, _o, row) in enumerate(sorted(
+                inner, key=lambda t: (t[0], t[1])))]
+    items.sort(key=lambda t: (t[0], t[1]))
+    rows = [row for _s, _o, row in items]
+    return rows
+
+
+def bar_segments(rows: Sequence[LayoutRow], width: int = BAR_WIDTH) -> list[BarSegment]:
+    """Columns per row, proportional to size, at least one each (largest remainder)."""
+    drawn = [r for r in rows if r.kind != "extended"]
+    if not drawn:
+        return []
+    width = max(width, len(drawn))
+    total = sum(r.length_lba for r in drawn)
+    spare = width - len(drawn)
+    exact = [r.length_lba * spare / total for r in drawn]
+    columns = [1 + int(x) for x in exact]
+    leftover = width - sum(columns)
+    order = sorted(range(len(drawn)), key=lambda i: (-(exact[i] - int(exact[i])), i))
+    for i in order[:leftover]:
+        columns[i] += 1
+    return [BarSegment(r.symbol, c, r) for r, c in zip(drawn, columns, strict=True)]
+
+
+def render_bar(segments: Sequence[BarSegment]) -> str:
+    return "|" + "".join(s.symbol * s.columns for s in segments) + "|"
+
+
+def plan_statuses(plan: Plan) -> tuple[dict[int, Status], dict[int, Status]]:
+    """Status of each partition number before and after the plan."""
+    before = plan.before.partitions if plan.before is not None else ()
+    if plan.job == "full-disk":
+        return (
+            {p.number: "replaced" for p in before},
+            {p.number: "created" for p in plan.after.partitions},
+        )
+    kept = set(before)
+    return (
+        {p.number: "kept" for p in before},
+        {p.number: "kept" if p in kept else "created" for p in plan.after.partitions},
+    )
+
+
+def disk_line(identity: DiskIdentity) -> str:
+    """"model · size · serial · bus"."""
+    parts = [identity.model or "Unknown model", human_size(identity.size_bytes)]
+    parts.append(f"serial {identity.serial}" if identity.serial else "serial unknown")
+    if identity.bus:
+        parts.append(BUS_NAMES.get(identity.bus, identity.bus))
+    return " · ".join(parts)
+
+
+def _table_heading(table: PartitionTable | None) -> str:
+    if table is None:
+        return "no partition table"
+    if table.scheme == "gpt":
+        return f"GPT, disk GUID {table.gpt_disk_guid}"
+    return f"MBR, disk signature {table.mbr_signature or 'none'}"
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _row_cells(row: LayoutRow, exact: bool) -> list[str]:
+    indent = "  " if row.kind == "logical" or "inside the extended" in row.name else ""
+    cells = [
+        row.symbol if row.number is not None else "-",
+        indent + row.name,
+        _clip(row.label or "", LABEL_WIDTH),
+        row.filesystem or "",
+        human_size(row.size_bytes),
+        row.status,
+    ]
+    if exact:
+        cells.append(f"sectors {row.start_lba}-{row.end_lba}")
+    return cells
+
+
+def render_layout(
+    title: str,
+    table: PartitionTable | None,
+    disk_size_lba: int,
+    sector_size: int,
+    statuses: Mapping[int, Status],
+    default_status: Status,
+    exact: bool = False,
+) -> list[str]:
+    """A heading, the proportional bar, and one aligned line per row."""
+    rows = layout_rows(table, disk_size_lba, sector_size, statuses, default_status)
+    header = ["#", "What", "Label", "Files", "Size", "Status"]
+    if exact:
+        header.append("Where")
+    table_cells = [header, *(_row_cells(row, exact) for row in rows)]
+    widths = [max(len(cells[i]) for cells in table_cells) for i in range(len(header))]
+    right = {0, 4}  # numbers and sizes line up on the right
+
+    def line(cells: list[str]) -> str:
+        padded = [
+            c.rjust(widths[i]) if i in right else c.ljust(widths[i]) for i, c in enumerate(cells)
+        ]
+        return ("  " + "  ".join(padded)).rstrip()
+
+    lines = [f"{title} ({_table_heading(table)}):", "  " + render_bar(bar_segments(rows))]
+    lines += [line(cells) for cells in table_cells]
+    return lines
+
+
+def _action_line(action: Action) -> str:
+    what = {"write-bytes": "write", "restore-area": "restore", "zero": "zero"}[action.kind]
+    source = ""
+    if action.kind == "restore-area":
+        area = "track 0" if action.area == "track0" else f"backed-up partition {action.area}"
+        source = f" from {area} at byte {action.source_offset}"
+    return (
+        f"       {what:<7} bytes {action.offset}-{action.stop - 1} "
+        f"({action.length} bytes){source}: {action.description}"
+    )
+
+
+def _stage_size(stage: Stage) -> str:
+    table = sum(a.length for a in stage.actions if a.kind != "restore-area")
+    data = sum(a.length for a in stage.actions if a.kind == "restore-area")
+    parts = []
+    if data:
+        parts.append(f"restores up to {human_size(data)} from the backup")
+    if table:
+        parts.append(f"writes {human_size(table)} of table and boot data")
+    return "; ".join(parts)
+
+
+def _wrap(text: str, first: str, rest: str) -> list[str]:
+    return textwrap.wrap(text, TEXT_WIDTH, initial_indent=first, subsequent_indent=rest) or [
+        first.rstrip()
+    ]
+
+
+def render_text(plan: Plan, exact: bool = False) -> str:
+    """The whole preview as text: target, before, after, what is destroyed, steps, warnings."""
+    ident = plan.target.identity
+    ss = ident.logical_sector_size
+    size_lba = ident.size_bytes // ss
+    job = "the whole disk" if plan.job == "full-disk" else "one partition into free space"
+    before_status, after_status = plan_statuses(plan)
+    lines = [
+        f"Restore plan: {job}. Nothing has been written yet.",
+        f"Backup: {plan.archive.path}",
+        f"Target: {disk_line(ident)}",
+        f"        {plan.target.device} "
+        + ("(a disk image file)" if ident.bus == "image" else
+           "now (a /dev name can change between boots)"),
+        "",
+    ]
+    lines += render_layout(
+        "Before", plan.before, size_lba, ss, before_status,
+        "replaced" if plan.job == "full-disk" else "kept", exact,
+    )
+    lines.append("")
+    lines += render_layout("After", plan.after, size_lba, ss, after_status, "kept", exact)
+    lines.append("")
+    lines.append("What will be destroyed:")
+    lines += _wrap(plan.erases, "  ", "  ")
+    lines.append("")
+    lines.append("Steps, in order (progress is saved after each one):")
+    for index, stage in enumerate(plan.stages, start=1):
+        lines += _wrap(stage.title, f"  {index}. ", "     ")
+        lines.append(f"     {_stage_size(stage)}")
+        if exact:
+            lines += [_action_line(a) for a in stage.actions]
+    if plan.warnings:
+        lines.append("")
+        lines.append("Warnings:")
+        for warning in plan.warnings:
+            lines += _wrap(warning, "  ! ", "    ")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,217 @@
+"""`restore-tui plan ARCHIVE`: the dry-run preview of a restore, as text or JSON; writes nothing.
+
+The target is a /dev disk or an image file, or the one attached disk that is
+clearly the backed-up one; blocked targets are refused with their reasons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from archive import open_archive
+from archive.manifest import ArchiveManifest
+from layout.blockio import DiskReader
+from layout.matching import choice_explanation, choose_target, judge, match_disks
+from layout.models import FreeRegion
+from layout.plan import Plan
+from layout.planner import PlanError, plan_full_disk, plan_one_partition
+from layout.preview import render_text
+from layout.probe import ProbedDisk, ProbeError, archive_disks, probe_for
+from layout.table_io import TableError, read_table
+from restore_tui.cli import UserError
+from restore_tui.engine import manifest_digest
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="show exactly what a restore would change, writing nothing",
+        description="Plan a restore and show it: the target disk's layout before and after, "
+        "what will be destroyed, and every step with its exact place on the disk. Nothing is "
+        "written to any disk.",
+    )
+    parser.add_argument("archive", metavar="ARCHIVE", help="the backup file or folder")
+    parser.add_argument(
+        "--target", metavar="DISK",
+        help="the disk to restore onto: a /dev path or a disk image file (default: the "
+        "attached disk that is clearly the backed-up one)",
+    )
+    parser.add_argument(
+        "--partition", metavar="N", type=int,
+        help="restore only partition N of the backup, into free space on the target",
+    )
+    parser.add_argument(
+        "--region", metavar="START_LBA", type=int,
+        help="with --partition: the free space to use, by a sector inside it (default: the "
+        "first free space the partition fits in)",
+    )
+    parser.add_argument(
+        "--new-ids", action="store_true",
+        help="give the restored disk fresh disk and partition identifiers",
+    )
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    parser.add_argument("--out", metavar="PLAN.json", help="also save the plan to this file")
+    parser.add_argument(
+        "--exact", action="store_true", help="show exact sector ranges and byte extents"
+    )
+    parser.add_argument(
+        "--image", metavar="FILE", action="append", default=[],
+        help="also consider this disk image file as a disk (repeatable)",
+    )
+    parser.add_argument(
+        "--no-udev", action="store_true",
+        help="do not ask udev; read identity from sysfs and blkid only",
+    )
+    parser.set_defaults(run=run)
+
+
+def _is_image(path: str) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _same_device(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _ebr_chain(disk: ProbedDisk) -> list[int] | None:
+    """The EBR sectors of an MBR disk with logical partitions, read from the disk itself."""
+    table = disk.table
+    if table is None or table.scheme != "msdos" or not any(
+        p.kind == "logical" for p in table.partitions
+    ):
+        return None
+    try:
+        with DiskReader(disk.device) as reader:
+            parsed = read_table(reader.read, disk.identity.size_bytes,
+                                disk.identity.logical_sector_size)
+    except (OSError, TableError):
+        return None
+    return [lba for lba, _raw in parsed.ebrs] if parsed is not None else None
+
+
+def _pick_target(
+    args: argparse.Namespace,
+    manifest: ArchiveManifest,
+    disks: list[ProbedDisk],
+    holding: list[str],
+    probe_disk: Any,
+) -> ProbedDisk:
+    if args.target:
+        found = next((d for d in disks if _same_device(d.device, args.target)), None)
+        try:
+            target = found if found is not None else probe_disk(args.target)
+        except ProbeError as exc:
+            raise UserError(str(exc)) from exc
+        blockers = judge(manifest, target, set(holding)).blockers
+        if args.partition is not None:
+            # Matching's size test compares with the whole source disk; one partition only
+            # has to fit its free space, which the planner checks.
+            blockers = [b for b in blockers if not b.startswith("too small")]
+        if blockers:
+            raise UserError(
+                f"{target.headline} ({target.device}) cannot be the target: "
+                + "; ".join(blockers)
+            )
+        return target
+    matches = match_disks(manifest, disks, holding)
+    chosen = choose_target(matches)
+    if chosen is None:
+        raise UserError(choice_explanation(matches))
+    print(choice_explanation(matches), file=sys.stderr)
+    return chosen.disk
+
+
+def _first_fitting_region(disk: ProbedDisk, length_lba: int) -> FreeRegion | int:
+    align = max(1, (1024 * 1024) // disk.identity.logical_sector_size)
+    for region in disk.free:
+        start = -(-region.start_lba // align) * align
+        if start + length_lba <= region.start_lba + region.length_lba:
+            return region
+    # Nothing fits: let the planner say by how much, against the largest region.
+    best = max(disk.free, key=lambda r: r.length_lba, default=None)
+    if best is None:
+        raise UserError(
+            f"{disk.headline} ({disk.device}) has no free space for a new partition"
+        )
+    return best
+
+
+def _save(plan: Plan, out: str) -> None:
+    """Write the plan JSON atomically: a temporary file, flushed, then renamed."""
+    path = Path(out)
+    if path.exists() and not path.is_file():
+        raise UserError(f"{out} is not a regular file; choose a file name for the plan")
+    if path.exists() and _same_device(str(path), plan.target.device):
+        raise UserError(f"{out} is the target disk image itself; choose another file name")
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(plan.to_json() + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def make_plan(args: argparse.Namespace) -> Plan:
+    """Open the archive, probe the disks, pick the target and plan; raises UserError."""
+    with open_archive(args.archive) as archive:
+        manifest = archive.manifest
+        archive_file = str(archive.path)
+    images = list(args.image)
+    if args.target and _is_image(args.target):
+        images.append(args.target)
+    probe = probe_for(images, use_udev=not args.no_udev)
+    try:
+        disks = probe.disks()
+        holding = archive_disks(probe, archive_file)
+    except ProbeError as exc:
+        raise UserError(str(exc)) from exc
+    target = _pick_target(args, manifest, disks, holding, probe.disk)
+    others = [d for d in disks if not _same_device(d.device, target.device)]
+    digest = manifest_digest(manifest)
+    try:
+        if args.partition is None:
+            if args.region is not None:
+                raise UserError("--region only applies with --partition N")
+            return plan_full_disk(
+                manifest, digest, archive_file, target, new_ids=args.new_ids, other_disks=others
+            )
+        try:
+            length = manifest.table.partition(args.partition).length_lba
+        except KeyError:
+            length = 1  # the planner names the partitions the backup has
+        region: FreeRegion | int = (
+            args.region if args.region is not None else _first_fitting_region(target, length)
+        )
+        return plan_one_partition(
+            manifest, digest, archive_file, target, args.partition, region,
+            new_ids=args.new_ids, other_disks=others, ebr_lbas=_ebr_chain(target),
+        )
+    except PlanError as exc:
+        raise UserError(f"cannot plan this restore: {exc}") from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    plan = make_plan(args)
+    if args.out:
+        _save(plan, args.out)
+    if args.json:
+        print(plan.to_json())
+    else:
+        print(render_text(plan, exact=args.exact), end="")
+        if args.out:
+            print(f"\nPlan saved to {args.out}. Nothing was written to any disk.")
+    return 0
