@@ -367,3 +367,11 @@ def test_lying_frame_size_is_not_trusted(tmp_path: Path, archive_path: Path) -> 
 def test_folder_is_not_a_native_archive(tmp_path: Path) -> None:
     with pytest.raises(NotAnArchive, match="folder"):
         NativeArchive(tmp_path)
+
+
+def test_open_archive_dispatch(tmp_path: Path) -> None:
+    # a folder goes to the Clonezilla reader, which refuses a folder that is not its image
+    with pytest.raises(NotAnArchive, match="Clonezilla"):
+        open_archive(tmp_path)
+    with pytest.raises(NotAnArchive, match="device or special file"):
+        open_archive("/dev/null")
