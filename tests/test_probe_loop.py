@@ -55,7 +55,7 @@ def settle(device: str) -> None:
     subprocess.run(["udevadm", "settle", "--timeout=30"], check=True)
 
 
-def make_disk(path: Path, size_mib: int = 48) -> Path:
+def make_disk(path: Path, size_mib: int = 48, signature: str = "1badcafe") -> Path:
     """MBR disk: p1 ext4 "LOOPDATA", p2 ext4 "LOOPTWO", p3 Linux swap.
 
     Everything is written into the image file before it is attached: a write
@@ -66,7 +66,7 @@ def make_disk(path: Path, size_mib: int = 48) -> Path:
         f.truncate(size_mib * MiB)
     subprocess.run(
         ["sfdisk", "-q", str(path)],
-        input="label: dos\nlabel-id: 0x1badcafe\nstart=2048,size=16384,type=83\n"
+        input=f"label: dos\nlabel-id: 0x{signature}\nstart=2048,size=16384,type=83\n"
         "start=18432,size=16384,type=83\nstart=34816,size=8192,type=82\n",
         text=True, check=True,
     )
@@ -274,3 +274,50 @@ def backup_like(disk: ProbedDisk) -> ArchiveManifest:
         table=disk.table,
         boot=BootArea(boot_code="00" * 440, sector0="00" * 512, track0_stop=2048 * 512),
     )
+
+
+def test_match_picks_the_backed_up_loop_disk_and_refuses_the_archive_disk(
+    udev: None,
+    tmp_path: Path,
+    loop_device: Callable[..., str],
+    mount_dir: Callable[[str, str], Path],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import json
+    import random
+
+    from archive.backup import backup
+    from restore_tui.cli import main
+
+    signature = f"{random.getrandbits(32) | 1:08x}"
+    images = {
+        "source": make_disk(tmp_path / "source.img", 48, signature),
+        "blank": tmp_path / "blank.img",
+        "holder": make_disk(tmp_path / "holder.img", 48),
+    }
+    with images["blank"].open("wb") as f:
+        f.truncate(96 * MiB)
+    order = list(images)
+    random.shuffle(order)
+    devices = {name: loop_device(images[name]) for name in order}
+    for device in devices.values():
+        settle(device)
+    mnt = mount_dir(part_node(devices["holder"], 1), "backups")
+    archive = mnt / "laptop.rta"
+    backup(devices["source"], archive)
+
+    assert main(["match", str(archive), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    mine = [m for m in listed if m["device"] in devices.values()]
+    by_name = {name: next(m for m in mine if m["device"] == dev) for name, dev in devices.items()}
+    assert mine[0]["device"] == devices["source"]
+    assert mine[0]["strong"] and mine[0]["blockers"] == []
+    assert f"same disk signature {signature.upper()} as the backed-up disk" in mine[0]["reasons"]
+    assert ARCHIVE_BLOCKER in by_name["holder"]["blockers"]
+    assert any("partition 1 is mounted at" in b for b in by_name["holder"]["blockers"])
+    assert by_name["blank"]["blockers"] == []
+    assert [m["device"] for m in mine] == [devices["source"], devices["blank"], devices["holder"]]
+
+    assert main(["match", str(archive)]) == 0
+    text = capsys.readouterr().out
+    assert f"Chose Loop device of source.img · 48.0 MiB · loop device ({devices['source']})" in text
