@@ -423,6 +423,12 @@ class RestoreEngine:
             if action_index < len(stage.actions):
                 self._stage_done += self._action_weight(stage.actions[action_index], done)
             self._overall_done += self._stage_done
+            if self.journal.record.current_stage != stage.name:
+                # Recorded before the stage writes its first byte: a kill from here on
+                # leaves a journal that says this plan may have changed the disk.
+                self.journal.save(
+                    current_stage=stage.name, action_index=0, done_in_action=0, last_extent=None
+                )
             self._emit("stage-start", stage.title)
             self._check_cancel(stage, action_index, done, None)
             for ai in range(action_index, len(stage.actions)):

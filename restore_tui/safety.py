@@ -1,0 +1,113 @@
+"""Refusals before a restore writes anything: wrong disk, busy disk, stale plan.
+
+Each check returns sentences a person can act on; the commands refuse when any
+exist. Disk facts come from ``layout.probe``, the judging from ``layout.matching``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from archive.manifest import ArchiveManifest
+from layout.matching import judge
+from layout.models import DiskIdentity
+from layout.plan import Plan
+from layout.probe import ProbedDisk, human_size
+from restore_tui.engine import table_differences
+from restore_tui.journal import Checkpoint
+
+
+def _norm(value: str | None) -> str | None:
+    if not value:
+        return None
+    text = value.strip().lower().replace(" ", "")
+    for prefix in ("0x", "naa.", "eui.", "t10."):
+        text = text.removeprefix(prefix)
+    return text or None
+
+
+def identity_differences(expected: DiskIdentity, actual: DiskIdentity) -> list[str]:
+    """Where the disk present now differs from the one a plan or journal names.
+
+    A fact unknown on either side (no udev in a rescue system) is not held
+    against the disk; a fact known on both sides must agree.
+    """
+    out: list[str] = []
+    for field, what in (("serial", "serial number"), ("wwn", "WWN")):
+        want, have = _norm(getattr(expected, field)), _norm(getattr(actual, field))
+        if want and have and want != have:
+            out.append(
+                f"its {what} is {getattr(actual, field)}, the plan is for "
+                f"{getattr(expected, field)}"
+            )
+    want_model = " ".join((expected.model or "").replace("_", " ").split()).lower()
+    have_model = " ".join((actual.model or "").replace("_", " ").split()).lower()
+    if want_model and have_model and want_model != have_model:
+        out.append(f"it is a {actual.model}, the plan is for a {expected.model}")
+    if expected.size_bytes != actual.size_bytes:
+        out.append(
+            f"it holds {human_size(actual.size_bytes)} ({actual.size_bytes} bytes), the plan is "
+            f"for {human_size(expected.size_bytes)} ({expected.size_bytes} bytes)"
+        )
+    if expected.logical_sector_size != actual.logical_sector_size:
+        out.append(
+            f"it uses {actual.logical_sector_size}-byte sectors, the plan "
+            f"{expected.logical_sector_size}-byte sectors"
+        )
+    return out
+
+
+def disk_blockers(
+    manifest: ArchiveManifest, disk: ProbedDisk, archive_disks: Iterable[str]
+) -> list[str]:
+    """Holds the archive, in use, read-only, wrong sector size: matching's blockers.
+
+    Matching's "too small" compares with the whole source disk; whether a plan
+    fits is the planner's and :func:`plan_refusals`' business, so it is left out.
+    """
+    match = judge(manifest, disk, set(archive_disks))
+    return [b for b in match.blockers if not b.startswith("too small")]
+
+
+def plan_refusals(plan: Plan, disk: ProbedDisk, journal: Checkpoint | None = None) -> list[str]:
+    """Why ``plan`` must not be applied to ``disk`` now (empty: it may).
+
+    The table must still be the one the plan was made against, unless the
+    journal shows this same plan already wrote its table stage: then the table
+    must be the plan's ``after``.
+    """
+    out = [
+        f"this is not the disk the plan was made for: {d}"
+        for d in identity_differences(plan.target.identity, disk.identity)
+    ]
+    extents = plan.write_extents()
+    if extents and extents[-1][1] > disk.identity.size_bytes:
+        out.append(
+            f"too small: the plan writes up to byte {extents[-1][1]} but the disk holds "
+            f"{disk.identity.size_bytes} bytes"
+        )
+    same_plan = journal is not None and journal.plan_digest == plan.digest()
+    if same_plan and journal is not None and "table" in journal.completed_stages:
+        problems = table_differences(plan.after, disk.table)
+        if problems:
+            out.append(
+                "its partition table changed since restore-tui wrote it ("
+                + "; ".join(problems)
+                + "); something else wrote to the disk. Make a new plan"
+            )
+    elif same_plan and journal is not None and journal.started_writing:
+        pass  # the table stage was under way: its table may be half written, by us
+    elif disk.table_fingerprint != plan.target.table_fingerprint:
+        out.append(
+            "the plan is stale: the disk's partition table changed since the plan was made. "
+            "Make a new plan (`restore-tui plan`) and look at it again"
+        )
+    return out
+
+
+def journal_refusals(journal: Checkpoint, disk: ProbedDisk) -> list[str]:
+    """Resume only onto the disk the interrupted restore was writing."""
+    return [
+        f"this is not the disk the interrupted restore was writing to: {d}"
+        for d in identity_differences(journal.target_identity, disk.identity)
+    ]
