@@ -74,8 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         print(
-            "error: interrupted. Run the same command again to continue from the last "
-            "checkpoint.",
+            "error: interrupted before finishing. Nothing half-written was left looking "
+            "complete; run the same command again (a restore continues from its last "
+            "checkpoint).",
             file=sys.stderr,
         )
         return 130
