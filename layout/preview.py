@@ -6,6 +6,7 @@ Rows and bar segments are plain data so the TUI draws the same picture as
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -270,10 +271,14 @@ def _stage_size(stage: Stage) -> str:
     return "; ".join(parts)
 
 
+_SIZE = re.compile(r"(\d) (bytes|KiB|MiB|GiB|TiB|PiB)\b")
+
+
 def _wrap(text: str, first: str, rest: str) -> list[str]:
-    return textwrap.wrap(text, TEXT_WIDTH, initial_indent=first, subsequent_indent=rest) or [
-        first.rstrip()
-    ]
+    # textwrap breaks only at ASCII spaces: a no-break space keeps "600 MiB" on one line.
+    glued = _SIZE.sub("\\1\u00a0\\2", text)
+    lines = textwrap.wrap(glued, TEXT_WIDTH, initial_indent=first, subsequent_indent=rest)
+    return [line.replace("\u00a0", " ") for line in lines] or [first.rstrip()]
 
 
 def render_text(plan: Plan, exact: bool = False) -> str:

@@ -1,0 +1,135 @@
+"""`restore-tui plan` on real disk images: a real backup, plans as text and JSON, nothing written.
+
+The sample disk is built with sfdisk and mkfs and backed up with the real writer;
+every test hashes the target image before and after to prove it was not touched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from layout.plan import Plan
+from layout.probe import ImageProbe
+from restore_tui import sample
+from restore_tui.cli import main
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("sfdisk") is None or shutil.which("mkfs.ext4") is None,
+    reason="needs sfdisk and mkfs.ext4 to build the sample disk",
+)
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@pytest.fixture(scope="module")
+def backed_up(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(source image, archive) for an MBR disk with logical partitions."""
+    from archive.backup import backup
+
+    work = tmp_path_factory.mktemp("plan-cli")
+    disk = sample.build_mbr_with_logicals(work / "source.img", 64)
+    archive = work / "disk.rtui"
+    backup(str(disk.path), archive)
+    return Path(disk.path), archive
+
+
+def test_plan_json_on_an_image_writes_nothing(
+    backed_up: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _source, archive = backed_up
+    target = tmp_path / "blank.img"
+    sample.build_blank(target, 96)
+    before = file_hash(target)
+    out = tmp_path / "plan.json"
+    assert main(["plan", str(archive), "--target", str(target), "--json", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert file_hash(target) == before
+    data = json.loads(printed)
+    assert data["target"]["device"] == str(target)
+    assert [s["name"] for s in data["stages"]] == ["table", "system", "partition-5", "partition-6"]
+    for stage in data["stages"]:
+        for action in stage["actions"]:
+            assert {"kind", "offset", "length"} <= set(action)
+            assert action["offset"] + action["length"] <= 96 * 1024 * 1024
+    saved = Plan.from_json(out.read_text())
+    assert saved == Plan.from_json(printed)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_plan_text_one_partition_into_the_extended_container(
+    backed_up: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, archive = backed_up
+    target = tmp_path / "copy.img"
+    shutil.copyfile(source, target)
+    before = file_hash(target)
+    assert main(["plan", str(archive), "--target", str(target), "--partition", "5",
+                 "--exact"]) == 0
+    text = capsys.readouterr().out
+    assert file_hash(target) == before
+    assert "Restore plan: one partition into free space" in text
+    assert "created" in text and "kept" in text
+    assert "New extended boot record at sector" in text
+    assert "'hidden sectors' field" in text  # vfat moved to a new start
+
+
+def test_plan_refusals_exit_non_zero(
+    backed_up: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source, archive = backed_up
+    small = tmp_path / "small.img"
+    sample.build_blank(small, 32)
+    before = file_hash(small)
+    assert main(["plan", str(archive), "--target", str(small)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "cannot be the target" in err and "too small" in err
+    assert file_hash(small) == before
+
+    copy = tmp_path / "copy.img"
+    shutil.copyfile(source, copy)
+    assert main(["plan", str(archive), "--target", str(copy), "--partition", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "does not fit" in err and "too little" in err
+    assert main(["plan", str(archive), "--target", str(copy), "--region", "2048"]) == 1
+    assert "--region only applies with --partition" in capsys.readouterr().err
+
+
+def test_plan_without_target_picks_the_backed_up_disk_only_on_strong_evidence(
+    backed_up: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    source, archive = backed_up
+    copy = tmp_path / "original.img"
+    shutil.copyfile(source, copy)
+    blank = tmp_path / "blank.img"
+    sample.build_blank(blank, 128)
+    images = [str(blank), str(copy)]
+    # Only these images are the machine: the test must not depend on this host's disks.
+    monkeypatch.setattr(
+        "restore_tui.commands.plan.probe_for",
+        lambda extra=(), use_udev=True: ImageProbe([*images, *extra]),
+    )
+    hashes = [file_hash(Path(p)) for p in images]
+    assert main(["plan", str(archive), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["target"]["device"] == str(copy)
+    assert "same disk signature" in captured.err
+
+    images.remove(str(copy))
+    assert main(["plan", str(archive)]) == 1
+    err = capsys.readouterr().err
+    assert "none was chosen" in err and "blank.img" in err
+    assert [file_hash(Path(p)) for p in [str(blank), str(copy)]] == hashes
