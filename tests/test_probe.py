@@ -318,3 +318,36 @@ def test_holders_are_named_in_plain_words(tmp_path: Path, mbr_image: Path) -> No
         "the whole disk is used by md127 (RAID/LVM/device-mapper)",
         "partition 1 is used by dm-3 (vg-home) (RAID/LVM/device-mapper)",
     )
+
+
+class RecordedUdev(SystemProbe):
+    """SystemProbe with udev's answer for a SATA disk, as `udevadm info` printed it."""
+
+    PROPS = {
+        "ID_BUS": "ata",
+        "ID_MODEL": "WDC_WD10EZEX-08WN4A0",
+        "ID_MODEL_ENC": "WDC\\x20WD10EZEX-08WN4A0\\x20\\x20\\x20\\x20",
+        "ID_SERIAL": "WDC_WD10EZEX-08WN4A0_WD-WCC6Y1234567",
+        "ID_SERIAL_SHORT": "WD-WCC6Y1234567",
+        "ID_WWN": "0x50014ee2b5f0c1a2",
+        "ID_WWN_WITH_EXTENSION": "0x50014ee2b5f0c1a2",
+    }
+
+    def _udev_properties(self, name: str) -> tuple[dict[str, str], str | None]:
+        return dict(self.PROPS), None
+
+
+@needs_tools
+def test_udev_properties_become_the_identity(tmp_path: Path, mbr_image: Path) -> None:
+    sys_block, dev_dir = fake_usb_disk(tmp_path / "machine", mbr_image)
+    (sys_block / "sdz" / "device" / "vpd_pg80").unlink()
+    # Linux reports "ATA" as the vendor of every SATA disk.
+    (sys_block / "sdz" / "device" / "vendor").write_text("ATA     \n")
+    (disk,) = RecordedUdev(sys_block=sys_block, dev_dir=dev_dir).disks()
+    ident = disk.identity
+    assert ident.model == "WDC WD10EZEX-08WN4A0"  # decoded, trailing spaces dropped
+    assert ident.serial == "WD-WCC6Y1234567"
+    assert ident.wwn == "0x50014ee2b5f0c1a2"
+    assert ident.bus == "sata"  # udev says "ata"; people say SATA
+    assert disk.missing_facts == ()
+    assert disk.headline == "WDC WD10EZEX-08WN4A0 · 64.0 MiB · serial WD-WCC6Y1234567 · SATA"

@@ -18,7 +18,7 @@ from conftest import attach_loop, detach_loop, needs_loop
 
 from archive.manifest import ArchiveManifest, BootArea, SourceDisk
 from layout.matching import ARCHIVE_BLOCKER, match_disks
-from layout.probe import ProbedDisk, SystemProbe
+from layout.probe import ImageProbe, ProbedDisk, SystemProbe
 
 pytestmark = [needs_loop, pytest.mark.root]
 MiB = 1024 * 1024
@@ -165,10 +165,16 @@ def test_mounted_swap_and_mapped_partitions_are_in_use(
 ) -> None:
     device = loop_device(make_disk(tmp_path / "disk.img"))
     settle(device)
-    mnt = mount_dir(part_node(device, 2), "usb")
+    # A space in the mount point: /proc/self/mountinfo writes it as \040.
+    mnt = mount_dir(part_node(device, 2), "usb stick")
     disk = SystemProbe().disk(device)
     assert disk.in_use == (f"partition 2 is mounted at {mnt}",)
     assert disk.mounts == (str(mnt),)
+    # The image file behind the loop device is in use through it.
+    image_disk = ImageProbe().disk(str(tmp_path / "disk.img"))
+    assert image_disk.in_use == (
+        f"attached as {device}: partition 2 is mounted at {mnt}",
+    )
 
     backup = backup_like(disk)
     (m,) = match_disks(backup, [disk], None)
