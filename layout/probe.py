@@ -85,7 +85,7 @@ class ProbedDisk(Frozen):
             if vendor and vendor not in ident.model:
                 name = f"{vendor} {ident.model}"
         elif self.backing_file:
-            name = f"Loop device of {Path(self.backing_file).name}"
+            name = f"File {Path(self.backing_file).name}"
         else:
             name = "Unknown model"
         parts = [name, human_size(ident.size_bytes)]
