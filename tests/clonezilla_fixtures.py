@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -201,7 +202,9 @@ def build_disk_and_image(
     parts = [f"{disk_name}{sep}{s.number}" for s in specs]
     (image / "disk").write_text(disk_name + "\n")
     (image / "parts").write_text(" ".join(parts) + "\n")
-    dump = run("sfdisk", "-d", disk).decode().replace(str(disk), dev)
+    dump = run("sfdisk", "-d", disk).decode()
+    # Partition devices as the kernel names them: sda1, but nvme0n1p1.
+    dump = re.sub(rf"{re.escape(str(disk))}(\d+)", rf"{dev}{sep}\1", dump).replace(str(disk), dev)
     (image / f"{disk_name}-pt.sf").write_text(dump)
     parted = run("parted", "-s", disk, "unit", "s", "print").decode()
     (image / f"{disk_name}-pt.parted").write_text(parted.replace(str(disk), dev))
