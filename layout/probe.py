@@ -73,6 +73,9 @@ class ProbedDisk(Frozen):
     mounts: tuple[str, ...] = ()  # mount points of anything on the disk
     backing_file: str | None = None  # loop devices: the file behind it
     missing_facts: tuple[str, ...] = ()  # "serial unknown: udev is not running"
+    # MBR: sectors of the extended boot records in chain order (a new logical
+    # partition is linked behind the last one); None when the chain was not read.
+    ebr_lbas: tuple[int, ...] | None = None
 
     @property
     def headline(self) -> str:
@@ -421,6 +424,7 @@ class TableFacts:
     free: tuple[FreeRegion, ...]
     problem: str | None
     missing: tuple[str, ...]
+    ebr_lbas: tuple[int, ...] | None = None
 
 
 def read_table_facts(path: str, size_bytes: int, sector_size: int) -> TableFacts:
@@ -449,7 +453,7 @@ def read_table_facts(path: str, size_bytes: int, sector_size: int) -> TableFacts
     table = with_filesystems(parsed.table, path)
     ebr_lbas = [lba for lba, _raw in parsed.ebrs]
     free = free_regions(table, size_lba, sector_size, ebr_lbas=ebr_lbas)
-    return TableFacts(table, table_fingerprint(parsed), free, None, ())
+    return TableFacts(table, table_fingerprint(parsed), free, None, (), tuple(ebr_lbas))
 
 
 def whole_disk_filesystem(path: str, size_bytes: int) -> str | None:
@@ -522,6 +526,7 @@ class ImageProbe:
             table_fingerprint=facts.fingerprint,
             table_problem=facts.problem,
             free=facts.free,
+            ebr_lbas=facts.ebr_lbas,
             read_only=not os.access(path, os.W_OK),
             removable=False,
             in_use=tuple(notes),
@@ -754,6 +759,7 @@ class SystemProbe:
             table_fingerprint=facts.fingerprint,
             table_problem=facts.problem,
             free=facts.free,
+            ebr_lbas=facts.ebr_lbas,
             read_only=read_only,
             removable=removable,
             in_use=tuple(notes),

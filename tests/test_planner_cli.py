@@ -133,3 +133,23 @@ def test_plan_without_target_picks_the_backed_up_disk_only_on_strong_evidence(
     err = capsys.readouterr().err
     assert "none was chosen" in err and "blank.img" in err
     assert [file_hash(Path(p)) for p in [str(blank), str(copy)]] == hashes
+
+
+def test_probed_image_carries_the_ebr_chain_for_a_new_logical(
+    backed_up: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from archive import open_archive
+    from layout.planner import plan_one_partition
+
+    source, archive = backed_up
+    copy = tmp_path / "copy.img"
+    shutil.copyfile(source, copy)
+    disk = ImageProbe([str(copy)]).disk(str(copy))
+    assert disk.ebr_lbas is not None and len(disk.ebr_lbas) == 2
+    inside = next(r for r in disk.free if r.inside_extended)
+    with open_archive(archive) as opened:
+        plan = plan_one_partition(opened.manifest, "0" * 64, str(archive), disk, 5, inside)
+    new = plan.after.partition(7)
+    assert new.kind == "logical"
+    link = plan.stages[0].actions[1]
+    assert link.offset == disk.ebr_lbas[-1] * 512 + 462 and link.length == 16

@@ -84,6 +84,8 @@ def _same_device(a: str, b: str) -> bool:
 
 def _ebr_chain(disk: ProbedDisk) -> list[int] | None:
     """The EBR sectors of an MBR disk with logical partitions, read from the disk itself."""
+    if disk.ebr_lbas is not None:
+        return list(disk.ebr_lbas)
     table = disk.table
     if table is None or table.scheme != "msdos" or not any(
         p.kind == "logical" for p in table.partitions
