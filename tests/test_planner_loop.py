@@ -11,6 +11,7 @@ import hashlib
 import json
 import random
 import shutil
+import struct
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
@@ -42,8 +43,12 @@ def test_plan_picks_the_backed_up_disk_and_refuses_the_archive_disk(
 ) -> None:
     from archive.backup import backup
 
-    # A seed no other test uses, so no other attached disk shares this disk signature.
-    source = sample.build_mbr_with_logicals(tmp_path / "source.img", 64, seed=4000 + order_seed)
+    source = sample.build_mbr_with_logicals(tmp_path / "source.img", 64, seed=order_seed)
+    # A disk signature no other test's disk carries: other tests may have the same
+    # sample attached right now, and two strong matches would (rightly) stop the choice.
+    with open(source.path, "r+b") as handle:
+        handle.seek(440)
+        handle.write(struct.pack("<I", 0x5EED0000 + order_seed))
     blank = tmp_path / "blank.img"
     sample.build_blank(blank, 96, garbage=False)
     holder = tmp_path / "holder.img"
