@@ -366,3 +366,59 @@ def test_hostile_table_files_give_clear_errors(
         open_clonezilla(folder)
     except ArchiveError as exc:
         assert str(exc)
+
+
+# ---------------------------------------------------------------- the real ocs-sr
+
+OCS_SR = shutil.which("ocs-sr")
+OCS_SCRIPT = """set -e
+mount -t tmpfs none /dev
+mknod /dev/null c 1 3; mknod /dev/zero c 1 5; mknod /dev/urandom c 1 9; mknod /dev/random c 1 8
+chmod 666 /dev/null /dev/zero /dev/urandom /dev/random
+{nodes}
+mkdir -p /dev/pts /dev/shm
+ln -s /proc/self/fd /dev/fd; ln -s /proc/self/fd/0 /dev/stdin
+ln -s /proc/self/fd/1 /dev/stdout; ln -s /proc/self/fd/2 /dev/stderr
+ocs-sr -b -q2 -j2 -z9p -i 1 -sfsck -scs -senc -noabo -nogui -p true -or {repo} savedisk real {disk}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.skipif(OCS_SR is None, reason="Debian's clonezilla package (ocs-sr) is not installed")
+def test_image_made_by_the_real_ocs_sr(loop_device, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An image made by Clonezilla's own ocs-sr (5.3.x), on a loop device, in a private /dev.
+
+    ocs-sr probes every disk it can see, so it runs in a mount namespace whose
+    /dev holds only this test's loop device and its partitions.
+    """
+    disk = tmp_path / "disk.img"
+    disk.write_bytes(bytes(48 * 1024 * 1024))
+    run("sfdisk", "-q", disk, stdin=b"label: dos\n2048,16384,7,*\n18432,,83\n")
+    device = loop_device(disk)
+    run("mkntfs", "-q", "-F", "-f", "-L", "System Reserved", f"{device}p1")
+    run("mkfs.ext4", "-q", "-F", "-L", "win", f"{device}p2")
+    nodes = []
+    for node in (device, f"{device}p1", f"{device}p2"):
+        major, minor = run("stat", "-c", "%Hr %Lr", node).decode().split()
+        nodes.append(f"mknod {node} b {major} {minor}")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    script = OCS_SCRIPT.format(nodes="\n".join(nodes), repo=repo, disk=Path(device).name)
+    result = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    archive = open_clonezilla(repo / "real")
+    m = archive.manifest
+    assert m.creator.startswith("Clonezilla 5.")
+    assert m.table.partition(1).label == "System Reserved"
+    assert m.image(1).role == Role.SYSTEM_RESERVED and m.image(2).capture == "used-blocks"
+    assert archive.verify().ok
+    src = disk.read_bytes()
+    for area in (TRACK0, 1, 2):
+        for piece in archive.pieces(area):
+            assert piece.data == src[piece.offset : piece.stop]
