@@ -129,11 +129,11 @@ def walk_through(setup: DemoSetup, out: Callable[[str], None] = print) -> None:
     from archive import open_archive
     from layout.matching import match_disks
     from layout.planner import plan_full_disk
+    from layout.preview import render_text
     from layout.probe import ImageProbe
     from restore_tui.engine import manifest_digest
     from restore_tui.screens.backup import partition_rows
     from restore_tui.screens.common import disk_name, when
-    from restore_tui.screens.preview import exact_lines, status_rows
 
     probe = ImageProbe([str(p) for p in setup.disk_images])
     with open_archive(setup.windows_archive) as archive:
@@ -166,16 +166,8 @@ def walk_through(setup: DemoSetup, out: Callable[[str], None] = print) -> None:
             other_disks=[d for d in disks if d.device != target.device],
         )
         out("")
-        out(f"3. Restoring the whole disk onto {setup.new_disk.name} would:")
-        if plan.erases:
-            out(f"   Will be erased: {plan.erases}")
-        for number, what, size, status in status_rows(plan):
-            out(f"   partition {number}: {what} — {size} — {status}")
-        for warning in plan.warnings:
-            out(f"   note: {warning}")
-        out("")
-        out("   Stages, each with a checkpoint:")
-        for line in exact_lines(plan).splitlines():
+        out(f"3. Restoring the whole disk onto {setup.new_disk.name} (the preview):")
+        for line in render_text(plan).splitlines():
             out("   " + line)
     out("")
     out("Nothing was written. Run `restore-tui demo` in a terminal to do it in the wizard.")

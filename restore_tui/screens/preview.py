@@ -17,30 +17,29 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, DataTable, Footer, Label, Static
 
-from layout.models import PartitionTable
 from layout.plan import Plan
+from layout.preview import LayoutRow, Status, bar_segments, layout_rows, plan_statuses
 from restore_tui.screens.common import TERMS, Step, StepHeader, disk_name, human_size
 
 PreviewResult = Literal["go", "back", "done"]
-PALETTE = ("blue", "green", "magenta", "cyan", "yellow", "red", "bright_blue", "bright_green")
+PALETTE = ("blue", "green", "magenta", "cyan", "dark_orange", "red", "purple", "dark_green")
+STATUS_WORDS: dict[str, str] = {
+    "kept": "kept as it is",
+    "replaced": "replaced by the backup",
+    "created": "created from the backup",
+    "unallocated": "free space",
+}
 
 
-def segments(table: PartitionTable | None, disk_bytes: int) -> list[tuple[int, int, str | None]]:
-    """(start byte, stop byte, partition number as text or None for free) across the disk."""
-    if table is None:
-        return [(0, disk_bytes, None)]
-    ss = table.sector_size
-    out: list[tuple[int, int, str | None]] = []
-    pos = 0
-    for p in sorted(table.data_partitions, key=lambda p: p.start_lba):
-        start, stop = p.start_lba * ss, p.stop_lba * ss
-        if start > pos:
-            out.append((pos, start, None))
-        out.append((start, stop, str(p.number)))
-        pos = max(pos, stop)
-    if pos < disk_bytes:
-        out.append((pos, disk_bytes, None))
-    return out
+def rows_of(plan: Plan, which: Literal["before", "after"]) -> list[LayoutRow]:
+    """The target's layout before or after the plan, with what happens to each partition."""
+    ident = plan.target.identity
+    ss = ident.logical_sector_size
+    before_status, after_status = plan_statuses(plan)
+    if which == "before":
+        default: Status = "replaced" if plan.job == "full-disk" else "kept"
+        return layout_rows(plan.before, ident.size_bytes // ss, ss, before_status, default)
+    return layout_rows(plan.after, ident.size_bytes // ss, ss, after_status, "kept")
 
 
 class DiskBar(Widget):
@@ -48,58 +47,30 @@ class DiskBar(Widget):
 
     DEFAULT_CSS = "DiskBar { height: 1; }"
 
-    def __init__(self, label: str, table: PartitionTable | None, disk_bytes: int) -> None:
+    def __init__(self, label: str, rows: list[LayoutRow]) -> None:
         super().__init__()
         self.label = label
-        self.table = table
-        self.disk_bytes = max(1, disk_bytes)
+        self.rows = rows
 
     def render(self) -> RenderResult:
         label = f"{self.label:<7}"
-        width = max(10, self.size.width - len(label))
         text = Text(label)
-        cells: list[tuple[str, str]] = []
-        for start, stop, number in segments(self.table, self.disk_bytes):
-            # Every partition gets at least one cell, so a tiny one is still visible.
-            n = max(1, round((stop - start) * width / self.disk_bytes))
-            if number is None:
-                cells.append(("░" * n, "grey50"))
+        width = max(10, self.size.width - len(label))
+        for seg in bar_segments(self.rows, width):
+            if seg.row.number is None:
+                text.append("░" * seg.columns, style="grey50")
             else:
-                colour = PALETTE[(int(number) - 1) % len(PALETTE)]
-                body = (number + "█" * n)[:n] if n > 1 else number[:1]
-                cells.append((body, f"bold white on {colour}"))
-        used = sum(len(c) for c, _s in cells)
-        # Rounding can overshoot by a few cells; trim from the largest segment.
-        while used > width and cells:
-            i = max(range(len(cells)), key=lambda k: len(cells[k][0]))
-            if len(cells[i][0]) <= 1:
-                break
-            cells[i] = (cells[i][0][:-1], cells[i][1])
-            used -= 1
-        for body, style in cells:
-            text.append(body, style=style)
+                colour = PALETTE[(seg.row.number - 1) % len(PALETTE)]
+                body = (seg.symbol + " " * seg.columns)[: seg.columns]
+                text.append(body, style=f"bold white on {colour}")
         return text
 
 
-def status_rows(plan: Plan) -> list[tuple[str, str, str, str]]:
-    """(number, what, size, what happens to it) for every partition after the restore."""
-    before = {p.number: p for p in plan.before.data_partitions} if plan.before else {}
-    after = plan.after
-    ss = after.sector_size
-    rows = []
-    stage_titles = {s.name: s.title for s in plan.stages}
-    for p in after.data_partitions:
-        title = stage_titles.get(f"partition-{p.number}") or (p.label or p.gpt_name or "")
-        old = before.get(p.number)
-        if plan.job == "one-partition":
-            restored = f"partition-{p.number}" in stage_titles
-            status = "created and restored" if restored else "kept as it is"
-        elif old is not None:
-            status = "replaced by the backup"
-        else:
-            status = "created from the backup"
-        rows.append((str(p.number), title or "—", human_size(p.length_lba * ss), status))
-    return rows
+def table_cells(row: LayoutRow) -> tuple[str, str, str, str]:
+    number = row.symbol if row.number is not None else "-"
+    name = row.name if not row.label else f"{row.name.split(' — ')[0]} “{row.label}”"
+    indent = "  " if row.kind == "logical" else ""
+    return (number, indent + name, human_size(row.size_bytes), STATUS_WORDS[row.status])
 
 
 def exact_lines(plan: Plan) -> str:
@@ -131,7 +102,6 @@ class PreviewScreen(Screen[PreviewResult]):
 
     def compose(self) -> ComposeResult:
         plan = self.plan
-        disk_bytes = plan.target.identity.size_bytes
         target = disk_name(plan.target.identity)
         lead = "Nothing has been written." if self.dry_run else "Nothing has been written yet."
         yield StepHeader(self.step, f"{lead} This is the plan for {target}.", dry_run=self.dry_run)
@@ -142,11 +112,13 @@ class PreviewScreen(Screen[PreviewResult]):
                 )
             elif plan.job == "one-partition":
                 yield Static("Nothing is erased: only free space is used.", id="erases")
-            yield DiskBar("Before", plan.before, disk_bytes)
-            yield DiskBar("After", plan.after, disk_bytes)
+            yield DiskBar("Before", rows_of(plan, "before"))
+            yield DiskBar("After", rows_of(plan, "after"))
             yield Static("[grey50]░ free space (unallocated)[/grey50]", classes="hint")
-            table: DataTable[str] = DataTable(id="after-table", cursor_type="row")
-            yield table
+            yield Label("Now on the disk:", classes="section")
+            yield DataTable(id="before-table", cursor_type="row")
+            yield Label("After the restore:", classes="section")
+            yield DataTable(id="after-table", cursor_type="row")
             yield Label(
                 "The restore runs in this order, with a checkpoint after each:", classes="section"
             )
@@ -170,10 +142,11 @@ class PreviewScreen(Screen[PreviewResult]):
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#after-table", DataTable)
-        table.add_columns("#", "Partition after the restore", "Size", "What happens")
-        for row in status_rows(self.plan):
-            table.add_row(*row, key=row[0])
+        for which in ("before", "after"):
+            table = self.query_one(f"#{which}-table", DataTable)
+            table.add_columns("#", "Partition", "Size", "What happens")
+            for row in rows_of(self.plan, which):
+                table.add_row(*table_cells(row), key=f"{row.start_lba}")
         self.query_one("#exact", Static).display = False
         self.query_one("#done" if self.dry_run else "#go", Button).focus()
 
