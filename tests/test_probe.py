@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -323,7 +324,7 @@ def test_holders_are_named_in_plain_words(tmp_path: Path, mbr_image: Path) -> No
 class RecordedUdev(SystemProbe):
     """SystemProbe with udev's answer for a SATA disk, as `udevadm info` printed it."""
 
-    PROPS = {
+    PROPS: ClassVar[dict[str, str]] = {
         "ID_BUS": "ata",
         "ID_MODEL": "WDC_WD10EZEX-08WN4A0",
         "ID_MODEL_ENC": "WDC\\x20WD10EZEX-08WN4A0\\x20\\x20\\x20\\x20",
