@@ -16,7 +16,13 @@ from archive.errors import ArchiveError
 from restore_tui.cli import UserError
 from restore_tui.commands.restore import add_run_options, execute, probe_target
 from restore_tui.engine import manifest_digest
-from restore_tui.journal import Journal, JournalError, find_for_archive, find_unfinished
+from restore_tui.journal import (
+    Journal,
+    JournalError,
+    candidate_paths,
+    find_for_archive,
+    find_unfinished,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -59,6 +65,18 @@ def _journal_for_copy(archive_path: str) -> Journal | None:
     return None
 
 
+def _finished_journal(archive_path: str) -> Journal | None:
+    """The record of a restore of this backup that already finished, if any."""
+    for path in candidate_paths(archive_path):
+        try:
+            journal = Journal.load(path)
+        except JournalError:
+            continue
+        if journal.record.finished:
+            return journal
+    return None
+
+
 def find_journal(args: argparse.Namespace) -> Journal:
     if args.journal:
         try:
@@ -68,6 +86,9 @@ def find_journal(args: argparse.Namespace) -> Journal:
     if args.archive:
         journal = find_for_archive(args.archive) or _journal_for_copy(args.archive)
         if journal is None:
+            done = _finished_journal(args.archive)
+            if done is not None:
+                return done
             raise UserError(
                 f"no interrupted restore of {args.archive} was found (looked beside it and in "
                 "the state folder); there is nothing to resume. Start it with "
