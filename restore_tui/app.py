@@ -129,6 +129,15 @@ class RestoreWizard(App[int]):
     def on_mount(self) -> None:
         self.run_flow()
 
+    async def action_quit(self) -> None:
+        """Quit — except mid-restore, where it stops safely at a checkpoint instead."""
+        screen = self.screen
+        if isinstance(screen, ProgressScreen) and screen.running:
+            screen.action_stop()
+            self.notify("Stopping safely at the next checkpoint; the restore can be resumed.")
+            return
+        self.exit(1)
+
     def busy(self, text: str) -> None:
         self.query_one("#busy", Static).update(text)
 

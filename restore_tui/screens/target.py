@@ -17,8 +17,8 @@ from textual.containers import Horizontal
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Static
 
-from layout.probe import ProbedDisk
-from restore_tui.screens.common import Step, StepHeader, bus_words, human_size
+from layout.probe import ProbedDisk, bus_name
+from restore_tui.screens.common import Step, StepHeader, human_size
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def model_words(disk: ProbedDisk) -> str:
     return "Unknown model"
 
 
-WHY_WIDTH = 40
+WHY_WIDTH = 26
 
 
 def clip(text: str, width: int) -> str:
@@ -127,7 +127,7 @@ class TargetScreen(Screen[TargetResult]):
                 model_words(c.disk),
                 human_size(ident.size_bytes),
                 ident.serial or "—",
-                bus_words(ident.bus).split(" (")[0],
+                bus_name(ident.bus),
                 clip(summary_words(c), WHY_WIDTH),
                 c.device,
             )
