@@ -272,3 +272,36 @@ def test_apply_refuses_a_stale_plan_and_resume_refuses_another_disk(
     assert main(["resume", str(tmp_path / "src.rtui"), "--target", str(other), "--yes"]) == 1
     assert "not the disk the interrupted restore was writing to" in capsys.readouterr().err
     assert read(other, 0, MIB) == bytes(MIB)
+
+
+def test_busy_archive_holding_and_read_only_disks_are_refused(
+    tmp_path: Path, loop_device: Callable[..., str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    disk = sample.build_mbr_with_logicals(tmp_path / "src.img", 64, seed=15)
+    backup(disk.path, tmp_path / "src.rtui")
+    # The would-be target has its first partition mounted, and the backup lives on it.
+    busy = sample.build_mbr_with_logicals(tmp_path / "busy.img", 64, seed=16)
+    device = loop_device(busy.path)
+    mountpoint = tmp_path / "mnt"
+    mountpoint.mkdir()
+    part_node = f"{device}p1"
+    if not Path(part_node).exists():
+        pytest.skip("partx could not add partition nodes for the loop device")
+    subprocess.run(["mount", part_node, str(mountpoint)], check=True, capture_output=True)
+    try:
+        shutil.copyfile(tmp_path / "src.rtui", mountpoint / "src.rtui")
+        before = digest(device, 0, busy.size_bytes)
+        capsys.readouterr()
+        rc = main(["restore", str(mountpoint / "src.rtui"), "--target", device, "--yes"])
+        err = capsys.readouterr().err
+        assert rc == 1 and err.startswith("error: will not write to")
+        assert "holds the backup you are restoring from" in err
+        assert "in use" in err and str(mountpoint) in err
+        assert digest(device, 0, busy.size_bytes) == before
+    finally:
+        subprocess.run(["umount", str(mountpoint)], capture_output=True)
+
+    read_only = loop_device(blank(tmp_path / "ro.img", disk.size_bytes), read_only=True)
+    capsys.readouterr()
+    assert main(["restore", str(tmp_path / "src.rtui"), "--target", read_only, "--yes"]) == 1
+    assert "read-only" in capsys.readouterr().err
