@@ -1,0 +1,212 @@
+"""Run one contender (a command or a pipeline of commands) and measure it fairly.
+
+Wall time includes flushing the target to the medium; CPU time and peak RSS come
+from ``wait4`` of each child process, so the benchmark's own memory never counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MIB = 1024 * 1024
+Command = Sequence[str | os.PathLike[str]]
+
+
+class BenchError(RuntimeError):
+    """A contender failed; the message carries its stderr."""
+
+
+@dataclass
+class Result:
+    """What one contender cost: wall seconds, CPU seconds, per-process peak RSS."""
+
+    name: str
+    wall_s: float = 0.0
+    cpu_s: float = 0.0
+    rss: list[tuple[str, int]] = field(default_factory=list)  # (program, peak bytes)
+
+    @property
+    def peak_rss(self) -> int:
+        """The largest single process (what one program of the contender needed)."""
+        return max((b for _, b in self.rss), default=0)
+
+    @property
+    def pipeline_rss(self) -> int:
+        """All processes of one pipeline together (they run at the same time)."""
+        return sum(b for _, b in self.rss)
+
+    def add(self, other: Result) -> None:
+        self.wall_s += other.wall_s
+        self.cpu_s += other.cpu_s
+        self.rss += other.rss
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def drop_caches() -> bool:
+    """Flush dirty data and drop the page cache (root only); True when it was dropped."""
+    os.sync()
+    if not is_root():
+        return False
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+    except OSError:
+        return False
+    return True
+
+
+def flush_target(path: str | os.PathLike[str]) -> None:
+    """fsync a target file or device, so every contender's time ends with data on the medium."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# A child forked from this (large) Python process inherits its peak RSS in the
+# kernel's accounting (Linux keeps the pre-exec high-water mark), so wait4 alone
+# would report every tool as at least as large as the benchmark itself. GNU time
+# forks from its own tiny process and reports the command's true peak (%M, KiB).
+GNU_TIME = shutil.which("time", path="/usr/bin:/bin")
+
+
+def _reap(proc: subprocess.Popen[bytes], rss_file: Path | None) -> tuple[int, float, int]:
+    """(exit code, cpu seconds, peak RSS bytes) of one child, from wait4 (and GNU time)."""
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    cpu = usage.ru_utime + usage.ru_stime
+    rss = usage.ru_maxrss * 1024  # ru_maxrss is KiB on Linux; an upper bound here
+    if rss_file is not None:
+        lines = rss_file.read_text().split()
+        if lines and lines[-1].isdigit():
+            rss = int(lines[-1]) * 1024
+    return proc.returncode, cpu, rss
+
+
+def run(
+    name: str,
+    commands: Sequence[Command],
+    *,
+    stdin: Path | None = None,
+    stdout: Path | None = None,
+    flush: str | os.PathLike[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> Result:
+    """Run ``commands`` as one pipeline (``a | b | c``) and measure it.
+
+    ``flush``: the target to fsync before the clock stops.
+    """
+    result = Result(name)
+    procs: list[subprocess.Popen[bytes]] = []
+    errors: list[tuple[str, Path]] = []
+    rss_files: list[Path | None] = []
+    with contextlib.ExitStack() as stack:
+        fin = stack.enter_context(open(stdin, "rb")) if stdin else subprocess.DEVNULL
+        fout = stack.enter_context(open(stdout, "wb")) if stdout else subprocess.DEVNULL
+        start = time.perf_counter()
+        prev: object = fin
+        for i, cmd in enumerate(commands):
+            err_path = Path(tempfile.mkstemp(prefix="bench-err-")[1])
+            err = stack.enter_context(open(err_path, "wb"))
+            last = i == len(commands) - 1
+            argv = [str(c) for c in cmd]
+            rss_file: Path | None = None
+            if GNU_TIME is not None:
+                rss_file = Path(tempfile.mkstemp(prefix="bench-rss-")[1])
+                argv = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *argv]
+            proc = subprocess.Popen(
+                argv,
+                stdin=prev,  # type: ignore[arg-type]
+                stdout=fout if last else subprocess.PIPE,
+                stderr=err,
+                env={**os.environ, **(env or {})},
+            )
+            if i > 0 and procs[-1].stdout is not None:
+                procs[-1].stdout.close()  # only the next process holds the pipe now
+            procs.append(proc)
+            errors.append((Path(str(cmd[0])).name, err_path))
+            rss_files.append(rss_file)
+            prev = proc.stdout
+        failed: list[str] = []
+        for proc, (program, err_path), rss_file in zip(procs, errors, rss_files, strict=True):
+            code, cpu, rss = _reap(proc, rss_file)
+            result.cpu_s += cpu
+            result.rss.append((program, rss))
+            if code != 0:
+                text = err_path.read_text(errors="replace").strip()[-2000:]
+                failed.append(f"{program} exited {code}: {text}")
+        if flush is not None and not failed:
+            flush_target(flush)
+        result.wall_s = time.perf_counter() - start
+    for _, err_path in errors:
+        err_path.unlink(missing_ok=True)
+    for rss_file in rss_files:
+        if rss_file is not None:
+            rss_file.unlink(missing_ok=True)
+    if failed:
+        raise BenchError(f"{name}: " + "; ".join(failed))
+    return result
+
+
+def fresh_file(path: Path, size: int) -> Path:
+    """A new sparse file of ``size`` bytes: every contender starts from the same empty target."""
+    path.unlink(missing_ok=True)
+    with open(path, "wb") as f:
+        f.truncate(size)
+    return path
+
+
+def _losetup(*args: str) -> str:
+    proc = subprocess.run(["losetup", *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BenchError(f"losetup {' '.join(args)} failed: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+@contextlib.contextmanager
+def loop_device(
+    image: Path, *, offset: int = 0, size: int | None = None, read_only: bool = False
+) -> Iterator[str]:
+    """Attach ``image`` (or a byte range of it) to a loop device; detached on exit."""
+    args = ["-f", "--show"]
+    if read_only:
+        args.append("-r")
+    if offset:
+        args += ["-o", str(offset)]
+    if size is not None:
+        args += ["--sizelimit", str(size)]
+    device = _losetup(*args, str(image))
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
+
+
+def is_block_device(path: str | os.PathLike[str]) -> bool:
+    return stat.S_ISBLK(os.stat(path).st_mode)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"

@@ -1,0 +1,555 @@
+"""Side-by-side benchmark: restore-tui against zstd | dd and Clonezilla-style partclone.
+
+Usage: ``.venv/bin/python bench/run.py [--size 2G] [--quick]``. Every figure is printed
+with its ratio to a baseline measured in the same run, on the same data and target kind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+import datagen  # noqa: E402
+from measure import (  # noqa: E402
+    BenchError,
+    Result,
+    drop_caches,
+    fresh_file,
+    human,
+    is_block_device,
+    is_root,
+    loop_device,
+    run,
+)
+
+from archive.native import NativeArchive  # noqa: E402
+from restore_tui.sample import SampleDisk  # noqa: E402
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+PARTCLONE = {"ntfs": "partclone.ntfs", "ext4": "partclone.extfs", "vfat": "partclone.fat"}
+# Clonezilla's buffer for partclone (ocs-sr passes -z 10485760).
+PARTCLONE_BUFFER = "10485760"
+
+# Targets of the issue, as (ratio name, comparison, bound).
+TARGETS = {
+    "restore vs zstd|dd": 0.8,
+    "restore vs partclone": 1.0,
+    "verify speed-up vs zstd -t": 1.5,
+    "peak RSS MiB": 256,
+    "RSS growth small->big": 0.10,
+}
+
+
+def parse_size(text: str) -> int:
+    """``2G``, ``512M``, ``1.5GiB`` or a byte count; a whole number of MiB, at least 48 MiB."""
+    units = {"K": 1024, "M": MIB, "G": GIB, "T": 1024 * GIB}
+    clean = text.strip().upper().removesuffix("IB").removesuffix("B")
+    try:
+        if clean and clean[-1] in units:
+            value = int(float(clean[:-1]) * units[clean[-1]])
+        else:
+            value = int(clean)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size; write it like 2G or 512M"
+        ) from None
+    if value < 48 * MIB:
+        raise argparse.ArgumentTypeError(f"{text} is too small; the disks need at least 48M")
+    return value // MIB * MIB
+
+
+def restore_tui_command() -> list[str]:
+    script = Path(sys.executable).parent / "restore-tui"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-c", "import sys; from restore_tui.cli import main; sys.exit(main())"]
+
+
+# ----------------------------------------------------------------------------- context
+
+
+@dataclass
+class Bench:
+    work: Path
+    cold: bool  # page caches dropped before every run
+    repeat: int
+    tui: list[str] = field(default_factory=restore_tui_command)
+    rows: list[dict[str, object]] = field(default_factory=list)
+
+    def measure(self, fn: Callable[[], Result], prepare: Callable[[], None] | None = None) -> Result:
+        """Best of ``repeat`` runs (other work on the machine only ever slows a run down)."""
+        best: Result | None = None
+        for _ in range(self.repeat):
+            if prepare is not None:
+                prepare()
+            if self.cold:
+                drop_caches()
+            else:
+                os.sync()
+            result = fn()
+            if best is None or result.wall_s < best.wall_s:
+                best = result
+        assert best is not None
+        return best
+
+
+def machine_lines(work: Path, cold: bool) -> list[str]:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    dev = subprocess.run(
+        ["df", "--output=source,fstype", str(work)], capture_output=True, text=True, check=False
+    ).stdout.splitlines()[-1:]
+    versions = []
+    for tool, flag in (("zstd", "-V"), ("partclone.restore", "-v"), ("dd", "--version")):
+        out = subprocess.run([tool, flag], capture_output=True, text=True, check=False)
+        first = (out.stdout or out.stderr).strip().splitlines()
+        versions.append(first[0][:60] if first else tool)
+    import zstandard
+
+    return [
+        f"machine: {cpu}, {os.cpu_count()} cores, {human(mem)} RAM, Linux {platform.release()}",
+        f"work folder: {work} on {' '.join(dev[0].split()) if dev else '?'}",
+        f"python {platform.python_version()}, python-zstandard {zstandard.__version__}; "
+        + "; ".join(versions),
+        "page caches: "
+        + ("dropped before every run (echo 3 > /proc/sys/vm/drop_caches)" if cold else
+           "warm (not root, so they cannot be dropped; same for every contender)"),
+    ]
+
+
+# ----------------------------------------------------------------------------- disks
+
+
+@dataclass
+class Prepared:
+    """One benchmark disk and everything made from it."""
+
+    label: str
+    disk: SampleDisk
+    zst: Path  # raw image, zstd -T0
+    archive: Path  # restore-tui backup
+    clonezilla: Path  # folder of partclone images + table areas
+    results: dict[str, Result] = field(default_factory=dict)
+
+
+def partitions(disk: SampleDisk) -> list[tuple[int, str, int, int]]:
+    """(number, fs, offset, size) of the partitions with a filesystem partclone knows."""
+    return [
+        (p.number, p.fs, p.offset, p.size)
+        for p in disk.data_partitions
+        if p.fs is not None and p.fs in PARTCLONE
+    ]
+
+
+@contextmanager
+def partition_source(disk: SampleDisk, offset: int, size: int, scratch: Path) -> Iterator[str]:
+    """A read-only device over one partition (root), or a copy of it in a file (not root)."""
+    if is_root():
+        with loop_device(disk.path, offset=offset, size=size, read_only=True) as dev:
+            yield dev
+        return
+    copy = scratch / "partition.img"
+    with open(disk.path, "rb") as src, open(copy, "wb") as dst:
+        src.seek(offset)
+        left = size
+        while left:
+            block = src.read(min(16 * MIB, left))
+            dst.write(block)
+            left -= len(block)
+    try:
+        yield str(copy)
+    finally:
+        copy.unlink(missing_ok=True)
+
+
+def track0_stop(disk: SampleDisk) -> int:
+    return min(p.offset for p in disk.partitions)
+
+
+def clonezilla_backup(bench: Bench, disk: SampleDisk, folder: Path) -> Result:
+    """Clonezilla's savedisk data path: table areas by dd, each partition partclone | zstd."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir()
+    total = Result("partclone -c | zstd -T0 (Clonezilla)")
+    with open(disk.path, "rb") as f:
+        (folder / "track0.bin").write_bytes(f.read(track0_stop(disk)))
+        if disk.scheme == "gpt":
+            f.seek(disk.size_bytes - 33 * 512)
+            (folder / "gpt-2nd.bin").write_bytes(f.read(33 * 512))
+    for number, fs, offset, size in partitions(disk):
+        out = folder / f"part{number}.{fs}-ptcl-img.zst"
+        with partition_source(disk, offset, size, bench.work) as source:
+            drop_caches() if bench.cold else os.sync()
+            total.add(
+                run(
+                    "partclone",
+                    [
+                        [PARTCLONE[fs], "-q", "-c", "-z", PARTCLONE_BUFFER, "-s", source,
+                         "-L", str(bench.work / "partclone.log"), "--output", "-"],
+                        ["zstd", "-q", "-T0", "-3", "-c"],
+                    ],  # fmt: skip
+                    stdout=out,
+                    flush=out,
+                )
+            )
+    return total
+
+
+def prepare_disk(
+    bench: Bench, label: str, build: Callable[[Path], SampleDisk], *, clonezilla: bool = True
+) -> Prepared:
+    img = bench.work / f"{label}.img"
+    t0 = time.perf_counter()
+    disk = build(img)
+    print(f"  built {label}: {human(disk.size_bytes)} in {time.perf_counter() - t0:.0f} s",
+          flush=True)
+    zst = bench.work / f"{label}.img.zst"
+    archive = bench.work / f"{label}.rtui"
+    cz = bench.work / f"{label}.clonezilla"
+    prep = Prepared(label, disk, zst, archive, cz)
+
+    def backup_ours() -> Result:
+        archive.unlink(missing_ok=True)
+        return run("restore-tui backup", [[*bench.tui, "backup", img, archive]], flush=archive)
+
+    prep.results["backup zstd"] = bench.measure(
+        lambda: run("zstd -T0 -3", [["zstd", "-q", "-T0", "-3", "-c"]], stdin=img, stdout=zst,
+                    flush=zst))  # fmt: skip
+    prep.results["backup ours"] = bench.measure(backup_ours)
+    if clonezilla:
+        prep.results["backup clonezilla"] = bench.measure(
+            lambda: clonezilla_backup(bench, disk, cz)
+        )
+    return prep
+
+
+# ----------------------------------------------------------------------------- restores
+
+
+@contextmanager
+def target(bench: Bench, kind: str, size: int) -> Iterator[str]:
+    """A fresh, sparse target of ``size`` bytes: an image file, or a loop device over one."""
+    path = fresh_file(bench.work / "target.img", size)
+    try:
+        if kind == "loop":
+            with loop_device(path) as dev:
+                yield dev
+        else:
+            yield str(path)
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def restore_ours(bench: Bench, prep: Prepared, dest: str, *, verify: bool) -> Result:
+    cmd = [*bench.tui, "restore", str(prep.archive), "--target", dest, "--yes"]
+    if not verify:
+        cmd.append("--no-verify")
+    name = "restore-tui restore" + ("" if verify else " --no-verify")
+    try:
+        return run(name, [cmd], flush=dest)
+    finally:
+        for journal in prep.archive.parent.glob(prep.archive.name + ".restore-journal*"):
+            journal.unlink()
+
+
+def restore_dd(prep: Prepared, dest: str) -> Result:
+    return run(
+        "zstd -d | dd",
+        [["zstd", "-q", "-d", "-c", prep.zst], ["dd", f"of={dest}", "bs=4M", "conv=notrunc",
+                                                 "status=none"]],
+        flush=dest,
+    )  # fmt: skip
+
+
+def restore_partclone(bench: Bench, prep: Prepared, dest: str) -> Result:
+    """Clonezilla's restore data path: table areas by dd, then zstd -d | partclone.restore.
+
+    ``-E OFFSET`` makes partclone write at the partition's place in the whole-disk
+    target (file or device), the same place every other contender writes.
+    """
+    total = Result("zstd -d | partclone.restore")
+    folder = prep.clonezilla
+    total.add(run("dd table", [["dd", f"if={folder / 'track0.bin'}", f"of={dest}",
+                                "conv=notrunc", "status=none"]]))  # fmt: skip
+    gpt2 = folder / "gpt-2nd.bin"
+    if gpt2.exists():
+        seek = prep.disk.size_bytes - 33 * 512
+        total.add(run("dd gpt", [["dd", f"if={gpt2}", f"of={dest}", "conv=notrunc", "bs=512",
+                                  f"seek={seek // 512}", "status=none"]]))  # fmt: skip
+    # -o refuses an existing file; -O writes into it (without truncating it).
+    out_flag = "-o" if is_block_device(dest) else "-O"
+    for number, fs, offset, _size in partitions(prep.disk):
+        image = folder / f"part{number}.{fs}-ptcl-img.zst"
+        total.add(
+            run(
+                "partclone.restore",
+                [
+                    ["zstd", "-q", "-d", "-c", image],
+                    ["partclone.restore", "-q", "-C", "-z", PARTCLONE_BUFFER, "-s", "-",
+                     "-L", str(bench.work / "partclone.log"), out_flag, dest, "-E", str(offset)],
+                ],  # fmt: skip
+            )
+        )
+    start = time.perf_counter()
+    fd = os.open(dest, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    total.wall_s += time.perf_counter() - start
+    return total
+
+
+def check_restored(prep: Prepared, dest: str) -> None:
+    """The target holds every stored chunk of the backup (full-disk restore: same offsets)."""
+    with NativeArchive(prep.archive) as archive, open(dest, "rb") as f:
+        m = archive.manifest
+        chunks = list(m.boot.track0) + [c for p in m.partitions for c in p.chunks]
+        for c in chunks:
+            if c.kind != "data":
+                continue
+            f.seek(c.offset)
+            if hashlib.sha256(f.read(c.length)).hexdigest() != c.sha256:
+                raise BenchError(f"{prep.label}: restored bytes differ at byte {c.offset}")
+
+
+def bench_restores(bench: Bench, prep: Prepared, kind: str, *, others: bool = True) -> None:
+    size = prep.disk.size_bytes
+    contenders: list[tuple[str, Callable[[str], Result]]] = []
+    if others:
+        contenders += [
+            ("zstd|dd", lambda d: restore_dd(prep, d)),
+            ("partclone", lambda d: restore_partclone(bench, prep, d)),
+        ]
+    contenders += [
+        ("ours", lambda d: restore_ours(bench, prep, d, verify=True)),
+        ("ours --no-verify", lambda d: restore_ours(bench, prep, d, verify=False)),
+    ]
+    for key, fn in contenders:
+        best: Result | None = None
+        for _ in range(bench.repeat):
+            with target(bench, kind, size) as dest:
+                if bench.cold:
+                    drop_caches()
+                else:
+                    os.sync()
+                result = fn(dest)
+                if key.startswith("ours"):
+                    check_restored(prep, dest)
+            if best is None or result.wall_s < best.wall_s:
+                best = result
+        assert best is not None
+        prep.results[f"restore {kind} {key}"] = best
+
+
+def bench_verify(bench: Bench, prep: Prepared) -> None:
+    prep.results["verify zstd -t"] = bench.measure(
+        lambda: run("zstd -t", [["zstd", "-q", "-T1", "-t", prep.zst]])
+    )
+    prep.results["verify ours"] = bench.measure(
+        lambda: run("restore-tui verify", [[*bench.tui, "verify", str(prep.archive)]])
+    )
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def fmt_row(name: str, r: Result, base: Result | None, note: str = "") -> str:
+    ratio = f"{r.wall_s / base.wall_s:5.2f}x" if base is not None and base.wall_s > 0 else "  base"
+    rss = ", ".join(f"{p} {b / MIB:.0f}" for p, b in r.rss[:3])
+    if len(r.rss) > 3:
+        rss += ", …"
+    return (f"    {name:<34} {r.wall_s:8.2f} s  {ratio}  cpu {r.cpu_s:6.1f} s  "
+            f"peak RSS MiB: {rss}{note}")  # fmt: skip
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
+def report(prep: Prepared, kinds: list[str]) -> list[str]:
+    """Lines for one disk, and the 'ratio' lines with their targets."""
+    r = prep.results
+    m = NativeArchive(prep.archive).manifest
+    stored = m.stored_bytes()
+    lines = [
+        f"== {prep.label}: {human(prep.disk.size_bytes)} {prep.disk.scheme} disk, "
+        f"{human(stored)} stored by restore-tui in {human(prep.archive.stat().st_size)}; "
+        f"raw image .zst {human(prep.zst.stat().st_size)}",
+        "  backup",
+        fmt_row("zstd -T0 -3 < disk.img", r["backup zstd"], None),
+        fmt_row("restore-tui backup", r["backup ours"], r["backup zstd"]),
+    ]
+    if "backup clonezilla" in r:
+        lines.append(fmt_row("partclone -c | zstd -T0", r["backup clonezilla"], r["backup zstd"]))
+    ratio_lines = [
+        f"ratio backup/{prep.label}: restore-tui / zstd -T0 = "
+        f"{r['backup ours'].wall_s / r['backup zstd'].wall_s:.2f} (time; lower is faster)"
+    ]
+    base_v, ours_v = r["verify zstd -t"], r["verify ours"]
+    speedup = base_v.wall_s / ours_v.wall_s
+    raw_rate = prep.disk.size_bytes / base_v.wall_s
+    our_rate = stored / ours_v.wall_s
+    lines += [
+        "  verify (whole backup checked)",
+        fmt_row("zstd -t, 1 thread (raw image)", base_v, None),
+        fmt_row("restore-tui verify", ours_v, base_v),
+        f"    per raw byte: zstd -t {human(raw_rate)}/s, restore-tui {human(our_rate)}/s "
+        f"({our_rate / raw_rate:.2f}x)",
+    ]
+    ratio_lines.append(
+        f"ratio verify/{prep.label}: restore-tui speed-up over zstd -t = {speedup:.2f} "
+        f"(target >= {TARGETS['verify speed-up vs zstd -t']}: "
+        f"{verdict(speedup >= TARGETS['verify speed-up vs zstd -t'])}); "
+        f"per raw byte {our_rate / raw_rate:.2f}"
+    )
+    for kind in kinds:
+        key = f"restore {kind}"
+        if f"{key} ours" not in r:
+            continue
+        lines.append(f"  full-disk restore onto a{'n image file' if kind == 'file' else ' loop device'}")
+        dd = r.get(f"{key} zstd|dd")
+        pc = r.get(f"{key} partclone")
+        if dd is not None:
+            lines.append(fmt_row("zstd -d | dd bs=4M", dd, None))
+        if pc is not None:
+            lines.append(fmt_row("zstd -d | partclone.restore", pc, dd))
+        for variant in ("ours", "ours --no-verify"):
+            ours = r[f"{key} {variant}"]
+            name = "restore-tui restore" + variant.removeprefix("ours")
+            lines.append(fmt_row(name, ours, dd))
+            if dd is None or pc is None:
+                continue
+            a, b = ours.wall_s / dd.wall_s, ours.wall_s / pc.wall_s
+            ratio_lines.append(
+                f"ratio restore/{prep.label}/{kind}/{name}: vs zstd|dd = {a:.2f} "
+                f"(target <= {TARGETS['restore vs zstd|dd']}: {verdict(a <= 0.8)}), "
+                f"vs partclone.restore = {b:.2f} (target <= 1.0: {verdict(b <= 1.0)})"
+            )
+    return lines + ratio_lines
+
+
+def rss_lines(small: Prepared, big: Prepared) -> list[str]:
+    lines = [f"== memory: {human(small.disk.size_bytes)} vs {human(big.disk.size_bytes)} disk "
+             f"(archives {human(small.archive.stat().st_size)} vs "
+             f"{human(big.archive.stat().st_size)})"]  # fmt: skip
+    for key, what in (("backup ours", "backup"), ("verify ours", "verify"),
+                      ("restore file ours", "restore")):  # fmt: skip
+        a, b = small.results.get(key), big.results.get(key)
+        if a is None or b is None:
+            continue
+        growth = b.peak_rss / a.peak_rss - 1
+        ok = b.peak_rss < TARGETS["peak RSS MiB"] * MIB and abs(growth) <= 0.10
+        lines.append(
+            f"ratio rss/{what}: peak RSS {a.peak_rss / MIB:.0f} MiB -> {b.peak_rss / MIB:.0f} MiB "
+            f"= {b.peak_rss / a.peak_rss:.2f} (target < 256 MiB and within 10 %: {verdict(ok)})"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size", type=parse_size, default=None,
+                        help="size of each benchmark disk (default 2G)")
+    parser.add_argument("--big-size", type=parse_size, default=None,
+                        help="size of the disk for the memory check (default 8G)")
+    parser.add_argument("--quick", action="store_true",
+                        help="small disks, image-file targets only: checks that the bench runs")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per figure; the best counts")
+    parser.add_argument("--no-loop", action="store_true", help="image-file targets only")
+    parser.add_argument("--only", choices=("windows", "gpt"), help="only this disk layout")
+    parser.add_argument("--workdir", type=Path, default=None, help="where to build (kept)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    args = parser.parse_args(argv)
+    size: int = args.size or parse_size("160M" if args.quick else "2G")
+    big: int = args.big_size or parse_size("320M" if args.quick else "8G")
+    kinds = ["file"]
+    if is_root() and not args.quick and not args.no_loop:
+        kinds.append("loop")
+    keep = args.workdir is not None
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="restore-tui-bench-", dir="/var/tmp"))
+    work.mkdir(parents=True, exist_ok=True)
+    cold = drop_caches()
+    bench = Bench(work, cold, max(1, args.repeat))
+    lines = machine_lines(work, cold)
+    print("\n".join(lines), flush=True)
+    started = time.perf_counter()
+    out: list[str] = []
+    figures: dict[str, object] = {"machine": lines, "disks": {}}
+    try:
+        pool = datagen.blob_pool(7, 6 if args.quick else datagen.POOL_BLOBS)
+        mib = size // MIB
+        layouts: list[tuple[str, Callable[[Path], SampleDisk]]] = []
+        if args.only in (None, "windows"):
+            layouts.append(("windows", lambda p: datagen.windows_disk(p, mib, pool)))
+        if args.only in (None, "gpt"):
+            layouts.append(("gpt", lambda p: datagen.gpt_disk(p, mib, pool)))
+        prepared: list[Prepared] = []
+        for label, build in layouts:
+            print(f"[{time.perf_counter() - started:5.0f} s] {label} disk", flush=True)
+            prep = prepare_disk(bench, label, build)
+            bench_verify(bench, prep)
+            for kind in kinds:
+                bench_restores(bench, prep, kind)
+            out += report(prep, kinds)
+            print("\n".join(report(prep, kinds)), flush=True)
+            prepared.append(prep)
+            # The disk images are large; the figures are kept.
+            prep.disk.path.unlink(missing_ok=True)
+        print(f"[{time.perf_counter() - started:5.0f} s] memory check on a "
+              f"{human(big)} GPT disk (sparse: free space is zeros)", flush=True)  # fmt: skip
+        big_prep = prepare_disk(
+            bench, "gpt-big",
+            lambda p: datagen.gpt_disk(p, big // MIB, pool, fill=0.3, garbage=False),
+            clonezilla=False,
+        )  # fmt: skip
+        bench_verify(bench, big_prep)
+        bench_restores(bench, big_prep, "file", others=False)
+        small = next((p for p in prepared if p.label == "gpt"), prepared[-1])
+        mem = rss_lines(small, big_prep)
+        out += mem
+        print("\n".join(mem), flush=True)
+        for prep in [*prepared, big_prep]:
+            figures["disks"][prep.label] = {  # type: ignore[index]
+                "size": prep.disk.size_bytes,
+                "results": {
+                    k: {"wall_s": v.wall_s, "cpu_s": v.cpu_s, "rss": v.rss}
+                    for k, v in prep.results.items()
+                },
+            }
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print(f"\nsummary ({time.perf_counter() - started:.0f} s in all)")
+    print("\n".join(line for line in out if line.startswith("ratio")))
+    if args.json is not None:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The benchmark scripts run end to end on tiny disks and print their ratio lines.
+
+Only that they run and report: timings are never asserted (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ("zstd", "dd", "partclone.restore", "partclone.extfs", "partclone.fat", "mke2fs",
+         "mkfs.fat", "sfdisk")  # fmt: skip
+MISSING = [t for t in TOOLS if shutil.which(t) is None and not Path("/usr/sbin", t).exists()]
+
+
+@pytest.mark.skipif(bool(MISSING), reason=f"benchmark tools missing: {MISSING}")
+def test_bench_runs_and_prints_ratios(tmp_path: Path) -> None:
+    out_json = tmp_path / "figures.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--only", "gpt",
+         "--size", "64M", "--big-size", "96M", "--workdir", str(tmp_path / "work"),
+         "--json", str(out_json)],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ratios = [line for line in proc.stdout.splitlines() if line.startswith("ratio ")]
+    kinds = {line.split()[1].split("/")[0] for line in ratios}
+    assert kinds == {"backup", "verify", "restore", "rss"}, proc.stdout
+    # Every ratio line carries a number, and the restore lines name both baselines.
+    for line in ratios:
+        assert re.search(r"= \d+\.\d\d", line), line
+    restore = [line for line in ratios if line.startswith("ratio restore/")]
+    assert restore and all("zstd|dd" in line and "partclone" in line for line in restore)
+    assert "page caches:" in proc.stdout and "machine:" in proc.stdout
+    figures = out_json.read_text()
+    assert '"gpt"' in figures and '"gpt-big"' in figures
+
+
+def test_bench_rejects_unknown_size() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "run.py"), "--size", "lots"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode != 0
+    assert "size" in proc.stderr
