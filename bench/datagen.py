@@ -101,7 +101,11 @@ def _mib_parts(total_mib: int, *shares: float) -> Iterator[int]:
 
 
 def windows_disk(
-    path: Path, size_mib: int, pool: list[tuple[str, bytes]], *, fill: float = 0.45,
+    path: Path,
+    size_mib: int,
+    pool: list[tuple[str, bytes]],
+    *,
+    fill: float = 0.45,
     garbage: bool = True,
 ) -> SampleDisk:
     """MBR: System Reserved (NTFS, active, 100 MiB) + Windows (NTFS, ``fill`` used), free tail."""
@@ -126,7 +130,11 @@ def windows_disk(
 
 
 def gpt_disk(
-    path: Path, size_mib: int, pool: list[tuple[str, bytes]], *, fill: float = 0.45,
+    path: Path,
+    size_mib: int,
+    pool: list[tuple[str, bytes]],
+    *,
+    fill: float = 0.45,
     garbage: bool = True,
 ) -> SampleDisk:
     """GPT: EFI System (FAT, 100 MiB), ext4 root (45 %) and ext4 data (45 %), free tail."""

@@ -24,8 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-import datagen  # noqa: E402
-from measure import (  # noqa: E402
+import datagen
+from measure import (
     BenchError,
     Result,
     drop_caches,
@@ -37,8 +37,8 @@ from measure import (  # noqa: E402
     run,
 )
 
-from archive.native import NativeArchive  # noqa: E402
-from restore_tui.sample import SampleDisk  # noqa: E402
+from archive.native import NativeArchive
+from restore_tui.sample import SampleDisk
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -92,7 +92,9 @@ class Bench:
     tui: list[str] = field(default_factory=restore_tui_command)
     rows: list[dict[str, object]] = field(default_factory=list)
 
-    def measure(self, fn: Callable[[], Result], prepare: Callable[[], None] | None = None) -> Result:
+    def measure(
+        self, fn: Callable[[], Result], prepare: Callable[[], None] | None = None
+    ) -> Result:
         """Best of ``repeat`` runs (other work on the machine only ever slows a run down)."""
         best: Result | None = None
         for _ in range(self.repeat):
@@ -135,8 +137,11 @@ def machine_lines(work: Path, cold: bool) -> list[str]:
         f"python {platform.python_version()}, python-zstandard {zstandard.__version__}; "
         + "; ".join(versions),
         "page caches: "
-        + ("dropped before every run (echo 3 > /proc/sys/vm/drop_caches)" if cold else
-           "warm (not root, so they cannot be dropped; same for every contender)"),
+        + (
+            "dropped before every run (echo 3 > /proc/sys/vm/drop_caches)"
+            if cold
+            else "warm (not root, so they cannot be dropped; same for every contender)"
+        ),
     ]
 
 
@@ -208,10 +213,21 @@ def clonezilla_backup(bench: Bench, disk: SampleDisk, folder: Path) -> Result:
                 run(
                     "partclone",
                     [
-                        [PARTCLONE[fs], "-q", "-c", "-z", PARTCLONE_BUFFER, "-s", source,
-                         "-L", str(bench.work / "partclone.log"), "--output", "-"],
+                        [
+                            PARTCLONE[fs],
+                            "-q",
+                            "-c",
+                            "-z",
+                            PARTCLONE_BUFFER,
+                            "-s",
+                            source,
+                            "-L",
+                            str(bench.work / "partclone.log"),
+                            "--output",
+                            "-",
+                        ],
                         ["zstd", "-q", "-T0", "-3", "-c"],
-                    ],  # fmt: skip
+                    ],
                     stdout=out,
                     flush=out,
                 )
@@ -225,8 +241,9 @@ def prepare_disk(
     img = bench.work / f"{label}.img"
     t0 = time.perf_counter()
     disk = build(img)
-    print(f"  built {label}: {human(disk.size_bytes)} in {time.perf_counter() - t0:.0f} s",
-          flush=True)
+    print(
+        f"  built {label}: {human(disk.size_bytes)} in {time.perf_counter() - t0:.0f} s", flush=True
+    )
     zst = bench.work / f"{label}.img.zst"
     archive = bench.work / f"{label}.rtui"
     cz = bench.work / f"{label}.clonezilla"
@@ -309,9 +326,22 @@ def restore_partclone(bench: Bench, prep: Prepared, dest: str) -> Result:
                 "partclone.restore",
                 [
                     ["zstd", "-q", "-d", "-c", image],
-                    ["partclone.restore", "-q", "-C", "-z", PARTCLONE_BUFFER, "-s", "-",
-                     "-L", str(bench.work / "partclone.log"), out_flag, dest, "-E", str(offset)],
-                ],  # fmt: skip
+                    [
+                        "partclone.restore",
+                        "-q",
+                        "-C",
+                        "-z",
+                        PARTCLONE_BUFFER,
+                        "-s",
+                        "-",
+                        "-L",
+                        str(bench.work / "partclone.log"),
+                        out_flag,
+                        dest,
+                        "-E",
+                        str(offset),
+                    ],
+                ],
             )
         )
     start = time.perf_counter()
@@ -431,7 +461,9 @@ def report(prep: Prepared, kinds: list[str]) -> list[str]:
         key = f"restore {kind}"
         if f"{key} ours" not in r:
             continue
-        lines.append(f"  full-disk restore onto a{'n image file' if kind == 'file' else ' loop device'}")
+        lines.append(
+            f"  full-disk restore onto a{'n image file' if kind == 'file' else ' loop device'}"
+        )
         dd = r.get(f"{key} zstd|dd")
         pc = r.get(f"{key} partclone")
         if dd is not None:
@@ -473,12 +505,20 @@ def rss_lines(small: Prepared, big: Prepared) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--size", type=parse_size, default=None,
-                        help="size of each benchmark disk (default 2G)")
-    parser.add_argument("--big-size", type=parse_size, default=None,
-                        help="size of the disk for the memory check (default 8G)")
-    parser.add_argument("--quick", action="store_true",
-                        help="small disks, image-file targets only: checks that the bench runs")
+    parser.add_argument(
+        "--size", type=parse_size, default=None, help="size of each benchmark disk (default 2G)"
+    )
+    parser.add_argument(
+        "--big-size",
+        type=parse_size,
+        default=None,
+        help="size of the disk for the memory check (default 8G)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="small disks, image-file targets only: checks that the bench runs",
+    )
     parser.add_argument("--repeat", type=int, default=1, help="runs per figure; the best counts")
     parser.add_argument("--no-loop", action="store_true", help="image-file targets only")
     parser.add_argument("--only", choices=("windows", "gpt"), help="only this disk layout")

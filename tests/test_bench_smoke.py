@@ -23,9 +23,21 @@ MISSING = [t for t in TOOLS if shutil.which(t) is None and not Path("/usr/sbin",
 def test_bench_runs_and_prints_ratios(tmp_path: Path) -> None:
     out_json = tmp_path / "figures.json"
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--only", "gpt",
-         "--size", "64M", "--big-size", "96M", "--workdir", str(tmp_path / "work"),
-         "--json", str(out_json)],  # fmt: skip
+        [
+            sys.executable,
+            str(ROOT / "bench" / "run.py"),
+            "--quick",
+            "--only",
+            "gpt",
+            "--size",
+            "64M",
+            "--big-size",
+            "96M",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--json",
+            str(out_json),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
