@@ -371,8 +371,11 @@ class RestoreEngine:
             parsed = read_table(writer.read, writer.size, sector)
             found: PartitionTable | None = parsed.table if parsed else None
             fingerprint = table_fingerprint(parsed)
-        except TableError:
-            found, fingerprint = None, "unreadable"
+        except TableError as exc:
+            # The same name layout.probe gives a damaged table, so a plan made for a disk
+            # whose table is broken (the usual reason to restore) still matches it.
+            found = None
+            fingerprint = hashlib.sha256(f"damaged table: {exc}".encode()).hexdigest()
         record = self.journal.record if self.journal else None
         if record is not None and "table" in record.completed_stages:
             problems = table_differences(plan.after, found)

@@ -387,3 +387,28 @@ def test_finished_table_stage_expects_the_plans_table_on_resume(tmp_path: Path) 
         f.write(b"\x01\x02\x03\x04")
     with pytest.raises(TargetChanged, match="changed since restore-tui wrote it"):
         RestoreEngine(plan, archive, str(target), journal=journal2).run()
+
+
+def test_a_disk_with_a_damaged_table_can_be_restored_onto(tmp_path: Path) -> None:
+    """A broken table is the usual reason to restore: the plan names it as the probe does."""
+    import hashlib
+
+    from layout.table_io import TableError
+
+    disk, table = sample_source(seed=13)
+    archive = MemoryArchive(disk, table)
+    target = blank_target(tmp_path, len(disk))
+    broken = bytearray(PATTERN * SECTOR)
+    broken[446:462] = bytes([0x33, 0, 0, 0, 0x83, 0, 0, 0]) + (2048).to_bytes(4, "little") * 2
+    broken[510:512] = b"\x55\xaa"
+    with open(target, "r+b") as f:
+        f.write(broken)
+    with pytest.raises(TableError) as info:
+        read_table(lambda o, n: bytes(broken) if o == 0 else b"", len(disk))
+    fingerprint = hashlib.sha256(f"damaged table: {info.value}".encode()).hexdigest()
+    plan = full_disk_plan(archive, target, len(disk))
+    target_ref = plan.target.model_copy(update={"table_fingerprint": fingerprint})
+    plan = plan.model_copy(update={"target": target_ref})
+    before = target.read_bytes()
+    engine_for(plan, archive, target, tmp_path).run()
+    assert target.read_bytes() == expected_bytes(plan, archive, before)
