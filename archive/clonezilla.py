@@ -20,7 +20,13 @@ from pydantic import ValidationError
 
 from archive.base import TRACK0, Archive, Area, Damage, Piece, ProgressCallback, VerifyReport
 from archive.decompress import ImageStream, image_files
-from archive.errors import ArchiveError, ManifestInvalid, NotAnArchive, TruncatedArchive
+from archive.errors import (
+    ArchiveError,
+    CorruptData,
+    ManifestInvalid,
+    NotAnArchive,
+    TruncatedArchive,
+)
 from archive.manifest import (
     ArchiveManifest,
     BootArea,
@@ -39,6 +45,7 @@ from archive.partclone import (
 )
 from archive.roles import BIOS_BOOT_GUID, ESP_GUID, MBR_EXTENDED_TYPES, MSR_GUID, infer_role
 from layout.models import DiskIdentity, Partition, PartitionFlag, PartitionTable
+from layout.table_io import render_ebr
 
 # Text files are small; anything bigger is not Clonezilla's.
 MAX_TEXT_BYTES = 4 * 1024 * 1024
@@ -290,6 +297,7 @@ class ClonezillaArchive(Archive):
         self.parts = self._parts()
         self._images: dict[int, _Image] = {}
         self._part_names: dict[int, str] = {}
+        self._ntfs_backup: dict[int, int] = {}  # partition -> offset of its rebuilt last sector
         self.manifest = self._build_manifest()
 
     # -- reading the directory ---------------------------------------------------------
@@ -566,16 +574,7 @@ class ClonezillaArchive(Archive):
                     Chunk(offset=offset, length=min(CHUNK_BYTES, stop - offset), kind="data")
                 )
             self._track0_source = (source, shift)
-        ebrs: list[RawSector] = []
-        for p in table.partitions:
-            if p.kind != "extended":
-                continue
-            name = self._device_name(p.number)
-            ebr = self._file(f"{name}-ebr")
-            if ebr.is_file():
-                data = ebr.read_bytes()[:512]
-                if len(data) == 512:
-                    ebrs.append(RawSector(lba=p.start_lba, data=data.hex()))
+        ebrs = self._ebr_chain(table)
         return BootArea(
             boot_code=sector0[:440].hex(),
             sector0=sector0.hex(),
@@ -583,6 +582,63 @@ class ClonezillaArchive(Archive):
             track0_stop=gap_stop if gap_stop is not None else stop,
             ebrs=tuple(ebrs),
         )
+
+    def _ebr_chain(self, table: PartitionTable) -> tuple[RawSector, ...]:
+        """Every extended boot record, rebuilt from the table as Clonezilla's restore does.
+
+        Clonezilla saves only the first EBR; the rest of the chain is not in the
+        image. The first EBR sits at the extended partition's start and its link
+        names the second's place; later EBRs go one alignment gap before their
+        logical partition, as sfdisk places them.
+        """
+        extended = next((p for p in table.partitions if p.kind == "extended"), None)
+        logicals = sorted(
+            (p for p in table.partitions if p.kind == "logical"), key=lambda p: p.start_lba
+        )
+        if extended is None:
+            return ()
+        ss = table.sector_size
+        saved = self._file(f"{self._device_name(extended.number)}-ebr")
+        first_raw = saved.read_bytes()[:ss] if saved.is_file() else b""
+        if not logicals:
+            return (
+                (RawSector(lba=extended.start_lba, data=first_raw.hex()),)
+                if len(first_raw) == ss
+                else ()
+            )
+        places = [extended.start_lba]
+        saved_link = None
+        if len(first_raw) == ss and first_raw[510:512] == b"\x55\xaa":
+            rel = int.from_bytes(first_raw[470:474], "little")
+            if first_raw[466] != 0 and rel:
+                saved_link = extended.start_lba + rel
+        for index, logical in enumerate(logicals[1:], start=1):
+            previous_stop = logicals[index - 1].stop_lba
+            if (
+                index == 1
+                and saved_link is not None
+                and (previous_stop <= saved_link < logical.start_lba)
+            ):
+                places.append(saved_link)
+            else:
+                places.append(max(previous_stop, logical.start_lba - 2048))
+        chain: list[RawSector] = []
+        for index, (ebr_lba, logical) in enumerate(zip(places, logicals, strict=True)):
+            following = index + 1 < len(logicals)
+            sector = bytearray(
+                render_ebr(
+                    logical,
+                    ebr_lba,
+                    places[index + 1] if following else None,
+                    extended.start_lba,
+                    ss,
+                    logicals[index + 1].stop_lba if following else None,
+                )
+            )
+            if index == 0 and len(first_raw) == ss:
+                sector[:446] = first_raw[:446]  # whatever boot code the first EBR carried
+            chain.append(RawSector(lba=ebr_lba, data=bytes(sector).hex()))
+        return tuple(chain)
 
     def _device_name(self, number: int) -> str:
         if number in self._part_names:
@@ -639,6 +695,8 @@ class ClonezillaArchive(Archive):
                     "file does not belong to these images"
                 )
             chunks = image_chunks(reader, start)
+            if p.filesystem == "ntfs":
+                chunks = self._with_ntfs_backup_chunk(p.number, chunks, start + size, table)
             note = f"partclone {h.partclone_version}, {h.filesystem}, {h.checksum_name} checksums"
             if not reader.checks_data:
                 note += " (the data cannot be checked: the image carries no usable checksums)"
@@ -671,7 +729,78 @@ class ClonezillaArchive(Archive):
         reader = open_reader(
             found.base, name=self._part_names[area], partition=area, base_offset=base
         )
-        return image_pieces(reader, base, start)
+        pieces = image_pieces(reader, base, start)
+        backup = self._ntfs_backup.get(area)
+        if backup is None:
+            return pieces
+        return self._append_ntfs_backup(area, found.base, pieces, base, backup, start)
+
+    def _with_ntfs_backup_chunk(
+        self, number: int, chunks: tuple[Chunk, ...], stop: int, table: PartitionTable
+    ) -> tuple[Chunk, ...]:
+        """Add the NTFS backup boot sector (the partition's last sector) to what is restored.
+
+        partclone's NTFS images leave it out, so a restore onto a blank disk would
+        leave old bytes there and Windows' chkdsk would find the volume damaged;
+        the backup boot sector is a copy of the boot sector, which the image has.
+        """
+        ss = table.sector_size
+        last = stop - ss
+        if chunks and chunks[-1].stop > last:
+            return chunks  # already stored
+        self._ntfs_backup[number] = last
+        return (*chunks, Chunk(offset=last, length=ss, kind="data"))
+
+    def _ntfs_boot_sector(self, number: int, image_base: Path, base: int) -> bytes:
+        """The partition's NTFS boot sector, read (checked) from the image's first block."""
+        reader = open_reader(
+            image_base, name=self._part_names[number], partition=number, base_offset=base
+        )
+        pieces = image_pieces(reader, base, 0)
+        try:
+            first = next(pieces, None)
+        finally:
+            pieces.close()  # closes the image file; only the first block is needed
+        ss = self.manifest.table.sector_size
+        if first is None or first.offset != base or first.data is None:
+            raise self._not_ntfs(number, base)
+        boot = first.data[:ss]
+        if boot[3:11] != b"NTFS    ":
+            raise self._not_ntfs(number, base)
+        return boot
+
+    @staticmethod
+    def _not_ntfs(number: int, base: int) -> CorruptData:
+        return CorruptData(
+            f"partition {number}'s image does not start with an NTFS boot sector, so its "
+            "backup boot sector cannot be rebuilt; the image is damaged or not NTFS",
+            partition=number,
+            offset=base,
+        )
+
+    def _append_ntfs_backup(
+        self,
+        number: int,
+        image_base: Path,
+        pieces: Iterator[Piece],
+        base: int,
+        backup_offset: int,
+        start: int,
+    ) -> Iterator[Piece]:
+        ss = self.manifest.table.sector_size
+        boot: bytes | None = None
+        for piece in pieces:
+            if boot is None and piece.offset == base and piece.data is not None:
+                boot = piece.data[:ss]
+            yield piece
+        if backup_offset + ss <= start:
+            return
+        if boot is None:
+            # Resumed past the boot sector: read it again from the image's start.
+            boot = self._ntfs_boot_sector(number, image_base, base)
+        elif boot[3:11] != b"NTFS    ":
+            raise self._not_ntfs(number, base)
+        yield Piece(backup_offset, ss, boot)
 
     def _track0_pieces(self, start: int) -> Iterator[Piece]:
         source, shift = self._track0_source
@@ -749,9 +878,21 @@ class ClonezillaArchive(Archive):
             report.damage.append(Damage(number, base, str(exc)))
             return
         try:
-            report.damage.extend(verify_reader(reader, report, progress, total))
+            damage = verify_reader(reader, report, progress, total)
+            report.damage.extend(damage)
         finally:
             reader.stream.close()
+        backup = self._ntfs_backup.get(number)
+        if backup is not None and not damage:
+            # The rebuilt backup boot sector: a copy of the (now verified) boot sector.
+            try:
+                self._ntfs_boot_sector(number, found.base, base)
+                report.checked_bytes += self.manifest.table.sector_size
+                report.checked_chunks += 1
+            except ArchiveError as exc:
+                report.damage.append(Damage(number, backup, str(exc)))
+            if progress is not None:
+                progress(report.checked_bytes, total)
 
     def _verify_checksum_files(self, report: VerifyReport) -> None:
         by_file = {part: number for number, part in self._part_names.items()}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -651,7 +651,9 @@ def image_chunks(reader: PartcloneReader, base_offset: int) -> tuple[Chunk, ...]
     )
 
 
-def image_pieces(reader: PartcloneReader, base_offset: int, start: int) -> Iterator[Piece]:
+def image_pieces(
+    reader: PartcloneReader, base_offset: int, start: int
+) -> Generator[Piece, None, None]:
     """Checked pieces of one image on the disk, skipping those that end at or before ``start``."""
     try:
         for offset, data in reader.chunks(max(0, start - base_offset)):

@@ -37,6 +37,8 @@ from archive.errors import (
 )
 from archive.manifest import Role
 from archive.partclone import HEADER_V2
+from layout.blockio import DiskReader
+from layout.table_io import read_table
 
 pytestmark = pytest.mark.skipif(bool(MISSING_TOOLS), reason=f"missing tools: {MISSING_TOOLS}")
 
@@ -112,7 +114,14 @@ def test_mbr_folder_maps_onto_the_manifest(mbr: tuple[Path, Path]) -> None:
     assert m.image(2).role == Role.EXTENDED and m.image(2).capture == "none"
     assert m.image(5).capture == "used-blocks" and m.image(5).used_bytes
     assert m.boot_code == disk.read_bytes()[:440]
-    assert [e.lba for e in m.boot.ebrs] == [m.table.partition(2).start_lba]
+    # Clonezilla saves only the first EBR; the whole chain is rebuilt from the table,
+    # starting at the extended partition.
+    assert len(m.boot.ebrs) == 2
+    assert m.boot.ebrs[0].lba == m.table.partition(2).start_lba
+    assert m.table.partition(5).stop_lba <= m.boot.ebrs[1].lba < m.table.partition(6).start_lba
+    # NTFS: the backup boot sector (last sector), which partclone leaves out, is restored.
+    p1_stop = m.table.partition(1).stop_lba * 512
+    assert m.image(1).chunks[-1].offset == p1_stop - 512
     assert m.boot.track0_stop == 2048 * 512
     assert all(
         c.length <= 4 * 1024 * 1024 and c.sha256 is None for p in m.partitions for c in p.chunks
@@ -138,6 +147,18 @@ def test_mbr_full_restore_is_byte_exact_on_stored_blocks(
         part.write_bytes(out[p.start_lba * 512 : p.stop_lba * 512])
         result = subprocess.run([*check, str(part)], capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
+    # The rebuilt EBR chain gives back every logical partition exactly.
+    with DiskReader(target) as restored:
+        parsed = read_table(restored.read, restored.size)
+    assert parsed is not None
+    geometry = [(p.number, p.start_lba, p.length_lba, p.mbr_type) for p in parsed.table.partitions]
+    assert geometry == [(p.number, p.start_lba, p.length_lba, p.mbr_type) for p in table.partitions]
+    # The NTFS backup boot sector equals its boot sector again.
+    p1 = table.partition(1)
+    assert (
+        out[(p1.stop_lba - 1) * 512 : p1.stop_lba * 512]
+        == out[p1.start_lba * 512 : p1.start_lba * 512 + 512]
+    )
     # The restored ext4 holds the same files: sfdisk still reads the restored table.
     dumped = run("sfdisk", "-d", target).decode()
     assert "type=83" in dumped and "label-id: 0x7490a9a7" in dumped
