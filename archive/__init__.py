@@ -12,7 +12,7 @@ import stat
 from pathlib import Path
 
 from archive.base import Archive
-from archive.errors import NotAnArchive
+from archive.errors import ArchiveError, NotAnArchive
 
 
 def open_archive(path: str | os.PathLike[str]) -> Archive:
@@ -25,8 +25,14 @@ def open_archive(path: str | os.PathLike[str]) -> Archive:
     except OSError as exc:
         raise NotAnArchive(f"cannot open {p}: {exc.strerror}") from None
     if stat.S_ISREG(mode):
-        from archive.native import NativeArchive
+        from archive.native import MAGIC, NativeArchive
 
+        with p.open("rb") as f:
+            head = f.read(len(MAGIC))
+        if head != MAGIC and _is_partclone_image(p):
+            from archive.partclone import open_partclone_image
+
+            return open_partclone_image(_unsplit(p))
         return NativeArchive(p)
     if stat.S_ISDIR(mode):
         # Imported lazily: the Clonezilla reader is optional for native archives.
@@ -44,3 +50,31 @@ def open_archive(path: str | os.PathLike[str]) -> Archive:
     raise NotAnArchive(
         f"{p} is neither a backup file nor a backup folder (it is a device or special file)"
     )
+
+
+def _unsplit(path: Path) -> Path:
+    """``img.aa`` -> ``img`` (Clonezilla splits images into .aa, .ab, ...)."""
+    name = path.name
+    if len(name) > 3 and name[-3] == "." and name[-2:].isalpha() and name[-2:].islower():
+        candidate = path.with_name(name[:-3])
+        if not candidate.exists():
+            return candidate
+    return path
+
+
+def _is_partclone_image(path: Path) -> bool:
+    """True when the file (decompressed, split parts joined) starts like a partclone image."""
+    from archive.decompress import ImageStream, image_files
+    from archive.partclone import looks_like_partclone
+
+    try:
+        stream = ImageStream(image_files(_unsplit(path)))
+    except (ArchiveError, OSError):
+        return False
+    try:
+        head = stream.read(64) or b""
+    except (ArchiveError, OSError):
+        return False
+    finally:
+        stream.close()
+    return looks_like_partclone(head)

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import struct
+import subprocess
 import zlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -375,3 +376,31 @@ def test_open_archive_dispatch(tmp_path: Path) -> None:
         open_archive(tmp_path)
     with pytest.raises(NotAnArchive, match="device or special file"):
         open_archive("/dev/null")
+
+
+def test_open_archive_takes_a_split_partclone_image_by_its_first_part(tmp_path: Path) -> None:
+    from archive.partclone import PartcloneImageArchive
+
+    raw = tmp_path / "fs.img"
+    with raw.open("wb") as f:
+        f.truncate(8 * 1024 * 1024)
+    subprocess.run(["mkfs.vfat", str(raw)], check=True, capture_output=True)
+    image = tmp_path / "sdb1.vfat-ptcl-img.gz"
+    with image.open("wb") as out:
+        clone = subprocess.Popen(
+            ["partclone.fat", "-q", "-c", "-a", "1", "-s", str(raw), "-o", "-"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        subprocess.run(["gzip", "-c"], stdin=clone.stdout, stdout=out, check=True)
+        assert clone.wait() == 0
+    subprocess.run(["split", "-a", "2", "-b", "20000", str(image), f"{image}."], check=True)
+    image.unlink()
+    archive = open_archive(tmp_path / "sdb1.vfat-ptcl-img.gz.aa")
+    assert isinstance(archive, PartcloneImageArchive)
+    assert archive.verify().ok
+    # A file that is neither is still refused as not a backup.
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"\x1f\x8b" + bytes(100))
+    with pytest.raises(NotAnArchive):
+        open_archive(junk)
