@@ -306,6 +306,17 @@ class RestoreEngine:
                 f"the restore record {self.journal.path} belongs to a different plan; "
                 "start a new restore instead of resuming"
             )
+        if self.journal is not None:
+            from restore_tui.safety import identity_differences  # safety imports this module
+
+            differences = identity_differences(
+                self.journal.record.target_identity, self.target_identity
+            )
+            if differences:
+                raise TargetChanged(
+                    "this is not the disk the interrupted restore was writing to: "
+                    + "; ".join(differences)
+                )
         if self.journal is not None and self.journal.record.finished:
             self._note("this restore already finished; nothing to do")
             return

@@ -412,3 +412,23 @@ def test_a_disk_with_a_damaged_table_can_be_restored_onto(tmp_path: Path) -> Non
     before = target.read_bytes()
     engine_for(plan, archive, target, tmp_path).run()
     assert target.read_bytes() == expected_bytes(plan, archive, before)
+
+
+def test_resume_onto_a_disk_with_another_serial_is_refused(tmp_path: Path) -> None:
+    from layout.models import DiskIdentity
+
+    disk, table = sample_source(seed=14)
+    archive = MemoryArchive(disk, table)
+    target = blank_target(tmp_path, len(disk))
+    plan = full_disk_plan(archive, target, len(disk))
+    journal = Journal.create(
+        plan,
+        archive_path=archive.path,
+        target_path=str(target),
+        target_identity=DiskIdentity(size_bytes=len(disk), serial="S1", model="Disk A"),
+        location=tmp_path / "j.json",
+    )
+    other = DiskIdentity(size_bytes=len(disk), serial="S2", model="Disk A")
+    with pytest.raises(TargetChanged, match="serial number is S2"):
+        RestoreEngine(plan, archive, str(target), journal=journal, target_identity=other).run()
+    assert target.read_bytes() == PATTERN * len(disk)
