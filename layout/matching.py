@@ -8,6 +8,7 @@ sentence a person can read.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 from archive.manifest import ArchiveManifest
 from layout.models import DiskIdentity, Frozen, PartitionTable
@@ -19,6 +20,7 @@ MODEL_POINTS = 20
 SIZE_POINTS = 20
 PARTITION_ID_POINTS = 10  # per partition GUID or filesystem UUID still present
 LABEL_POINTS = 3
+Job = Literal["full-disk", "one-partition"]
 ARCHIVE_BLOCKER = "holds the backup you are restoring from — cannot be the target"
 
 
@@ -147,14 +149,15 @@ def _supporting_reasons(
 
 
 def _blockers(
-    manifest: ArchiveManifest, disk: ProbedDisk, archive_disks: set[str]
+    manifest: ArchiveManifest, disk: ProbedDisk, archive_disks: set[str], job: Job
 ) -> list[str]:
     blockers: list[str] = []
     if disk.device in archive_disks:
         blockers.append(ARCHIVE_BLOCKER)
     need = required_bytes(manifest)
     have = disk.identity.size_bytes
-    if have < need:
+    # One partition only has to fit a free region, which the planner checks.
+    if job == "full-disk" and have < need:
         blockers.append(
             f"too small: {human_size(need - have)} smaller than the backed-up disk "
             f"({human_size(have)} here, {human_size(need)} needed)"
@@ -176,8 +179,13 @@ def _blockers(
     return blockers
 
 
-def judge(manifest: ArchiveManifest, disk: ProbedDisk, archive_disks: set[str]) -> Match:
-    """One disk's evidence and blockers."""
+def judge(
+    manifest: ArchiveManifest,
+    disk: ProbedDisk,
+    archive_disks: set[str],
+    job: Job = "full-disk",
+) -> Match:
+    """One disk's evidence and blockers for ``job`` (size matters only for a full disk)."""
     source = manifest.source.identity
     strong, contrary = _strong_reasons(source, manifest.table, disk)
     supporting, points = _supporting_reasons(source, manifest.table, disk)
@@ -192,7 +200,7 @@ def judge(manifest: ArchiveManifest, disk: ProbedDisk, archive_disks: set[str]) 
         score=STRONG_POINTS * len(strong) + points,
         strong=bool(strong),
         reasons=reasons,
-        blockers=_blockers(manifest, disk, archive_disks),
+        blockers=_blockers(manifest, disk, archive_disks, job),
     )
 
 
@@ -226,6 +234,7 @@ def match_disks(
     manifest: ArchiveManifest,
     disks: Sequence[ProbedDisk],
     archive_disk: str | Iterable[str] | None,
+    job: Job = "full-disk",
 ) -> list[Match]:
     """Every disk judged against the backup's source disk, best first.
 
@@ -238,7 +247,7 @@ def match_disks(
         archive_disks = {archive_disk}
     else:
         archive_disks = set(archive_disk)
-    matches = [judge(manifest, d, archive_disks) for d in disks]
+    matches = [judge(manifest, d, archive_disks, job) for d in disks]
     return sorted(matches, key=rank_key)
 
 

@@ -259,7 +259,7 @@ class RestoreWizard(App[int]):
         probe = self._probe()
         disks = probe.disks()
         holding = _disks_holding(probe, str(archive.path))
-        matches = match_disks(archive.manifest, disks, holding)
+        matches = match_disks(archive.manifest, disks, holding, job.kind)
         return [candidate_for(m, job) for m in matches], disks
 
     def _probe(self) -> Probe:
@@ -408,7 +408,6 @@ def candidate_for(match: Match, job: JobChoice) -> TargetCandidate:
     blockers = tuple(match.blockers)
     notes: list[str] = []
     if job.kind == "one-partition":
-        blockers = tuple(b for b in blockers if not b.startswith("too small"))
         disk = match.disk
         if disk.table is None:
             blockers += (

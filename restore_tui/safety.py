@@ -65,8 +65,7 @@ def disk_blockers(
     Matching's "too small" compares with the whole source disk; whether a plan
     fits is the planner's and :func:`plan_refusals`' business, so it is left out.
     """
-    match = judge(manifest, disk, set(archive_disks))
-    return [b for b in match.blockers if not b.startswith("too small")]
+    return judge(manifest, disk, set(archive_disks), job="one-partition").blockers
 
 
 def plan_refusals(plan: Plan, disk: ProbedDisk, journal: Checkpoint | None = None) -> list[str]:

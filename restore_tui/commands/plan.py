@@ -17,7 +17,7 @@ from typing import Any
 from archive import open_archive
 from archive.manifest import ArchiveManifest
 from layout.blockio import DiskReader
-from layout.matching import choice_explanation, choose_target, judge, match_disks
+from layout.matching import Job, choice_explanation, choose_target, judge, match_disks
 from layout.models import FreeRegion
 from layout.plan import Plan
 from layout.planner import PlanError, plan_full_disk, plan_one_partition
@@ -113,11 +113,8 @@ def _pick_target(
             target = found if found is not None else probe_disk(args.target)
         except ProbeError as exc:
             raise UserError(str(exc)) from exc
-        blockers = judge(manifest, target, set(holding)).blockers
-        if args.partition is not None:
-            # Matching's size test compares with the whole source disk; one partition only
-            # has to fit its free space, which the planner checks.
-            blockers = [b for b in blockers if not b.startswith("too small")]
+        job: Job = "full-disk" if args.partition is None else "one-partition"
+        blockers = judge(manifest, target, set(holding), job).blockers
         if blockers:
             raise UserError(
                 f"{target.headline} ({target.device}) cannot be the target: "
