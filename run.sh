@@ -8,7 +8,7 @@ cd "$here"
 debian_packages=(
     libparted-dev pkg-config build-essential python3-dev python3-venv
     udev util-linux fdisk gdisk parted e2fsprogs dosfstools ntfs-3g partclone
-    zstd tmux mtools
+    zstd tmux mtools clonezilla
 )
 
 install_system_packages() {
@@ -23,7 +23,7 @@ install_system_packages() {
     fi
     echo "==> installing Debian packages: ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 make_venv() {

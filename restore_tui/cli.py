@@ -83,4 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the package's module, not this __main__ copy, so the exception
+    # classes commands raise are the ones main() catches.
+    from restore_tui.cli import main as package_main
+
+    sys.exit(package_main())
