@@ -27,7 +27,7 @@ import struct
 import threading
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -77,7 +77,7 @@ def default_workers() -> int:
 
 def ordered_map(
     fn: Callable[[T], R], items: Iterable[T], *, workers: int, in_flight: int
-) -> Iterator[R]:
+) -> Generator[R, None, None]:
     """``map(fn, items)`` on a thread pool, in input order, with few items in flight.
 
     zstd and hashlib release the GIL, so a small pool really runs in parallel;
@@ -476,7 +476,12 @@ class NativeArchive(Archive):
             raise
 
     def _read(self, length: int, offset: int) -> bytes:
-        out = bytearray()
+        # One pread almost always returns everything: hand that out without copying
+        # (frames are megabytes, and every copy costs as much as hashing them).
+        first = os.pread(self._fd, length, offset)
+        if len(first) == length or not first:
+            return first
+        out = bytearray(first)
         while len(out) < length:
             piece = os.pread(self._fd, length - len(out), offset + len(out))
             if not piece:

@@ -1,0 +1,123 @@
+"""restore_tui.datapath: digest read-back checks on real files, holes, damage and cut ranges."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+from pathlib import Path
+
+from archive.manifest import Chunk
+from restore_tui.datapath import check_copy, first_bad_chunk, split_for_digest
+
+MIB = 1024 * 1024
+
+
+def data_chunk(offset: int, data: bytes) -> Chunk:
+    return Chunk(
+        offset=offset, length=len(data), kind="data", sha256=hashlib.sha256(data).hexdigest()
+    )
+
+
+def make_target(tmp_path: Path, delta: int) -> tuple[Path, list[Chunk], dict[int, bytes]]:
+    """A sparse target holding three data chunks and a zero run (a hole) at source + delta."""
+    rng = random.Random(5)
+    blobs = {0: rng.randbytes(MIB), MIB: rng.randbytes(300_000), 3 * MIB: rng.randbytes(MIB)}
+    chunks = [data_chunk(0, blobs[0]), data_chunk(MIB, blobs[MIB])]
+    chunks.append(Chunk(offset=2 * MIB, length=MIB, kind="zero"))
+    chunks.append(data_chunk(3 * MIB, blobs[3 * MIB]))
+    path = tmp_path / "target.img"
+    with open(path, "wb") as f:
+        f.truncate(delta + 8 * MIB)
+        for offset, data in blobs.items():
+            f.seek(offset + delta)
+            f.write(data)
+    return path, chunks, blobs
+
+
+def test_split_keeps_whole_chunks_and_cuts_the_ends() -> None:
+    chunks = [
+        Chunk(offset=0, length=100, kind="data", sha256="a" * 64),
+        Chunk(offset=100, length=100, kind="zero"),
+        Chunk(offset=200, length=100, kind="data"),  # no digest (a Clonezilla image)
+        Chunk(offset=400, length=100, kind="data", sha256="b" * 64),
+    ]
+    split = split_for_digest(chunks, 50, 450)
+    assert [c.offset for c in split.chunks] == [100]
+    # The cut first chunk and the digest-less one join; the gap 300-400 was never written.
+    assert split.rest == ((50, 100), (200, 300), (400, 450))
+    whole = split_for_digest(chunks, 0, 500)
+    assert [c.offset for c in whole.chunks] == [0, 100, 400]
+    assert whole.rest == ((200, 300),)
+
+
+def test_intact_target_passes_including_a_hole(tmp_path: Path) -> None:
+    delta = 5 * MIB
+    path, chunks, _ = make_target(tmp_path, delta)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        seen: list[int] = []
+        for sparse in (True, False):
+            bad = first_bad_chunk(
+                fd, chunks, delta, sparse_file=sparse, on_chunk=lambda c: seen.append(c.offset)
+            )
+            assert bad is None
+        assert seen == [c.offset for c in chunks] * 2
+    finally:
+        os.close(fd)
+
+
+def test_flipped_byte_and_dirty_zero_run_are_found(tmp_path: Path) -> None:
+    delta = 512
+    path, chunks, _ = make_target(tmp_path, delta)
+    with open(path, "r+b") as f:
+        f.seek(3 * MIB + delta + 777)
+        old = f.read(1)
+        f.seek(-1, os.SEEK_CUR)
+        f.write(bytes([old[0] ^ 0x40]))
+        f.seek(2 * MIB + delta + 4096)
+        f.write(b"\x01")  # garbage left in what should be zeros
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        bad = first_bad_chunk(fd, chunks, delta, sparse_file=True)
+        assert bad is not None and bad.offset == 2 * MIB  # the earlier of the two
+        bad = first_bad_chunk(fd, chunks[3:], delta)
+        assert bad is not None and bad.offset == 3 * MIB
+    finally:
+        os.close(fd)
+
+
+def test_check_copy_reports_the_exact_byte(tmp_path: Path) -> None:
+    delta = 4096
+    path, chunks, blobs = make_target(tmp_path, delta)
+    flip = MIB + 1234
+    with open(path, "r+b") as f:
+        f.seek(flip + delta)
+        f.write(bytes([blobs[MIB][1234] ^ 1]))
+    fd = os.open(path, os.O_RDONLY)
+    calls: list[tuple[int, int]] = []
+
+    def slow(lo: int, hi: int) -> int | None:
+        """Byte comparison against the known source, like the engine's fallback."""
+        calls.append((lo, hi))
+        got = os.pread(fd, hi - lo, lo)
+        for i, byte in enumerate(got):
+            src = lo - delta + i
+            base = max((o for o in blobs if o <= src), default=None)
+            want = 0
+            if base is not None and src - base < len(blobs[base]):
+                want = blobs[base][src - base]
+            if byte != want:
+                return lo + i
+        return None
+
+    try:
+        # Whole range: the bad chunk is found by digest, the byte by the slow check.
+        assert check_copy(fd, chunks, delta, 0, 4 * MIB, slow) == flip + delta
+        assert calls == [(MIB + delta, MIB + 300_000 + delta)]
+        # A range that cuts the first chunk and stops before the damage: clean.
+        calls.clear()
+        assert check_copy(fd, chunks, delta, 1000, MIB, slow) is None
+        assert calls == [(1000 + delta, MIB + delta)]
+    finally:
+        os.close(fd)
