@@ -10,8 +10,9 @@ import argparse
 import sys
 from typing import Any
 
-from layout.probe import ProbedDisk, ProbeError, dump_disks, human_size, probe_for
+from layout.probe import ProbedDisk, ProbeError, dump_disks, human_size
 from restore_tui.cli import UserError
+from restore_tui.commands.disk_options import add_disk_options, probe_from_args
 
 
 def register(subparsers: Any) -> None:
@@ -22,24 +23,13 @@ def register(subparsers: Any) -> None:
         "connection; the /dev name comes second because it can change between boots.",
     )
     parser.add_argument("--json", action="store_true", help="print the disks as JSON")
-    parser.add_argument(
-        "--image",
-        metavar="FILE",
-        action="append",
-        default=[],
-        help="also show this disk image file as a disk (repeatable)",
-    )
-    parser.add_argument(
-        "--no-udev",
-        action="store_true",
-        help="do not ask udev; read identity from sysfs and blkid only (minimal rescue systems)",
-    )
+    add_disk_options(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        disks = probe_for(args.image, use_udev=not args.no_udev).disks()
+        disks = probe_from_args(args).disks()
     except ProbeError as exc:
         raise UserError(str(exc)) from exc
     if args.json:
@@ -63,7 +53,8 @@ def partition_lines(disk: ProbedDisk) -> list[str]:
         return ["  no partition table (blank, or a filesystem on the whole disk)"]
     scheme = "GPT" if table.scheme == "gpt" else "MBR"
     ident = (
-        f"disk GUID {table.gpt_disk_guid}" if table.scheme == "gpt"
+        f"disk GUID {table.gpt_disk_guid}"
+        if table.scheme == "gpt"
         else f"disk signature {table.mbr_signature}"
     )
     lines = [f"  {scheme} partition table, {ident}"]
@@ -99,4 +90,3 @@ def render_disk(disk: ProbedDisk) -> str:
     notes.extend(f"note: {m}" for m in disk.missing_facts)
     lines.extend(f"  {n}" for n in notes)
     return "\n".join(lines)
-

@@ -13,8 +13,9 @@ from typing import Any
 from archive import open_archive
 from archive.manifest import ArchiveManifest
 from layout.matching import Match, choice_explanation, match_disks
-from layout.probe import ProbeError, archive_disks, human_size, probe_for
+from layout.probe import Probe, ProbeError, archive_disks, human_size
 from restore_tui.cli import UserError
+from restore_tui.commands.disk_options import add_disk_options, probe_from_args
 
 
 def register(subparsers: Any) -> None:
@@ -27,29 +28,15 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("archive", metavar="ARCHIVE", help="the backup file or folder")
     parser.add_argument("--json", action="store_true", help="print the matches as JSON")
-    parser.add_argument(
-        "--image",
-        metavar="FILE",
-        action="append",
-        default=[],
-        help="also consider this disk image file as a disk (repeatable)",
-    )
-    parser.add_argument(
-        "--no-udev",
-        action="store_true",
-        help="do not ask udev; read identity from sysfs and blkid only",
-    )
+    add_disk_options(parser)
     parser.set_defaults(run=run)
 
 
-def find_matches(
-    archive_path: str, images: list[str], *, use_udev: bool = True
-) -> tuple[ArchiveManifest, list[Match]]:
-    """Open the archive, probe the disks (plus ``images``) and rank them."""
+def find_matches(archive_path: str, probe: Probe) -> tuple[ArchiveManifest, list[Match]]:
+    """Open the archive, probe the disks and rank them."""
     with open_archive(archive_path) as archive:
         manifest = archive.manifest
         archive_file = str(archive.path)
-    probe = probe_for(images, use_udev=use_udev)
     try:
         disks = probe.disks()
         # Every disk the archive depends on (through loop backing files too) is refused.
@@ -72,8 +59,10 @@ def match_to_json(m: Match) -> dict[str, Any]:
 
 
 def render_match(rank: int, m: Match) -> str:
-    verdict = "cannot be the target" if m.blockers else (
-        "the backed-up disk" if m.strong else "could be used as the target"
+    verdict = (
+        "cannot be the target"
+        if m.blockers
+        else ("the backed-up disk" if m.strong else "could be used as the target")
     )
     lines = [f"{rank}. {m.disk.headline} — {verdict}", f"   {m.disk.device_note}"]
     lines.extend(f"   + {r}" for r in m.reasons)
@@ -82,15 +71,20 @@ def render_match(rank: int, m: Match) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    manifest, matches = find_matches(args.archive, args.image, use_udev=not args.no_udev)
+    manifest, matches = find_matches(args.archive, probe_from_args(args))
     if args.json:
         print(json.dumps([match_to_json(m) for m in matches], indent=2))
         return 0
     source = manifest.source
     src = source.identity
     described = " · ".join(
-        x for x in (src.model, human_size(src.size_bytes),
-                    f"serial {src.serial}" if src.serial else None) if x
+        x
+        for x in (
+            src.model,
+            human_size(src.size_bytes),
+            f"serial {src.serial}" if src.serial else None,
+        )
+        if x
     )
     print(f"The backup was made from: {described} (then {source.device})")
     print()

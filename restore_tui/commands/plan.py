@@ -22,9 +22,10 @@ from layout.models import FreeRegion
 from layout.plan import Plan
 from layout.planner import PlanError, plan_full_disk, plan_one_partition
 from layout.preview import render_text
-from layout.probe import ProbedDisk, ProbeError, archive_disks, probe_for
+from layout.probe import ProbedDisk, ProbeError, archive_disks
 from layout.table_io import TableError, read_table
 from restore_tui.cli import UserError
+from restore_tui.commands.disk_options import add_disk_options, probe_from_args
 from restore_tui.engine import manifest_digest
 
 
@@ -38,21 +39,27 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("archive", metavar="ARCHIVE", help="the backup file or folder")
     parser.add_argument(
-        "--target", metavar="DISK",
+        "--target",
+        metavar="DISK",
         help="the disk to restore onto: a /dev path or a disk image file (default: the "
         "attached disk that is clearly the backed-up one)",
     )
     parser.add_argument(
-        "--partition", metavar="N", type=int,
+        "--partition",
+        metavar="N",
+        type=int,
         help="restore only partition N of the backup, into free space on the target",
     )
     parser.add_argument(
-        "--region", metavar="START_LBA", type=int,
+        "--region",
+        metavar="START_LBA",
+        type=int,
         help="with --partition: the free space to use, by a sector inside it (default: the "
         "first free space the partition fits in)",
     )
     parser.add_argument(
-        "--new-ids", action="store_true",
+        "--new-ids",
+        action="store_true",
         help="give the restored disk fresh disk and partition identifiers",
     )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -60,14 +67,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--exact", action="store_true", help="show exact sector ranges and byte extents"
     )
-    parser.add_argument(
-        "--image", metavar="FILE", action="append", default=[],
-        help="also consider this disk image file as a disk (repeatable)",
-    )
-    parser.add_argument(
-        "--no-udev", action="store_true",
-        help="do not ask udev; read identity from sysfs and blkid only",
-    )
+    add_disk_options(parser)
     parser.set_defaults(run=run)
 
 
@@ -87,14 +87,17 @@ def _ebr_chain(disk: ProbedDisk) -> list[int] | None:
     if disk.ebr_lbas is not None:
         return list(disk.ebr_lbas)
     table = disk.table
-    if table is None or table.scheme != "msdos" or not any(
-        p.kind == "logical" for p in table.partitions
+    if (
+        table is None
+        or table.scheme != "msdos"
+        or not any(p.kind == "logical" for p in table.partitions)
     ):
         return None
     try:
         with DiskReader(disk.device) as reader:
-            parsed = read_table(reader.read, disk.identity.size_bytes,
-                                disk.identity.logical_sector_size)
+            parsed = read_table(
+                reader.read, disk.identity.size_bytes, disk.identity.logical_sector_size
+            )
     except (OSError, TableError):
         return None
     return [lba for lba, _raw in parsed.ebrs] if parsed is not None else None
@@ -117,8 +120,7 @@ def _pick_target(
         blockers = judge(manifest, target, set(holding), job).blockers
         if blockers:
             raise UserError(
-                f"{target.headline} ({target.device}) cannot be the target: "
-                + "; ".join(blockers)
+                f"{target.headline} ({target.device}) cannot be the target: " + "; ".join(blockers)
             )
         return target
     matches = match_disks(manifest, disks, holding)
@@ -138,9 +140,7 @@ def _first_fitting_region(disk: ProbedDisk, length_lba: int) -> FreeRegion | int
     # Nothing fits: let the planner say by how much, against the largest region.
     best = max(disk.free, key=lambda r: r.length_lba, default=None)
     if best is None:
-        raise UserError(
-            f"{disk.headline} ({disk.device}) has no free space for a new partition"
-        )
+        raise UserError(f"{disk.headline} ({disk.device}) has no free space for a new partition")
     return best
 
 
@@ -169,10 +169,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     with open_archive(args.archive) as archive:
         manifest = archive.manifest
         archive_file = str(archive.path)
-    images = list(args.image)
-    if args.target and _is_image(args.target):
-        images.append(args.target)
-    probe = probe_for(images, use_udev=not args.no_udev)
+    extra = [args.target] if args.target and _is_image(args.target) else []
+    probe = probe_from_args(args, extra)
     try:
         disks = probe.disks()
         holding = archive_disks(probe, archive_file)
@@ -196,8 +194,15 @@ def make_plan(args: argparse.Namespace) -> Plan:
             args.region if args.region is not None else _first_fitting_region(target, length)
         )
         return plan_one_partition(
-            manifest, digest, archive_file, target, args.partition, region,
-            new_ids=args.new_ids, other_disks=others, ebr_lbas=_ebr_chain(target),
+            manifest,
+            digest,
+            archive_file,
+            target,
+            args.partition,
+            region,
+            new_ids=args.new_ids,
+            other_disks=others,
+            ebr_lbas=_ebr_chain(target),
         )
     except PlanError as exc:
         raise UserError(f"cannot plan this restore: {exc}") from exc

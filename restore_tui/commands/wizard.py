@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from restore_tui.cli import UserError
+from restore_tui.commands.disk_options import add_disk_options, probe_from_args
 
 
 def register(subparsers: Any) -> None:
@@ -26,26 +26,12 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="only show what a restore would change; nothing is written",
     )
-    parser.add_argument(
-        "--image",
-        metavar="FILE",
-        action="append",
-        default=[],
-        help="also offer this disk image file as a target disk (repeatable)",
-    )
-    parser.add_argument(
-        "--only-images",
-        action="store_true",
-        help="offer only the --image files, not this computer's disks",
-    )
+    add_disk_options(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from layout.probe import ImageProbe, probe_for
     from restore_tui.app import WizardOptions, run_wizard
 
-    if args.only_images and not args.image:
-        raise UserError("--only-images needs at least one --image FILE")
-    probe = ImageProbe(args.image) if args.only_images else probe_for(args.image)
+    probe = probe_from_args(args)
     return run_wizard(WizardOptions(archive_path=args.archive, dry_run=args.dry_run, probe=probe))
