@@ -244,7 +244,7 @@ def execute(
     *,
     journal: Journal | None = None,
     plan_path: str | None = None,
-    what: str = "restore erases what is described above",
+    what: str = "erases what is described above",
 ) -> int:
     """Refuse, show, confirm, run; the common tail of restore, apply and resume."""
     reasons = disk_blockers(archive.manifest, disk, archive_holders(probe, archive))
