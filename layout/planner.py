@@ -783,6 +783,17 @@ def _resolve_region(
     return found, region
 
 
+def _first_fitting_region(
+    regions: Sequence[FreeRegion], length_lba: int, align_lba: int
+) -> FreeRegion | None:
+    for r in regions:
+        # A logical partition also needs its EBR before it: _logical_start checks
+        # that precisely; this only picks the candidate.
+        if align_up(r.start_lba, align_lba) + length_lba <= r.start_lba + r.length_lba:
+            return r
+    return max(regions, key=lambda r: r.length_lba, default=None)
+
+
 def _hidden_sectors_patches(new: Partition, src: Partition, ss: int) -> tuple[list[Action], str]:
     """Boot-sector fixes for a moved NTFS/FAT partition, and a note for the user."""
     if (src.filesystem or "").lower() not in HIDDEN_SECTORS_FILESYSTEMS:
@@ -822,7 +833,7 @@ def plan_one_partition(
     archive_path: str,
     target: TargetDisk,
     partition_number: int,
-    region: FreeRegion | int,
+    region: FreeRegion | int | None,
     *,
     new_ids: bool = False,
     other_disks: Sequence[TargetDisk] = (),
@@ -830,6 +841,10 @@ def plan_one_partition(
     ebr_lbas: Sequence[int] | None = None,
 ) -> Plan:
     """Put backed-up partition ``partition_number`` into free space of ``target``.
+
+    ``region`` is a free region, a sector inside one, or None for the first free
+    region the partition fits in (the largest when none does, so the refusal
+    says by how much).
 
     ``ebr_lbas`` is the target's chain of extended boot records in chain order
     (``ParsedTable.ebrs``); it is needed only to add a logical partition behind
@@ -868,6 +883,10 @@ def plan_one_partition(
     regions = tuple(getattr(target, "free", ()) or ()) or free_regions(
         table, size_lba, ss, ebr_lbas=chain
     )
+    if region is None:
+        region = _first_fitting_region(regions, src.length_lba, align_lba)
+        if region is None:
+            raise PlanError(f"{disk_summary(target.identity)} has no free space for a partition")
     chosen, lowest = _resolve_region(target, regions, region)
     if chosen.sector_size != ss:
         raise PlanError("the free region was measured in a different sector size than the disk")

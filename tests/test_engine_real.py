@@ -305,3 +305,37 @@ def test_busy_archive_holding_and_read_only_disks_are_refused(
     capsys.readouterr()
     assert main(["restore", str(tmp_path / "src.rtui"), "--target", read_only, "--yes"]) == 1
     assert "read-only" in capsys.readouterr().err
+
+
+def test_one_partition_without_region_takes_the_first_free_space_it_fits(tmp_path: Path) -> None:
+    """`restore --partition N` alone picks free space the way `plan` does; too big is refused."""
+    source = sample.build_mbr_with_logicals(tmp_path / "src.img", 64, seed=21)
+    backup(source.path, tmp_path / "src.rtui")
+    target = sample.build_gpt_linux(tmp_path / "target.img", 96, garbage=False, seed=22)
+    ((free_start, free_length),) = target.unallocated()
+    before = {p.number: digest(target.path, p.offset, p.size) for p in target.data_partitions}
+    whole = digest(target.path, 0, target.size_bytes)
+
+    # The extended container is no partition of its own: refused, nothing written.
+    assert main([
+        "restore", str(tmp_path / "src.rtui"), "--target", str(target.path),
+        "--partition", "2", "--yes",
+    ]) == 1  # fmt: skip
+    assert digest(target.path, 0, target.size_bytes) == whole
+
+    moved = source.partition(5)
+    assert moved.length_lba <= free_length
+    assert main([
+        "restore", str(tmp_path / "src.rtui"), "--target", str(target.path),
+        "--partition", "5", "--yes",
+    ]) == 0  # fmt: skip
+    parsed = read_table(lambda o, n: read(target.path, o, n), target.size_bytes)
+    assert parsed is not None
+    new = [p for p in parsed.table.partitions if p.number not in before]
+    assert len(new) == 1
+    assert free_start <= new[0].start_lba and new[0].stop_lba <= free_start + free_length
+    for number, old_hash in before.items():
+        p = target.partition(number)
+        assert digest(target.path, p.offset, p.size) == old_hash, f"partition {number} changed"
+    ok, output = sample.fsck_clean("vfat", target.path, new[0].start_lba * SECTOR, moved.size)
+    assert ok, output

@@ -16,14 +16,11 @@ from typing import Any
 
 from archive import open_archive
 from archive.manifest import ArchiveManifest
-from layout.blockio import DiskReader
 from layout.matching import Job, choice_explanation, choose_target, judge, match_disks
-from layout.models import FreeRegion
 from layout.plan import Plan
 from layout.planner import PlanError, plan_full_disk, plan_one_partition
 from layout.preview import render_text
 from layout.probe import ProbedDisk, ProbeError, archive_disks
-from layout.table_io import TableError, read_table
 from restore_tui.cli import UserError
 from restore_tui.commands.disk_options import add_disk_options, probe_from_args
 from restore_tui.engine import manifest_digest
@@ -82,27 +79,6 @@ def _same_device(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _ebr_chain(disk: ProbedDisk) -> list[int] | None:
-    """The EBR sectors of an MBR disk with logical partitions, read from the disk itself."""
-    if disk.ebr_lbas is not None:
-        return list(disk.ebr_lbas)
-    table = disk.table
-    if (
-        table is None
-        or table.scheme != "msdos"
-        or not any(p.kind == "logical" for p in table.partitions)
-    ):
-        return None
-    try:
-        with DiskReader(disk.device) as reader:
-            parsed = read_table(
-                reader.read, disk.identity.size_bytes, disk.identity.logical_sector_size
-            )
-    except (OSError, TableError):
-        return None
-    return [lba for lba, _raw in parsed.ebrs] if parsed is not None else None
-
-
 def _pick_target(
     args: argparse.Namespace,
     manifest: ArchiveManifest,
@@ -129,19 +105,6 @@ def _pick_target(
         raise UserError(choice_explanation(matches))
     print(choice_explanation(matches), file=sys.stderr)
     return chosen.disk
-
-
-def _first_fitting_region(disk: ProbedDisk, length_lba: int) -> FreeRegion | int:
-    align = max(1, (1024 * 1024) // disk.identity.logical_sector_size)
-    for region in disk.free:
-        start = -(-region.start_lba // align) * align
-        if start + length_lba <= region.start_lba + region.length_lba:
-            return region
-    # Nothing fits: let the planner say by how much, against the largest region.
-    best = max(disk.free, key=lambda r: r.length_lba, default=None)
-    if best is None:
-        raise UserError(f"{disk.headline} ({disk.device}) has no free space for a new partition")
-    return best
 
 
 def _save(plan: Plan, out: str) -> None:
@@ -186,23 +149,15 @@ def make_plan(args: argparse.Namespace) -> Plan:
             return plan_full_disk(
                 manifest, digest, archive_file, target, new_ids=args.new_ids, other_disks=others
             )
-        try:
-            length = manifest.table.partition(args.partition).length_lba
-        except KeyError:
-            length = 1  # the planner names the partitions the backup has
-        region: FreeRegion | int = (
-            args.region if args.region is not None else _first_fitting_region(target, length)
-        )
         return plan_one_partition(
             manifest,
             digest,
             archive_file,
             target,
             args.partition,
-            region,
+            args.region,
             new_ids=args.new_ids,
             other_disks=others,
-            ebr_lbas=_ebr_chain(target),
         )
     except PlanError as exc:
         raise UserError(f"cannot plan this restore: {exc}") from exc

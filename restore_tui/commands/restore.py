@@ -16,11 +16,9 @@ from typing import Any, TextIO
 
 from archive import open_archive
 from archive.base import Archive
-from layout.blockio import DiskReader
 from layout.plan import Plan
 from layout.planner import PlanError, plan_full_disk, plan_one_partition
 from layout.probe import Probe, ProbedDisk, ProbeError, archive_disks, probe_for
-from layout.table_io import TableError, read_table
 from restore_tui.cli import UserError
 from restore_tui.engine import (
     EngineError,
@@ -303,11 +301,6 @@ def make_plan(archive: Archive, probe: Probe, disk: ProbedDisk, args: argparse.N
                 new_ids=args.new_ids,
                 other_disks=others,
             )
-        if args.region is None:
-            raise UserError(
-                "--partition needs --region LBA: the start sector of the free space to use "
-                "(`restore-tui plan` lists the free regions)"
-            )
         return plan_one_partition(
             manifest,
             digest,
@@ -317,22 +310,9 @@ def make_plan(archive: Archive, probe: Probe, disk: ProbedDisk, args: argparse.N
             args.region,
             new_ids=args.new_ids,
             other_disks=others,
-            ebr_lbas=ebr_chain(disk),
         )
     except PlanError as exc:
         raise UserError(str(exc)) from exc
-
-
-def ebr_chain(disk: ProbedDisk) -> list[int] | None:
-    """The target's extended boot records, for placing a logical partition."""
-    if disk.table is None or disk.table.scheme != "msdos":
-        return None
-    try:
-        with DiskReader(disk.device) as reader:
-            parsed = read_table(reader.read, reader.size, disk.identity.logical_sector_size)
-    except (OSError, TableError):
-        return None
-    return [lba for lba, _ in parsed.ebrs] if parsed else None
 
 
 def run(args: argparse.Namespace) -> int:
