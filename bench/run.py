@@ -281,8 +281,13 @@ def target(bench: Bench, kind: str, size: int) -> Iterator[str]:
         path.unlink(missing_ok=True)
 
 
-def restore_ours(bench: Bench, prep: Prepared, dest: str, *, verify: bool) -> Result:
-    cmd = [*bench.tui, "restore", str(prep.archive), "--target", dest, "--yes"]
+def restore_ours(
+    bench: Bench, prep: Prepared, dest: str, *, verify: bool, hooked: bool = False
+) -> Result:
+    """The real command line; ``hooked``: with the read-back check of restore_tui.datapath."""
+    tool = [sys.executable, str(Path(__file__).resolve().parent / "hooked.py")]
+    cmd = [*(tool if hooked else bench.tui), "restore", str(prep.archive), "--target", dest]
+    cmd.append("--yes")
     if not verify:
         cmd.append("--no-verify")
     name = "restore-tui restore" + ("" if verify else " --no-verify")
@@ -378,6 +383,7 @@ def bench_restores(bench: Bench, prep: Prepared, kind: str, *, others: bool = Tr
     contenders += [
         ("ours", lambda d: restore_ours(bench, prep, d, verify=True)),
         ("ours --no-verify", lambda d: restore_ours(bench, prep, d, verify=False)),
+        ("ours +digest-check", lambda d: restore_ours(bench, prep, d, verify=True, hooked=True)),
     ]
     for key, fn in contenders:
         best: Result | None = None
@@ -408,8 +414,15 @@ def bench_verify(bench: Bench, prep: Prepared) -> None:
 # ----------------------------------------------------------------------------- report
 
 
-def fmt_row(name: str, r: Result, base: Result | None, note: str = "") -> str:
-    ratio = f"{r.wall_s / base.wall_s:5.2f}x" if base is not None and base.wall_s > 0 else "  base"
+def fmt_row(
+    name: str, r: Result, base: Result | None, note: str = "", *, alone: bool = False
+) -> str:
+    if alone:
+        ratio = "     -"
+    elif base is not None and base.wall_s > 0:
+        ratio = f"{r.wall_s / base.wall_s:5.2f}x"
+    else:
+        ratio = "  base"
     rss = ", ".join(f"{p} {b / MIB:.0f}" for p, b in r.rss[:3])
     if len(r.rss) > 3:
         rss += ", …"
@@ -470,10 +483,10 @@ def report(prep: Prepared, kinds: list[str]) -> list[str]:
             lines.append(fmt_row("zstd -d | dd bs=4M", dd, None))
         if pc is not None:
             lines.append(fmt_row("zstd -d | partclone.restore", pc, dd))
-        for variant in ("ours", "ours --no-verify"):
+        for variant in ("ours", "ours --no-verify", "ours +digest-check"):
             ours = r[f"{key} {variant}"]
             name = "restore-tui restore" + variant.removeprefix("ours")
-            lines.append(fmt_row(name, ours, dd))
+            lines.append(fmt_row(name, ours, dd, alone=dd is None))
             if dd is None or pc is None:
                 continue
             a, b = ours.wall_s / dd.wall_s, ours.wall_s / pc.wall_s
@@ -490,7 +503,8 @@ def rss_lines(small: Prepared, big: Prepared) -> list[str]:
              f"(archives {human(small.archive.stat().st_size)} vs "
              f"{human(big.archive.stat().st_size)})"]  # fmt: skip
     for key, what in (("backup ours", "backup"), ("verify ours", "verify"),
-                      ("restore file ours", "restore")):  # fmt: skip
+                      ("restore file ours", "restore"),
+                      ("restore file ours +digest-check", "restore+digest-check")):  # fmt: skip
         a, b = small.results.get(key), big.results.get(key)
         if a is None or b is None:
             continue
@@ -570,6 +584,9 @@ def main(argv: list[str] | None = None) -> int:
         bench_verify(bench, big_prep)
         bench_restores(bench, big_prep, "file", others=False)
         small = next((p for p in prepared if p.label == "gpt"), prepared[-1])
+        big_lines = [x for x in report(big_prep, ["file"]) if not x.startswith("ratio")]
+        print("\n".join(big_lines), flush=True)
+        out += big_lines
         mem = rss_lines(small, big_prep)
         out += mem
         print("\n".join(mem), flush=True)
