@@ -60,8 +60,14 @@ def _system_candidate(p: Partition) -> bool:
     return p.filesystem in {"ntfs", "ext4", "ext3", "ext2", "xfs", "btrfs"}
 
 
-def infer_role(partition: Partition, table: PartitionTable) -> tuple[Role, tuple[str, ...]]:
-    """The partition's role and the facts it was inferred from, in plain words."""
+def infer_role(
+    partition: Partition, table: PartitionTable, *, guess_system: bool = True
+) -> tuple[Role, tuple[str, ...]]:
+    """The partition's role and the facts it was inferred from, in plain words.
+
+    ``guess_system=False`` leaves out the weakest guess (the largest partition is
+    the system): right for partitions already on a target, which may be anything.
+    """
     p = partition
     label = (p.label or p.gpt_name or "").strip()
     gtype = p.gpt_type
@@ -98,7 +104,7 @@ def infer_role(partition: Partition, table: PartitionTable) -> tuple[Role, tuple
     # unless a Linux root type already named one.
     candidates = [q for q in table.partitions if _system_candidate(q) and q.kind != "extended"]
     named_root = any(q.gpt_type in LINUX_ROOT_GUIDS for q in table.partitions)
-    if not named_root and candidates:
+    if guess_system and not named_root and candidates:
         largest = max(candidates, key=lambda q: (q.length_lba, -q.number))
         if largest.number == p.number:
             return Role.SYSTEM, (

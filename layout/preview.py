@@ -80,7 +80,9 @@ def _gaps(
 
 
 def _partition_row(p: Partition, table: PartitionTable, status: Status) -> LayoutRow:
-    role, _evidence = infer_role(p, table)
+    # A partition already on the target may be anything: no guessing that the
+    # largest one is a system; only what its type and label say.
+    role, _evidence = infer_role(p, table, guess_system=status != "kept")
     kind: Literal["primary", "extended", "logical"] = p.kind
     return LayoutRow(
         number=p.number, kind=kind, name=plain_name(role), label=p.label or p.gpt_name or None,

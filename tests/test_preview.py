@@ -21,7 +21,7 @@ from test_planner_fixtures import (
     probed_from_disk,
 )
 
-from layout.models import PartitionTable
+from layout.models import Partition, PartitionTable
 from layout.plan import Plan
 from layout.planner import plan_full_disk, plan_one_partition
 from layout.preview import bar_segments, layout_rows, plan_statuses, render_bar, render_text
@@ -141,3 +141,16 @@ def test_bar_is_proportional_and_every_row_is_visible() -> None:
     assert render_bar(segments) == "|" + "1" + "2" * segments[1].columns + "." * (
         segments[2].columns
     ) + "|"
+
+
+def test_partitions_already_on_the_target_are_not_guessed_to_be_a_system() -> None:
+    """A lone ext4 on the target is 'photos', not 'the operating system' (it may be anything)."""
+    table = PartitionTable(
+        scheme="msdos", disk_size_lba=196608, mbr_signature="0D15C0DE",
+        partitions=(Partition(number=1, start_lba=2048, length_lba=77824, mbr_type=0x83,
+                              filesystem="ext4", label="photos"),),
+    )  # fmt: skip
+    kept = layout_rows(table, 196608, 512, {1: "kept"})[0]
+    created = layout_rows(table, 196608, 512, {1: "created"})[0]
+    assert kept.name.startswith("Data") and kept.label == "photos"
+    assert created.name.startswith("System")  # from the backup: the usual inference
