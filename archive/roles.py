@@ -52,7 +52,13 @@ STAGE_ORDER: dict[Role, int] = {
 RESERVED_ROLES = frozenset({Role.EFI_SYSTEM, Role.BIOS_BOOT, Role.SYSTEM_RESERVED, Role.MSR})
 
 
-def plain_name(role: Role) -> str:
+LINUX_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs"})
+
+
+def plain_name(role: Role, filesystem: str | None = None) -> str:
+    """The role in everyday words; the filesystem tells a Windows system from a Linux one."""
+    if role is Role.SYSTEM and filesystem in LINUX_FILESYSTEMS:
+        return "System — the operating system (Linux)"
     return PLAIN_NAMES[role]
 
 

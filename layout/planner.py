@@ -103,7 +103,8 @@ def partition_title(p: Partition, role: Role, sector_size: int, number: int | No
     label = p.label or p.gpt_name
     size = human_size(p.length_lba * sector_size)
     detail = f"label '{label}', {size}" if label else size
-    return f"Partition {number if number is not None else p.number}: {plain_name(role)} ({detail})"
+    shown = number if number is not None else p.number
+    return f"Partition {shown}: {plain_name(role, p.filesystem)} ({detail})"
 
 
 def role_of(manifest: ArchiveManifest, number: int) -> Role:

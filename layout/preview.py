@@ -85,7 +85,8 @@ def _partition_row(p: Partition, table: PartitionTable, status: Status) -> Layou
     role, _evidence = infer_role(p, table, guess_system=status != "kept")
     kind: Literal["primary", "extended", "logical"] = p.kind
     return LayoutRow(
-        number=p.number, kind=kind, name=plain_name(role), label=p.label or p.gpt_name or None,
+        number=p.number, kind=kind, name=plain_name(role, p.filesystem),
+        label=p.label or p.gpt_name or None,
         filesystem=p.filesystem, start_lba=p.start_lba, length_lba=p.length_lba,
         sector_size=table.sector_size, status=status,
     )

@@ -65,7 +65,7 @@ def partition_rows(arc: Archive) -> list[tuple[str, ...]]:
             image = m.image(p.number)
         except KeyError:
             image = None
-        role = plain_name(image.role) if image else "not in this backup"
+        role = plain_name(image.role, p.filesystem) if image else "not in this backup"
         used = "—"
         if image is not None and image.used_bytes is not None:
             used = human_bytes(image.used_bytes)

@@ -47,7 +47,7 @@ def partition_rows(archive: Archive) -> list[tuple[str, str, str, str, str]]:
     for entry in manifest.table.partitions:
         try:
             image = manifest.image(entry.number)
-            role = plain_name(image.role)
+            role = plain_name(image.role, entry.filesystem)
             used = human_size(image.used_bytes) if image.used_bytes is not None else "—"
         except KeyError:
             role = plain_name(Role.EXTENDED) if entry.kind == "extended" else "not in the backup"

@@ -86,7 +86,10 @@ class PartitionScreen(Screen[PartitionResult]):
 
     def _role(self, number: int) -> str:
         try:
-            return plain_name(self.manifest.image(number).role)
+            return plain_name(
+                self.manifest.image(number).role,
+                self.manifest.table.partition(number).filesystem,
+            )
         except KeyError:
             return plain_name(Role.DATA)
 
