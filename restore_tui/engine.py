@@ -27,6 +27,7 @@ from layout.models import DiskIdentity, PartitionTable
 from layout.plan import Action, Plan, Stage, canonical_json
 from layout.table_io import TableError, read_table, table_fingerprint
 from restore_tui.cli import UserError
+from restore_tui.datapath import check_copy
 from restore_tui.journal import Journal
 from restore_tui.progress import RateMeter
 from restore_tui.writer import CheckedWriter, OutsidePlan, TargetOpenError
@@ -669,6 +670,27 @@ class RestoreEngine:
             return self._compare(writer, lo, hi, bytes.fromhex(action.data), action.offset)
         if action.kind == "zero":
             return self._compare(writer, lo, hi, None, lo)
+        assert action.source_offset is not None
+        delta = action.offset - action.source_offset
+        chunks = self._area_chunks(action.area)
+        if chunks is not None:
+            # Whole chunks are checked against the manifest's digests: no second
+            # decompression; the byte comparison below handles the rest.
+            return check_copy(
+                writer.fd,
+                chunks,
+                delta,
+                lo - delta,
+                hi - delta,
+                lambda a, b: self._compare_pieces(writer, action, a, b),
+                sparse_file=not writer.is_block_device,
+            )
+        return self._compare_pieces(writer, action, lo, hi)
+
+    def _compare_pieces(
+        self, writer: CheckedWriter, action: Action, lo: int, hi: int
+    ) -> int | None:
+        """Byte comparison of target [lo, hi) with the archive's decompressed pieces."""
         assert action.source_offset is not None
         delta = action.offset - action.source_offset
         for p_start, p_stop, data in self._pieces_between(action, lo - delta, hi - delta):
