@@ -281,13 +281,9 @@ def target(bench: Bench, kind: str, size: int) -> Iterator[str]:
         path.unlink(missing_ok=True)
 
 
-def restore_ours(
-    bench: Bench, prep: Prepared, dest: str, *, verify: bool, hooked: bool = False
-) -> Result:
-    """The real command line; ``hooked``: with the read-back check of restore_tui.datapath."""
-    tool = [sys.executable, str(Path(__file__).resolve().parent / "hooked.py")]
-    cmd = [*(tool if hooked else bench.tui), "restore", str(prep.archive), "--target", dest]
-    cmd.append("--yes")
+def restore_ours(bench: Bench, prep: Prepared, dest: str, *, verify: bool) -> Result:
+    """The real command line: plan, refusal checks, engine, read-back check unless told not."""
+    cmd = [*bench.tui, "restore", str(prep.archive), "--target", dest, "--yes"]
     if not verify:
         cmd.append("--no-verify")
     name = "restore-tui restore" + ("" if verify else " --no-verify")
@@ -383,7 +379,6 @@ def bench_restores(bench: Bench, prep: Prepared, kind: str, *, others: bool = Tr
     contenders += [
         ("ours", lambda d: restore_ours(bench, prep, d, verify=True)),
         ("ours --no-verify", lambda d: restore_ours(bench, prep, d, verify=False)),
-        ("ours +digest-check", lambda d: restore_ours(bench, prep, d, verify=True, hooked=True)),
     ]
     for key, fn in contenders:
         best: Result | None = None
@@ -483,7 +478,7 @@ def report(prep: Prepared, kinds: list[str]) -> list[str]:
             lines.append(fmt_row("zstd -d | dd bs=4M", dd, None))
         if pc is not None:
             lines.append(fmt_row("zstd -d | partclone.restore", pc, dd))
-        for variant in ("ours", "ours --no-verify", "ours +digest-check"):
+        for variant in ("ours", "ours --no-verify"):
             ours = r[f"{key} {variant}"]
             name = "restore-tui restore" + variant.removeprefix("ours")
             lines.append(fmt_row(name, ours, dd, alone=dd is None))
@@ -502,9 +497,8 @@ def rss_lines(small: Prepared, big: Prepared) -> list[str]:
     lines = [f"== memory: {human(small.disk.size_bytes)} vs {human(big.disk.size_bytes)} disk "
              f"(archives {human(small.archive.stat().st_size)} vs "
              f"{human(big.archive.stat().st_size)})"]  # fmt: skip
-    for key, what in (("backup ours", "backup"), ("verify ours", "verify"),
-                      ("restore file ours", "restore"),
-                      ("restore file ours +digest-check", "restore+digest-check")):  # fmt: skip
+    pairs = (("backup ours", "backup"), ("verify ours", "verify"), ("restore file ours", "restore"))
+    for key, what in pairs:
         a, b = small.results.get(key), big.results.get(key)
         if a is None or b is None:
             continue
