@@ -36,6 +36,7 @@ from layout.table_io import (
     render_gpt,
     render_mbr_entry,
 )
+from layout.units import human_size
 from layout.validate import PlanError, check_plan
 
 __all__ = [
@@ -73,21 +74,6 @@ class TargetDisk(Protocol):
 
     @property
     def table_fingerprint(self) -> str: ...
-
-
-def human_size(n_bytes: int) -> str:
-    """Sizes the way a person reads them: "512 bytes", "100 MiB", "465.8 GiB"."""
-    if n_bytes < 1024:
-        return f"{n_bytes} bytes"
-    value = float(n_bytes)
-    for unit in ("KiB", "MiB", "GiB", "TiB", "PiB"):
-        value /= 1024
-        if value < 1024 or unit == "PiB":
-            text = f"{value:.1f}"
-            if text.endswith(".0"):
-                text = text[:-2]
-            return f"{text} {unit}"
-    raise AssertionError("unreachable")
 
 
 def disk_summary(identity: DiskIdentity) -> str:

@@ -26,6 +26,7 @@ from layout.fsinfo import probe_filesystem, with_filesystems
 from layout.gaps import free_regions
 from layout.models import DiskIdentity, FreeRegion, Frozen, PartitionTable, SectorSize
 from layout.table_io import ParsedTable, TableError, read_table, table_fingerprint
+from layout.units import human_size
 
 SYS_BLOCK = Path("/sys/block")
 SYS_DEV_BLOCK = Path("/sys/dev/block")
@@ -104,16 +105,6 @@ class ProbedDisk(Frozen):
         if self.identity.bus == "image":
             return f"{self.device} (a disk image file)"
         return f"{self.device} (this name can change between boots)"
-
-
-def human_size(size_bytes: int) -> str:
-    """Binary units with one decimal, as disk tools show them: "931.5 GiB"."""
-    value = float(size_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{size_bytes} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def bus_name(bus: str | None) -> str:

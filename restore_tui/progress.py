@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
+from layout.units import human_size as human_bytes
+
 #: throughput is measured over this many recent seconds, so a slow start or a
 #: burst of zero extents does not distort the estimate for long
 WINDOW_SECONDS = 10.0
@@ -62,15 +64,6 @@ class RateMeter:
         elif rate is not None and rate > 0:
             eta = (self.total - done) / rate
         return Snapshot(done, self.total, rate, eta)
-
-
-def human_bytes(n: float) -> str:
-    value = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def human_duration(seconds: float) -> str:

@@ -167,7 +167,7 @@ def test_damaged_table_is_reported_not_guessed(tmp_path: Path) -> None:
 
 
 def test_human_size() -> None:
-    assert human_size(512) == "512 B"
+    assert human_size(512) == "512 bytes"
     assert human_size(64 * MiB) == "64.0 MiB"
     assert human_size(1000204886016) == "931.5 GiB"
 

@@ -15,6 +15,7 @@ from textual.widget import Widget
 from textual.widgets import Static
 
 from layout.models import DiskIdentity
+from layout.units import human_size
 
 #: One-line explanations of words a person restoring a backup may not know.
 TERMS: dict[str, str] = {
@@ -40,16 +41,6 @@ class Step:
     number: int
     total: int
     title: str
-
-
-def human_size(size: int) -> str:
-    """Bytes in the units disks are sold and shown in ("931.5 GiB", "64.0 MiB")."""
-    value = float(size)
-    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{int(value)} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"  # pragma: no cover - loop always returns
 
 
 def human_rate(bytes_per_second: float | None) -> str:
