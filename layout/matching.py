@@ -39,7 +39,7 @@ class Match(Frozen):
         return not self.blockers
 
 
-def _norm_id(value: str | None) -> str | None:
+def normalized_id(value: str | None) -> str | None:
     """Serial and WWN as comparable text: case, spaces and "0x"/"naa." prefixes ignored."""
     if not value:
         return None
@@ -49,7 +49,7 @@ def _norm_id(value: str | None) -> str | None:
     return text or None
 
 
-def _norm_text(value: str | None) -> str | None:
+def normalized_text(value: str | None) -> str | None:
     if not value:
         return None
     return " ".join(value.replace("_", " ").split()).lower() or None
@@ -88,7 +88,7 @@ def _strong_reasons(
         ):
             strong.append(f"same GPT disk GUID {src_table.gpt_disk_guid} as the backed-up disk")
     ident = disk.identity
-    src_serial, serial = _norm_id(source.serial), _norm_id(ident.serial)
+    src_serial, serial = normalized_id(source.serial), normalized_id(ident.serial)
     if src_serial and serial:
         if src_serial == serial:
             strong.append(f"same serial number {ident.serial} as the backed-up disk")
@@ -97,7 +97,7 @@ def _strong_reasons(
                 f"serial number differs ({ident.serial}, backed up from {source.serial}): "
                 "a copy of the disk, or the table was restored onto it before"
             )
-    src_wwn, wwn = _norm_id(source.wwn), _norm_id(ident.wwn)
+    src_wwn, wwn = normalized_id(source.wwn), normalized_id(ident.wwn)
     if src_wwn and wwn and src_wwn == wwn:
         strong.append(f"same WWN {ident.wwn} as the backed-up disk")
     return strong, contrary
@@ -109,7 +109,7 @@ def _supporting_reasons(
     reasons: list[str] = []
     points = 0
     ident = disk.identity
-    src_model, model = _norm_text(source.model), _norm_text(ident.model)
+    src_model, model = normalized_text(source.model), normalized_text(ident.model)
     if src_model and model and src_model == model and ident.bus != "image":
         reasons.append(f"same model ({ident.model})")
         points += MODEL_POINTS
@@ -208,9 +208,9 @@ def _identity_key(disk: ProbedDisk) -> tuple[str, ...]:
     """A tie-break from what the disk is, so /dev names and enumeration order do not matter."""
     ident = disk.identity
     return (
-        _norm_id(ident.serial) or "",
-        _norm_id(ident.wwn) or "",
-        _norm_text(ident.model) or "",
+        normalized_id(ident.serial) or "",
+        normalized_id(ident.wwn) or "",
+        normalized_text(ident.model) or "",
         f"{ident.size_bytes:020d}",
         disk.table_fingerprint,
         disk.backing_file or "",

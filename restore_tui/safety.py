@@ -9,21 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from archive.manifest import ArchiveManifest
-from layout.matching import judge
+from layout.matching import judge, normalized_id, normalized_text
 from layout.models import DiskIdentity
 from layout.plan import Plan
 from layout.probe import ProbedDisk, human_size
 from restore_tui.engine import table_differences
 from restore_tui.journal import Checkpoint
-
-
-def _norm(value: str | None) -> str | None:
-    if not value:
-        return None
-    text = value.strip().lower().replace(" ", "")
-    for prefix in ("0x", "naa.", "eui.", "t10."):
-        text = text.removeprefix(prefix)
-    return text or None
 
 
 def identity_differences(expected: DiskIdentity, actual: DiskIdentity) -> list[str]:
@@ -34,14 +25,14 @@ def identity_differences(expected: DiskIdentity, actual: DiskIdentity) -> list[s
     """
     out: list[str] = []
     for field, what in (("serial", "serial number"), ("wwn", "WWN")):
-        want, have = _norm(getattr(expected, field)), _norm(getattr(actual, field))
+        want, have = normalized_id(getattr(expected, field)), normalized_id(getattr(actual, field))
         if want and have and want != have:
             out.append(
                 f"its {what} is {getattr(actual, field)}, the plan is for "
                 f"{getattr(expected, field)}"
             )
-    want_model = " ".join((expected.model or "").replace("_", " ").split()).lower()
-    have_model = " ".join((actual.model or "").replace("_", " ").split()).lower()
+    want_model = normalized_text(expected.model)
+    have_model = normalized_text(actual.model)
     if want_model and have_model and want_model != have_model:
         out.append(f"it is a {actual.model}, the plan is for a {expected.model}")
     if expected.size_bytes != actual.size_bytes:
