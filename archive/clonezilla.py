@@ -22,7 +22,6 @@ from archive.base import TRACK0, Archive, Area, Damage, Piece, ProgressCallback,
 from archive.decompress import ImageStream, image_files
 from archive.errors import (
     ArchiveError,
-    CorruptData,
     ManifestInvalid,
     NotAnArchive,
     TruncatedArchive,
@@ -38,8 +37,11 @@ from archive.manifest import (
 from archive.partclone import (
     CHUNK_BYTES,
     PartcloneReader,
+    append_ntfs_backup,
     image_chunks,
     image_pieces,
+    ntfs_backup_chunk,
+    ntfs_boot_sector,
     open_reader,
     verify_reader,
 )
@@ -696,7 +698,9 @@ class ClonezillaArchive(Archive):
                 )
             chunks = image_chunks(reader, start)
             if p.filesystem == "ntfs":
-                chunks = self._with_ntfs_backup_chunk(p.number, chunks, start + size, table)
+                chunks, backup = ntfs_backup_chunk(chunks, start + size, table.sector_size)
+                if backup is not None:
+                    self._ntfs_backup[p.number] = backup
             note = f"partclone {h.partclone_version}, {h.filesystem}, {h.checksum_name} checksums"
             if not reader.checks_data:
                 note += " (the data cannot be checked: the image carries no usable checksums)"
@@ -733,74 +737,23 @@ class ClonezillaArchive(Archive):
         backup = self._ntfs_backup.get(area)
         if backup is None:
             return pieces
-        return self._append_ntfs_backup(area, found.base, pieces, base, backup, start)
-
-    def _with_ntfs_backup_chunk(
-        self, number: int, chunks: tuple[Chunk, ...], stop: int, table: PartitionTable
-    ) -> tuple[Chunk, ...]:
-        """Add the NTFS backup boot sector (the partition's last sector) to what is restored.
-
-        partclone's NTFS images leave it out, so a restore onto a blank disk would
-        leave old bytes there and Windows' chkdsk would find the volume damaged;
-        the backup boot sector is a copy of the boot sector, which the image has.
-        """
-        ss = table.sector_size
-        last = stop - ss
-        if chunks and chunks[-1].stop > last:
-            return chunks  # already stored
-        self._ntfs_backup[number] = last
-        return (*chunks, Chunk(offset=last, length=ss, kind="data"))
+        image_base = found.base
+        return append_ntfs_backup(
+            pieces,
+            number=area,
+            base=base,
+            backup_offset=backup,
+            start=start,
+            sector_size=self.manifest.table.sector_size,
+            boot_sector=lambda: self._ntfs_boot_sector(area, image_base, base),
+        )
 
     def _ntfs_boot_sector(self, number: int, image_base: Path, base: int) -> bytes:
         """The partition's NTFS boot sector, read (checked) from the image's first block."""
         reader = open_reader(
             image_base, name=self._part_names[number], partition=number, base_offset=base
         )
-        pieces = image_pieces(reader, base, 0)
-        try:
-            first = next(pieces, None)
-        finally:
-            pieces.close()  # closes the image file; only the first block is needed
-        ss = self.manifest.table.sector_size
-        if first is None or first.offset != base or first.data is None:
-            raise self._not_ntfs(number, base)
-        boot = first.data[:ss]
-        if boot[3:11] != b"NTFS    ":
-            raise self._not_ntfs(number, base)
-        return boot
-
-    @staticmethod
-    def _not_ntfs(number: int, base: int) -> CorruptData:
-        return CorruptData(
-            f"partition {number}'s image does not start with an NTFS boot sector, so its "
-            "backup boot sector cannot be rebuilt; the image is damaged or not NTFS",
-            partition=number,
-            offset=base,
-        )
-
-    def _append_ntfs_backup(
-        self,
-        number: int,
-        image_base: Path,
-        pieces: Iterator[Piece],
-        base: int,
-        backup_offset: int,
-        start: int,
-    ) -> Iterator[Piece]:
-        ss = self.manifest.table.sector_size
-        boot: bytes | None = None
-        for piece in pieces:
-            if boot is None and piece.offset == base and piece.data is not None:
-                boot = piece.data[:ss]
-            yield piece
-        if backup_offset + ss <= start:
-            return
-        if boot is None:
-            # Resumed past the boot sector: read it again from the image's start.
-            boot = self._ntfs_boot_sector(number, image_base, base)
-        elif boot[3:11] != b"NTFS    ":
-            raise self._not_ntfs(number, base)
-        yield Piece(backup_offset, ss, boot)
+        return ntfs_boot_sector(reader, base, self.manifest.table.sector_size)
 
     def _track0_pieces(self, start: int) -> Iterator[Piece]:
         source, shift = self._track0_source

@@ -662,6 +662,81 @@ def image_pieces(
         reader.stream.close()
 
 
+# -- the NTFS backup boot sector ---------------------------------------------------------
+# partclone's NTFS images leave out the volume's last sector, the backup boot sector,
+# so a restore onto a blank disk would leave old bytes there, and ntfsfix and Windows'
+# chkdsk find the volume damaged. It is a copy of the boot sector, which the image
+# holds: readers of partclone images add it to what is restored.
+
+NTFS_OEM_ID = b"NTFS    "
+
+
+def ntfs_backup_chunk(
+    chunks: tuple[Chunk, ...], stop: int, sector_size: int
+) -> tuple[tuple[Chunk, ...], int | None]:
+    """``chunks`` plus the partition's last sector (ending at disk byte ``stop``), and that
+    sector's offset; the offset is None when the image already stores it."""
+    last = stop - sector_size
+    if chunks and chunks[-1].stop > last:
+        return chunks, None
+    return (*chunks, Chunk(offset=last, length=sector_size, kind="data")), last
+
+
+def _not_ntfs(number: int | None, base: int) -> CorruptData:
+    return CorruptData(
+        f"partition {number}'s image does not start with an NTFS boot sector, so its "
+        "backup boot sector cannot be rebuilt; the image is damaged or not NTFS",
+        partition=number,
+        offset=base,
+    )
+
+
+def ntfs_boot_sector(reader: PartcloneReader, base: int, sector_size: int) -> bytes:
+    """The NTFS boot sector, read (checked) from the image's first block; closes ``reader``."""
+    pieces = image_pieces(reader, base, 0)
+    try:
+        first = next(pieces, None)
+    finally:
+        pieces.close()  # closes the image file; only the first block is needed
+    if first is None or first.offset != base or first.data is None:
+        raise _not_ntfs(reader.partition, base)
+    boot = first.data[:sector_size]
+    if boot[3:11] != NTFS_OEM_ID:
+        raise _not_ntfs(reader.partition, base)
+    return boot
+
+
+def append_ntfs_backup(
+    pieces: Iterator[Piece],
+    *,
+    number: int,
+    base: int,
+    backup_offset: int,
+    start: int,
+    sector_size: int,
+    boot_sector: Callable[[], bytes],
+) -> Generator[Piece, None, None]:
+    """``pieces`` of an NTFS partition, then its backup boot sector: a copy of the boot
+    sector seen on the way, or ``boot_sector()`` when resumed past it."""
+    boot: bytes | None = None
+    try:
+        for piece in pieces:
+            if boot is None and piece.offset == base and piece.data is not None:
+                boot = piece.data[:sector_size]
+            yield piece
+    finally:
+        close = getattr(pieces, "close", None)
+        if close is not None:
+            close()
+    if backup_offset + sector_size <= start:
+        return
+    if boot is None:
+        boot = boot_sector()
+    elif boot[3:11] != NTFS_OEM_ID:
+        raise _not_ntfs(number, base)
+    yield Piece(backup_offset, sector_size, boot)
+
+
 # A lone partclone image has no disk around it: present it as a disk holding one
 # partition at the usual 1 MiB, so planning a one-partition restore works as for
 # any archive.
@@ -697,6 +772,11 @@ class PartcloneImageArchive(Archive):
                 partitions=(partition,),
             )
             role, evidence = infer_role(partition, table)
+            chunks = image_chunks(reader, SINGLE_START_LBA * SECTOR)
+            self.ntfs_backup: int | None = None
+            if fs == "ntfs":
+                stop = (SINGLE_START_LBA + length_lba) * SECTOR
+                chunks, self.ntfs_backup = ntfs_backup_chunk(chunks, stop, SECTOR)
             image = PartitionImage(
                 number=1,
                 role=role,
@@ -707,7 +787,7 @@ class PartcloneImageArchive(Archive):
                     f"partclone {h.partclone_version} image of a {h.filesystem} filesystem, "
                     f"checksums: {h.checksum_name}"
                 ),
-                chunks=image_chunks(reader, SINGLE_START_LBA * SECTOR),
+                chunks=chunks,
             )
         finally:
             reader.stream.close()
@@ -731,8 +811,23 @@ class PartcloneImageArchive(Archive):
             return iter(())
         if area != 1:
             raise KeyError(f"partition {area} is not in this backup (a partclone image holds one)")
-        reader = open_reader(self.path, partition=1, base_offset=SINGLE_START_LBA * SECTOR)
-        return image_pieces(reader, SINGLE_START_LBA * SECTOR, start)
+        base = SINGLE_START_LBA * SECTOR
+        pieces = image_pieces(open_reader(self.path, partition=1, base_offset=base), base, start)
+        if self.ntfs_backup is None:
+            return pieces
+        return append_ntfs_backup(
+            pieces,
+            number=1,
+            base=base,
+            backup_offset=self.ntfs_backup,
+            start=start,
+            sector_size=SECTOR,
+            boot_sector=self._ntfs_boot_sector,
+        )
+
+    def _ntfs_boot_sector(self) -> bytes:
+        base = SINGLE_START_LBA * SECTOR
+        return ntfs_boot_sector(open_reader(self.path, partition=1, base_offset=base), base, SECTOR)
 
     def verify(self, progress: ProgressCallback | None = None) -> VerifyReport:
         report = VerifyReport()
@@ -744,9 +839,20 @@ class PartcloneImageArchive(Archive):
             report.damage.append(Damage(None, 0, str(exc)))
             return report
         try:
-            report.damage.extend(verify_reader(reader, report, progress, total))
+            damage = verify_reader(reader, report, progress, total)
+            report.damage.extend(damage)
         finally:
             reader.stream.close()
+        if self.ntfs_backup is not None and not damage:
+            # The rebuilt backup boot sector: a copy of the (now verified) boot sector.
+            try:
+                self._ntfs_boot_sector()
+                report.checked_bytes += SECTOR
+                report.checked_chunks += 1
+            except ArchiveError as exc:
+                report.damage.append(Damage(1, self.ntfs_backup, str(exc)))
+            if progress is not None:
+                progress(report.checked_bytes, total)
         return report
 
 

@@ -33,6 +33,7 @@ TOOLS = (
     "bzip2",
     "split",
     "mcopy",
+    "ntfscp",
 )
 MISSING_TOOLS = [t for t in TOOLS if shutil.which(t) is None]
 
@@ -78,6 +79,8 @@ def make_fs(path: Path, spec: FsSpec, rng: random.Random) -> None:
             run("mcopy", "-i", path, content / name, f"::{name}")
     elif spec.fs == "ntfs":
         run("mkntfs", "-q", "-F", "-f", "-L", spec.label, path)
+        for name in ("big.bin", "note.txt"):
+            run("ntfscp", "-q", path, content / name, name)
     elif spec.fs == "raw":
         with path.open("r+b") as f:
             f.write(rng.randbytes(size // 2))

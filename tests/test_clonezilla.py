@@ -404,21 +404,25 @@ ocs-sr -b -q2 -j2 -z9p -i 1 -sfsck -scs -senc -noabo -nogui -p true -or {repo} s
 """
 
 
-@pytest.mark.slow
-@pytest.mark.root
-@pytest.mark.skipif(OCS_SR is None, reason="Debian's clonezilla package (ocs-sr) is not installed")
-def test_image_made_by_the_real_ocs_sr(loop_device, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    """An image made by Clonezilla's own ocs-sr (5.3.x), on a loop device, in a private /dev.
+def ocs_savedisk(loop_device, tmp_path: Path) -> tuple[Path, Path]:  # type: ignore[no-untyped-def]
+    """A disk (System Reserved NTFS + ext4, a few files) saved by the real ocs-sr.
 
     ocs-sr probes every disk it can see, so it runs in a mount namespace whose
-    /dev holds only this test's loop device and its partitions.
+    /dev holds only this test's loop device and its partitions. Returns the disk
+    image and the image folder.
     """
     disk = tmp_path / "disk.img"
     disk.write_bytes(bytes(48 * 1024 * 1024))
     run("sfdisk", "-q", disk, stdin=b"label: dos\n2048,16384,7,*\n18432,,83\n")
     device = loop_device(disk)
+    content = tmp_path / "content"
+    content.mkdir()
+    (content / "bootmgr").write_bytes(bytes(range(256)) * 300)
+    (content / "hello.txt").write_text("saved by ocs-sr\n")
     run("mkntfs", "-q", "-F", "-f", "-L", "System Reserved", f"{device}p1")
-    run("mkfs.ext4", "-q", "-F", "-L", "win", f"{device}p2")
+    run("ntfscp", "-q", f"{device}p1", content / "bootmgr", "bootmgr")
+    run("mkfs.ext4", "-q", "-F", "-L", "win", "-d", content, f"{device}p2")
+    run("sync")
     nodes = []
     for node in (device, f"{device}p1", f"{device}p2"):
         major, minor = run("stat", "-c", "%Hr %Lr", node).decode().split()
@@ -433,7 +437,16 @@ def test_image_made_by_the_real_ocs_sr(loop_device, tmp_path: Path) -> None:  # 
         timeout=300,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    archive = open_clonezilla(repo / "real")
+    return disk, repo / "real"
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.skipif(OCS_SR is None, reason="Debian's clonezilla package (ocs-sr) is not installed")
+def test_image_made_by_the_real_ocs_sr(loop_device, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """An image made by Clonezilla's own ocs-sr (5.3.x), on a loop device, in a private /dev."""
+    disk, folder = ocs_savedisk(loop_device, tmp_path)
+    archive = open_clonezilla(folder)
     m = archive.manifest
     assert m.creator.startswith("Clonezilla 5.")
     assert m.table.partition(1).label == "System Reserved"

@@ -425,7 +425,12 @@ def test_real_images_match_partclone_restore(tmp_path: Path, fs: str, mib: int) 
     for piece in archive.pieces(1):
         assert piece.data is not None
         ours[piece.offset - base : piece.stop - base] = piece.data
-    assert bytes(ours) == theirs.read_bytes()[: len(ours)]
+    expected = bytearray(theirs.read_bytes()[: len(ours)])
+    if fs == "ntfs":
+        # partclone.restore leaves the backup boot sector (the last sector) as it was;
+        # we write it as a copy of the boot sector, as the filesystem needs it.
+        expected[-512:] = expected[:512]
+    assert bytes(ours) == bytes(expected)
     # Every stored byte is the source's.
     src = source.read_bytes()
     for chunk in archive.manifest.partitions[0].chunks:
