@@ -257,6 +257,32 @@ def stage_of(record: Checkpoint, number: int) -> str:
     return next(s.name for s in record.plan.stages if any(a.area == number for a in s.actions))
 
 
+def kill_mid_partition(command: list[str], journal: Path, number: int, rng: random.Random) -> None:
+    """Run ``restore-tui COMMAND`` in lockstep (it waits after each checkpoint until told
+    to go on); once it is past the first MiB of partition ``number``, let it run a
+    moment longer and kill -9 it mid-write."""
+    proc = spawn(command)
+    killed = False
+    try:
+        while next_checkpoint(proc, 60):
+            record = journal_position(journal)
+            let_go(proc)
+            if (
+                record
+                and record.current_stage == stage_of(record, number)
+                and record.done_in_action > MIB
+            ):
+                time.sleep(rng.uniform(0.0, 0.002))
+                proc.send_signal(signal.SIGKILL)
+                killed = True
+                break
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    assert killed, f"the restore never got past the first MiB of partition {number}"
+
+
 def test_kill_mid_partition_then_resume_matches_an_uninterrupted_restore(
     mbr: tuple[Path, Path], tmp_path: Path, loop_device: Loop
 ) -> None:
@@ -272,32 +298,18 @@ def test_kill_mid_partition_then_resume_matches_an_uninterrupted_restore(
     folder = copy_folder(original, run_dir)
     device = old_disk(run_dir / "target.img", size, loop_device)
     journal = beside_path(folder)
-    # In lockstep: the restore waits after each checkpoint until told to go on. Go on
-    # until it is a few slices into the split, gzip-compressed ext4 partition, then
-    # let it run a moment and kill it mid-write.
-    proc = spawn(["restore", str(folder), "--target", device])
-    killed_in: Checkpoint | None = None
-    try:
-        while next_checkpoint(proc, 60):
-            record = journal_position(journal)
-            let_go(proc)
-            if (
-                record
-                and record.current_stage == stage_of(record, 5)
-                and record.done_in_action > MIB
-            ):
-                time.sleep(random.Random(44).uniform(0.0, 0.002))
-                proc.send_signal(signal.SIGKILL)
-                killed_in = record
-                break
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-    assert killed_in is not None, "the restore never reached partition 5"
-    after = journal_position(journal)
-    assert after is not None and not after.finished
-    assert after.current_stage == stage_of(after, 5)
+    rng = random.Random(44)
+    # Killed twice: inside the NTFS partition past its boot sector (so the resumed run
+    # must read the boot sector again for the backup boot sector), then inside the
+    # split, gzip-compressed ext4 partition.
+    for number, command in (
+        (1, ["restore", str(folder), "--target", device]),
+        (5, ["resume", str(folder)]),
+    ):
+        kill_mid_partition(command, journal, number, rng)
+        after = journal_position(journal)
+        assert after is not None and not after.finished
+        assert after.current_stage == stage_of(after, number) and after.done_in_action > MIB
 
     assert main(["resume", str(folder), "--yes"]) == 0
     record = journal_position(journal)
