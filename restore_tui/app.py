@@ -22,6 +22,7 @@ from textual.widgets import Footer, Static
 from archive import open_archive
 from archive.base import Archive
 from archive.errors import ArchiveError
+from archive.manifest import ArchiveManifest
 from layout.matching import Match, match_disks
 from layout.plan import Plan
 from layout.planner import PlanError, plan_full_disk, plan_one_partition
@@ -36,16 +37,17 @@ from restore_tui.screens.choose import (
     ResumeOffer,
     media_roots,
 )
-from restore_tui.screens.common import Step
+from restore_tui.screens.common import Step, human_size
 from restore_tui.screens.confirm import ConfirmScreen
 from restore_tui.screens.end import DoneScreen, FailureScreen
 from restore_tui.screens.job import JobChoice, JobScreen
-from restore_tui.screens.partition import PartitionChoice, PartitionScreen
+from restore_tui.screens.partition import PartitionChoice, PartitionScreen, room_in
 from restore_tui.screens.preview import PreviewScreen
 from restore_tui.screens.progress import Outcome, ProgressScreen, RestoreJob
 from restore_tui.screens.target import TargetCandidate, TargetScreen
 
-# The steps of each job, so the header can say "Step 4 of 8" truthfully.
+# The steps of each job, so the header can say "Step 4 of 8" truthfully. The first
+# three steps come before the job is chosen, so they are numbered without a total.
 FULL_STEPS = (
     "Choose the backup",
     "The backup",
@@ -74,10 +76,25 @@ PREVIEW_STEPS = (
     "The target disk",
     "What would change",
 )
+ONE_PREVIEW_STEPS = (*ONE_STEPS[:5], "What would change")
+# Resuming skips from choosing straight to restoring.
+RESUME_STEPS = ("Choose the backup", "Restoring", "Done")
+
+
+def steps_for(kind: str, dry_run: bool) -> tuple[str, ...]:
+    """The steps of one job, in order: what the header counts."""
+    if dry_run:
+        return ONE_PREVIEW_STEPS if kind == "one-partition" else PREVIEW_STEPS
+    return ONE_STEPS if kind == "one-partition" else FULL_STEPS
 
 
 def step_of(steps: Sequence[str], title: str) -> Step:
     return Step(steps.index(title) + 1, len(steps), title)
+
+
+def early_step(title: str) -> Step:
+    """A step before the job is chosen: its number is the same for every job, the total not."""
+    return Step(FULL_STEPS.index(title) + 1, None, title)
 
 
 @dataclass
@@ -160,7 +177,7 @@ class RestoreWizard(App[int]):
             if archive is None:
                 choice = await self.push_screen_wait(
                     ChooseBackupScreen(
-                        Step(1, len(FULL_STEPS), "Choose the backup"),
+                        early_step("Choose the backup"),
                         roots=opts.backup_roots,
                         resume_offers=offers,
                         initial_path=initial,
@@ -200,15 +217,14 @@ class RestoreWizard(App[int]):
         """Steps 2 onwards; None means "back to choosing the backup"."""
         opts = self.options
         while True:
-            steps = PREVIEW_STEPS if opts.dry_run else FULL_STEPS
             seen = await self.push_screen_wait(
-                BackupScreen(step_of(steps, "The backup"), archive, dry_run=opts.dry_run)
+                BackupScreen(early_step("The backup"), archive, dry_run=opts.dry_run)
             )
             if seen == "back":
                 return None
             while True:
                 job = await self.push_screen_wait(
-                    JobScreen(step_of(steps, "What to do"), dry_run=opts.dry_run)
+                    JobScreen(early_step("What to do"), dry_run=opts.dry_run)
                 )
                 if job == "back":
                     break
@@ -217,19 +233,13 @@ class RestoreWizard(App[int]):
                 if code is not None:
                     return code
 
-    def _steps_for(self, job: JobChoice) -> tuple[str, ...]:
-        if job.dry_run:
-            if job.kind == "one-partition":
-                return (*ONE_STEPS[:5], "What would change")
-            return PREVIEW_STEPS
-        return ONE_STEPS if job.kind == "one-partition" else FULL_STEPS
-
     async def _job(self, archive: Archive, job: JobChoice) -> int | None:
         """Target, plan, preview and (unless previewing) restore. None: back to the job."""
-        steps = self._steps_for(job)
+        steps = steps_for(job.kind, job.dry_run)
         job_words = {
-            "full-disk": "everything on it will be replaced",
-            "one-partition": "one partition goes into its free space; nothing else changes",
+            "full-disk": "Which disk should the backup go onto? Everything on it will be replaced.",
+            "one-partition": "Which disk should the partition go onto? Only its free space is "
+            "used; nothing else on it changes.",
         }[job.kind]
         while True:
             self.busy("Looking at the disks…")
@@ -260,7 +270,7 @@ class RestoreWizard(App[int]):
         disks = probe.disks()
         holding = _disks_holding(probe, str(archive.path))
         matches = match_disks(archive.manifest, disks, holding, job.kind)
-        return [candidate_for(m, job) for m in matches], disks
+        return [candidate_for(m, job, archive.manifest) for m in matches], disks
 
     def _probe(self) -> Probe:
         if self.options.probe is None:
@@ -293,20 +303,36 @@ class RestoreWizard(App[int]):
                     return None
                 assert isinstance(picked, PartitionChoice)
                 part = picked
-            self.busy("Working out the plan…")
-            try:
-                plan = await asyncio.to_thread(self._make_plan, archive, job, target, part, disks)
-            except PlanError as exc:
-                self.notify(f"This cannot be done: {exc}", severity="error", timeout=15)
-                if part is not None:
-                    continue
-                return None
-            self.plan = plan
-            preview_title = "What would change" if job.dry_run else "What will change"
+            new_ids = replanned = False
+            plan: Plan | None = None
             while True:
+                if plan is None:
+                    self.busy("Working out the plan…")
+                    try:
+                        plan = await asyncio.to_thread(
+                            self._make_plan, archive, job, target, part, disks, new_ids
+                        )
+                    except PlanError as exc:
+                        self.notify(f"This cannot be done: {exc}", severity="error", timeout=15)
+                        break
+                self.plan = plan
+                preview_title = "What would change" if job.dry_run else "What will change"
                 go = await self.push_screen_wait(
-                    PreviewScreen(step_of(steps, preview_title), plan, dry_run=job.dry_run)
+                    PreviewScreen(
+                        step_of(steps, preview_title),
+                        plan,
+                        dry_run=job.dry_run,
+                        source_table=archive.manifest.table,
+                        show_ids=replanned,
+                    )
                 )
+                replanned = False
+                if go in ("new-ids", "same-ids"):
+                    # Plan again and show the new plan: what the choice changes is on it.
+                    new_ids = go == "new-ids"
+                    plan = None
+                    replanned = True
+                    continue
                 if go == "back":
                     break
                 if go == "done" or job.dry_run:
@@ -334,6 +360,7 @@ class RestoreWizard(App[int]):
         target: TargetCandidate,
         part: PartitionChoice | None,
         disks: list[ProbedDisk],
+        new_ids: bool = False,
     ) -> Plan:
         digest = manifest_digest(archive.manifest)
         others = [d for d in disks if d.device != target.device]
@@ -346,10 +373,16 @@ class RestoreWizard(App[int]):
                 target.disk,
                 part.number,
                 part.region,
+                new_ids=new_ids,
                 other_disks=others,
             )
         return plan_full_disk(
-            archive.manifest, digest, str(archive.path), target.disk, other_disks=others
+            archive.manifest,
+            digest,
+            str(archive.path),
+            target.disk,
+            new_ids=new_ids,
+            other_disks=others,
         )
 
     async def _run_restore(self, job: RestoreJob, steps: Sequence[str]) -> int:
@@ -380,7 +413,6 @@ class RestoreWizard(App[int]):
             return None
         self.archive = archive
         record = journal.record
-        steps = ONE_STEPS if record.plan.job == "one-partition" else FULL_STEPS
         return await self._run_restore(
             RestoreJob(
                 plan=record.plan,
@@ -389,7 +421,7 @@ class RestoreWizard(App[int]):
                 verify=self.options.verify_after_write,
                 journal=journal,
             ),
-            steps,
+            RESUME_STEPS,
         )
 
 
@@ -403,10 +435,13 @@ def _disks_holding(probe: Probe, archive_path: str) -> list[str]:
     return [one] if one else []
 
 
-def candidate_for(match: Match, job: JobChoice) -> TargetCandidate:
+def candidate_for(
+    match: Match, job: JobChoice, manifest: ArchiveManifest | None = None
+) -> TargetCandidate:
     """A match judged for this job: for one partition only free space matters, not size."""
     blockers = tuple(match.blockers)
     notes: list[str] = []
+    recommended = match.strong and not blockers
     if job.kind == "one-partition":
         disk = match.disk
         if disk.table is None:
@@ -416,17 +451,28 @@ def candidate_for(match: Match, job: JobChoice) -> TargetCandidate:
         elif not disk.free:
             blockers += ("has no free space (every part of it belongs to a partition)",)
         else:
-            largest = max(r.size_bytes for r in disk.free)
-            from restore_tui.screens.common import human_size
-
+            # What a new partition can really use: its start moves to the next MiB.
+            largest = max(room_in(r) * r.sector_size for r in disk.free)
             notes.append(f"largest free space: {human_size(largest)}")
-    recommended = match.strong and not blockers
+            sizes = (
+                [p.length_lba * manifest.table.sector_size for p in manifest.table.data_partitions]
+                if manifest is not None
+                else []
+            )
+            if sizes and min(sizes) > largest:
+                blockers += (
+                    f"its largest free space ({human_size(largest)}) is too small for any "
+                    f"partition in this backup (the smallest needs {human_size(min(sizes))})",
+                )
+        # For one partition the best disk is one with room, not the backed-up disk itself.
+        recommended = not blockers and bool(disk.free)
     return TargetCandidate(
         disk=match.disk,
         reasons=tuple(match.reasons),
         blockers=blockers,
-        recommended=recommended,
+        recommended=recommended and not blockers,
         notes=tuple(notes),
+        good_words="✓ has room" if job.kind == "one-partition" else "✓ best match",
     )
 
 

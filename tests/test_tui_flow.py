@@ -11,13 +11,16 @@ import threading
 from pathlib import Path
 
 import pytest
+from textual.widgets import DataTable, Static
 from tui_support import (
     assert_full_restore,
     clone_demo,
     expected_partition_bytes,
+    header,
     make_demo,
     on_screen,
     read,
+    screen_text,
     sha256_of,
     until,
     wizard,
@@ -27,22 +30,25 @@ from archive import open_archive
 from layout.blockio import DiskReader
 from layout.matching import match_disks
 from layout.planner import plan_full_disk
-from layout.probe import ImageProbe
+from layout.probe import ImageProbe, RecordedProbe
 from layout.table_io import read_table
 from restore_tui.demo import DemoSetup
 from restore_tui.engine import ProgressEvent, RestoreCancelled, RestoreEngine, manifest_digest
-from restore_tui.journal import find_unfinished
+from restore_tui.journal import Journal, find_unfinished
 from restore_tui.screens.backup import BackupScreen
 from restore_tui.screens.choose import ChooseBackupScreen
 from restore_tui.screens.confirm import ConfirmScreen
-from restore_tui.screens.end import DoneScreen
+from restore_tui.screens.end import DoneScreen, FailureScreen
 from restore_tui.screens.job import JobScreen
 from restore_tui.screens.partition import PartitionScreen
 from restore_tui.screens.preview import PreviewScreen
+from restore_tui.screens.progress import ProgressScreen
 from restore_tui.screens.target import TargetScreen
 
 pytestmark = pytest.mark.asyncio
 SIZE = (80, 24)
+WAIT = 30.0  # the most a held engine waits for the test to press the stop key
+MACHINES = Path(__file__).parent / "data" / "machines"
 
 
 @pytest.fixture(scope="module")
@@ -80,23 +86,27 @@ async def test_full_disk_restore_puts_the_backup_on_the_target(demo: DemoSetup) 
         await choose_backup(pilot, demo.windows_archive)
         backup = await on_screen(pilot, BackupScreen)
         assert isinstance(backup, BackupScreen)
+        # Before the job is chosen no total is true: one partition has a step more.
+        assert header(backup) == "Step 2 · The backup"
         await pilot.press("enter")  # "Check the backup first" has the focus
         await until(pilot, lambda: backup.report is not None, "the backup check")
         assert backup.report is not None and backup.report.ok
         await pilot.press("enter")  # "Continue" has the focus once the check passed
-        await on_screen(pilot, JobScreen)
+        assert header(await on_screen(pilot, JobScreen)) == "Step 3 · What to do"
         await pilot.press("enter")  # restore the whole disk
-        await pick_target(pilot, demo.new_disk)
+        assert header(await pick_target(pilot, demo.new_disk)) == "Step 4 of 8 · The target disk"
         preview = await on_screen(pilot, PreviewScreen)
         assert isinstance(preview, PreviewScreen)
+        assert header(preview) == "Step 5 of 8 · What will change"
         assert preview.plan.target.device == str(demo.new_disk)
         await pilot.press("enter")  # Continue
         confirm = await on_screen(pilot, ConfirmScreen)
         assert isinstance(confirm, ConfirmScreen)
+        assert header(confirm) == "Step 6 of 8 · Confirm"
         await pilot.press("enter")  # nothing typed: Enter must not start anything
         assert app.screen is confirm
         await pilot.press(*confirm.word, "enter")
-        await on_screen(pilot, DoneScreen)
+        assert header(await on_screen(pilot, DoneScreen)) == "Step 8 of 8 · Done"
         await pilot.press("enter")
     assert app.return_value == 0
     assert_full_restore(demo.new_disk, demo.windows_archive)
@@ -117,20 +127,27 @@ async def test_one_partition_restore_leaves_the_other_partition_alone(demo: Demo
         app.screen.query_one("#next").press()  # type: ignore[attr-defined]
         await on_screen(pilot, JobScreen)
         await pilot.press("down", "enter")  # restore one partition
-        await pick_target(pilot, spare)
+        target = await pick_target(pilot, spare)
+        assert header(target) == "Step 4 of 9 · The target disk"
+        # Only the spare disk has room for a partition of this backup; it is the one offered.
+        assert [c.device for c in target.candidates if c.recommended] == [str(spare)]
         part = await on_screen(pilot, PartitionScreen)
         assert isinstance(part, PartitionScreen)
+        assert header(part) == "Step 5 of 9 · Which partition, and where"
         await pilot.press("enter")  # partition 1, System Reserved; focus moves to the regions
         await pilot.press("enter")  # the first free region
         preview = await on_screen(pilot, PreviewScreen)
         assert isinstance(preview, PreviewScreen)
+        assert header(preview) == "Step 6 of 9 · What will change"
+        assert "Nothing is erased" in screen_text(preview)
         plan = preview.plan
         assert plan.job == "one-partition"
         await pilot.press("enter")
         confirm = await on_screen(pilot, ConfirmScreen)
         assert isinstance(confirm, ConfirmScreen)
+        assert header(confirm) == "Step 7 of 9 · Confirm"
         await pilot.press(*confirm.word, "enter")
-        await on_screen(pilot, DoneScreen)
+        assert header(await on_screen(pilot, DoneScreen)) == "Step 9 of 9 · Done"
         await pilot.press("enter")
     assert app.return_value == 0
     assert sha256_of_range(spare, photos.start_lba * 512, photos.length_lba * 512) == photos_hash
@@ -165,6 +182,8 @@ async def test_preview_writes_nothing(demo: DemoSetup, how: str) -> None:
         preview = await on_screen(pilot, PreviewScreen)
         assert isinstance(preview, PreviewScreen)
         assert preview.dry_run
+        # The preview is the last step of this job.
+        assert header(preview) == "Step 5 of 5 · What would change"
         assert not preview.query("#go")  # there is no way on to writing from here
         await pilot.press("x")  # exact sectors on request
         assert preview.query_one("#exact").display
@@ -245,3 +264,148 @@ async def test_an_unfinished_restore_is_offered_first_and_finishes(demo: DemoSet
     assert app.return_value == 0
     assert_full_restore(demo.new_disk, demo.windows_archive)
     assert find_unfinished([], [demo.folder]) == []
+
+
+async def test_new_identifiers_are_a_choice_on_the_preview_and_reach_the_disk(
+    demo: DemoSetup,
+) -> None:
+    """The backed-up disk is still attached, so a copy would share its disk signature: the
+    preview offers new identifiers (in its own words, not the command line's --new-ids),
+    plans again, and the restore writes the new signature."""
+    app = wizard(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await choose_backup(pilot, demo.windows_archive)
+        await on_screen(pilot, BackupScreen)
+        app.screen.query_one("#next").press()  # type: ignore[attr-defined]
+        await on_screen(pilot, JobScreen)
+        await pilot.press("enter")
+        await pick_target(pilot, demo.new_disk)
+        first = await on_screen(pilot, PreviewScreen)
+        assert isinstance(first, PreviewScreen)
+        assert not first.plan.new_ids
+        assert any("share an identity" in w for w in first.plan.warnings)
+        shown = screen_text(first)
+        assert "Give the restored disk new identifiers" in shown
+        assert "--new-ids" not in shown
+        await pilot.press("n")
+        await until(
+            pilot,
+            lambda: isinstance(app.screen, PreviewScreen) and app.screen is not first,
+            "the preview planned again",
+        )
+        again = app.screen
+        assert isinstance(again, PreviewScreen)
+        plan = again.plan
+        assert plan.new_ids
+        signature = plan.after.mbr_signature
+        assert signature and signature != "7490A9A7"
+        shown = screen_text(again)
+        assert "--new-ids" not in shown
+        assert f"new disk signature {signature}" in shown
+        assert "drive letters" in shown  # what new identifiers affect, from the planner
+        assert "Keep the backed-up identifiers" in shown
+        await pilot.press("enter")
+        confirm = await on_screen(pilot, ConfirmScreen)
+        assert isinstance(confirm, ConfirmScreen)
+        await pilot.press(*confirm.word, "enter")
+        await on_screen(pilot, DoneScreen)
+        await pilot.press("enter")
+    assert app.return_value == 0
+    # MBR disk signature: 4 bytes at 440, little-endian.
+    assert read(demo.new_disk, 440, 4) == bytes.fromhex(signature)[::-1]
+    with DiskReader(str(demo.new_disk)) as reader:
+        parsed = read_table(reader.read, reader.size, 512)
+    assert parsed is not None and parsed.table.mbr_signature == signature
+
+
+@pytest.mark.parametrize("key", ["escape", "ctrl+q"])
+async def test_stop_safely_leaves_a_checkpoint_that_the_next_start_resumes(
+    demo: DemoSetup, monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    """The engine is held inside the system partition's stage (through its progress
+    callback) until the stop key has been pressed, so the stop lands mid-stage every time."""
+    import restore_tui.screens.progress as progress_module
+
+    reached, release = threading.Event(), threading.Event()
+    real_engine = progress_module.RestoreEngine
+
+    def held_engine(*args, progress, **kwargs):  # type: ignore[no-untyped-def]
+        def hold(event: ProgressEvent) -> None:
+            progress(event)
+            if event.kind == "write" and event.stage_index == 2 and not reached.is_set():
+                reached.set()
+                release.wait(WAIT)
+
+        return real_engine(*args, progress=hold, **kwargs)
+
+    monkeypatch.setattr(progress_module, "RestoreEngine", held_engine)
+    app = wizard(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await choose_backup(pilot, demo.windows_archive)
+        await on_screen(pilot, BackupScreen)
+        app.screen.query_one("#next").press()  # type: ignore[attr-defined]
+        await on_screen(pilot, JobScreen)
+        await pilot.press("enter")
+        await pick_target(pilot, demo.new_disk)
+        await on_screen(pilot, PreviewScreen)
+        await pilot.press("enter")
+        confirm = await on_screen(pilot, ConfirmScreen)
+        assert isinstance(confirm, ConfirmScreen)
+        await pilot.press(*confirm.word, "enter")
+        progress_screen = await on_screen(pilot, ProgressScreen)
+        assert header(progress_screen) == "Step 7 of 8 · Restoring"
+        await until(pilot, reached.is_set, "the restore to reach the system partition")
+        await pilot.press(key)
+        assert progress_screen.cancel.is_set()
+        release.set()
+        failure = await on_screen(pilot, FailureScreen)
+        shown = screen_text(failure)
+        assert "stopped, safely" in shown and "Resume restoring" in shown
+        await pilot.press("enter")
+    assert app.return_value == 1
+    unfinished = find_unfinished([], [demo.folder])
+    assert len(unfinished) == 1
+    journal = Journal.load(unfinished[0].path)
+    # Stopped inside stage 3 with a checkpoint part-way through it, not at its start.
+    assert journal.record.completed_stages == ("table", "reserved")
+    assert journal.record.current_stage == "system"
+    assert journal.record.done_in_action > 0
+
+    monkeypatch.setattr(progress_module, "RestoreEngine", real_engine)
+    again = wizard(demo)
+    async with again.run_test(size=SIZE) as pilot:
+        screen = await on_screen(pilot, ChooseBackupScreen)
+        label = str(screen.query_one("#resume-0").label)  # type: ignore[attr-defined]
+        assert label.startswith("Resume restoring windows-pc.rtui onto")
+        assert "stage 3 of 3" in label
+        await pilot.press("enter")
+        done = await on_screen(pilot, DoneScreen)
+        assert header(done) == "Step 3 of 3 · Done"
+        await pilot.press("enter")
+    assert again.return_value == 0
+    assert_full_restore(demo.new_disk, demo.windows_archive)
+    assert find_unfinished([], [demo.folder]) == []
+
+
+@pytest.mark.parametrize("machine", ["forum-laptop.json", "gpt-nvme.json", "cloned-disks.json"])
+async def test_the_disk_table_fits_80_columns(demo: DemoSetup, machine: str) -> None:
+    """Real disks' long model names and serials stay inside 80 columns; the /dev name and
+    the reasons are under the table, for the highlighted disk."""
+    probe = RecordedProbe(MACHINES / machine)
+    app = wizard(demo, probe=probe)
+    async with app.run_test(size=SIZE) as pilot:
+        await choose_backup(pilot, demo.windows_archive)
+        await on_screen(pilot, BackupScreen)
+        app.screen.query_one("#next").press()  # type: ignore[attr-defined]
+        await on_screen(pilot, JobScreen)
+        await pilot.press("enter")
+        screen = await on_screen(pilot, TargetScreen)
+        assert isinstance(screen, TargetScreen)
+        table = screen.query_one("#disks", DataTable)
+        assert table.virtual_size.width <= table.size.width, "the table scrolls sideways"
+        for row in range(len(screen.candidates)):
+            await pilot.press("home", *["down"] * row)
+            c = screen.candidates[row]
+            detail = str(screen.query_one("#disk-detail", Static).render())
+            assert f"Now called {c.device} (this name can change between boots)" in detail
+            assert all(r in detail for r in c.reasons)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from textual.pilot import Pilot
 from textual.screen import Screen
+from textual.widgets import Button, Static
 
 import archive.backup as backup_module
 from archive import open_archive
@@ -28,6 +29,7 @@ from layout.probe import ImageProbe
 from layout.table_io import read_table
 from restore_tui.app import RestoreWizard, WizardOptions
 from restore_tui.demo import DemoSetup, build_demo
+from restore_tui.screens.common import StepHeader
 
 FIXED_DATE = datetime(2024, 3, 9, 14, 30, tzinfo=UTC)
 WAIT_SECONDS = 60.0
@@ -107,6 +109,21 @@ async def on_screen(pilot: Pilot[object], kind: type[Screen[object]]) -> Screen[
     await until(pilot, lambda: isinstance(pilot.app.screen, kind), kind.__name__)
     await pilot.pause()
     return pilot.app.screen
+
+
+def header(screen: Screen[object]) -> str:
+    """ "Step 4 of 9 · The target disk": the step line of a wizard screen (as drawn while
+    it is shown; from its step afterwards)."""
+    drawn = screen.query(StepHeader)
+    step = drawn.first().step if drawn else screen.step  # type: ignore[attr-defined]
+    return str(step.words)
+
+
+def screen_text(screen: Screen[object]) -> str:
+    """Every word a screen shows in its texts and buttons, hidden parts included."""
+    texts = [str(w.render()) for w in screen.query(Static) if not isinstance(w, Button)]
+    texts += [str(b.label) for b in screen.query(Button)]
+    return "\n".join(texts)
 
 
 def sha256_of(path: Path) -> str:

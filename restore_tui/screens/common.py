@@ -21,6 +21,12 @@ from layout.units import human_size
 TERMS: dict[str, str] = {
     "mbr": "MBR and track 0: the start of the disk that tells the computer how to boot "
     "and where the partitions are.",
+    "track0": "Track 0: the start of the disk; its boot code and partition table tell the "
+    "computer how to start and where the partitions are.",
+    "table": "Partition table: the list at the start of the disk that says where each "
+    "partition is. MBR is the older kind (most Windows 7 and older PCs), GPT the newer one.",
+    "extended": "Extended partition: on an MBR disk, a container that holds more partitions "
+    "(logical partitions), because MBR has room for only four.",
     "gpt": "GPT: the modern kind of partition table; it keeps a second copy at the end "
     "of the disk.",
     "partition": "Partition: a part of the disk that holds one filesystem, like C: in Windows.",
@@ -29,6 +35,7 @@ TERMS: dict[str, str] = {
     "from there instead of starting over.",
     "verify": "Checking reads the whole backup and makes sure every piece is intact, so a "
     "damaged backup is found before anything is written.",
+    "ids": "Disk signature, GUID, UUID: numbers that name a disk and its partitions.",
     "serial": "Serial number: a number printed on the disk's label; it does not change "
     "when the computer renames its disks.",
 }
@@ -36,11 +43,20 @@ TERMS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Step:
-    """Where a screen sits in the walk-through: "Step 3 of 7"."""
+    """Where a screen sits in the walk-through: "Step 3 of 7".
+
+    ``total`` is None until the job is chosen: a one-partition restore has one step more
+    than a whole-disk one and a preview ends early, so no count would be true before that.
+    """
 
     number: int
-    total: int
+    total: int | None
     title: str
+
+    @property
+    def words(self) -> str:
+        of = f" of {self.total}" if self.total is not None else ""
+        return f"Step {self.number}{of} · {self.title}"
 
 
 def human_rate(bytes_per_second: float | None) -> str:
@@ -114,7 +130,7 @@ class StepHeader(Widget):
     def compose(self) -> ComposeResult:
         mode = "  (preview only — nothing is written)" if self.dry_run else ""
         yield Static(
-            f"[b]Step {self.step.number} of {self.step.total} · {self.step.title}[/b]{mode}",
+            f"[b]{self.step.words}[/b]{mode}",
             classes="step-title",
         )
         if self.subtitle:

@@ -1,11 +1,14 @@
-"""Step "What will change": before and after as proportional bars and tables, the stages in
-order, what will be erased in words, and the exact sectors on request.
+"""Step "What will change": what will be erased and the stages first, then before and after
+as proportional bars and tables, notes, and the exact sectors on request.
 
-Everything shown comes from the plan object the engine will execute — nothing else.
+Everything shown comes from the plan object the engine will execute — nothing else. When
+the planner warns that two disks would share an identity, the screen offers to plan again
+with new identifiers instead of naming the command line's --new-ids.
 """
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Literal
 
 from rich.text import Text
@@ -17,11 +20,15 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Button, DataTable, Footer, Label, Static
 
+from layout.models import PartitionTable
 from layout.plan import Plan
 from layout.preview import LayoutRow, Status, bar_segments, layout_rows, plan_statuses
 from restore_tui.screens.common import TERMS, Step, StepHeader, disk_name, human_size
 
-PreviewResult = Literal["go", "back", "done"]
+PreviewResult = Literal["go", "back", "done", "new-ids", "same-ids"]
+NEW_IDS_FULL = "Give the restored disk new identifiers"
+NEW_IDS_ONE = "Give the new partition a new identifier"
+SAME_IDS = "Keep the backed-up identifiers"
 PALETTE = ("blue", "green", "magenta", "cyan", "dark_orange", "red", "purple", "dark_green")
 STATUS_WORDS: dict[str, str] = {
     "kept": "kept as it is",
@@ -68,7 +75,9 @@ class DiskBar(Widget):
 
 def table_cells(row: LayoutRow) -> tuple[str, str, str, str]:
     number = row.symbol if row.number is not None else "-"
-    name = row.name if not row.label else f"{row.name.split(' — ')[0]} “{row.label}”"
+    short = row.name.split(" — ")[0]
+    # "System Reserved “System Reserved”" says nothing twice: the label only when it adds.
+    name = row.name if not row.label else short if row.label == short else f"{short} “{row.label}”"
     indent = "  " if row.kind == "logical" else ""
     return (number, indent + name, human_size(row.size_bytes), STATUS_WORDS[row.status])
 
@@ -88,50 +97,136 @@ def exact_lines(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def offers_new_ids(plan: Plan) -> bool:
+    """The planner suggests fresh identifiers (two disks or partitions would share one)."""
+    return plan.new_ids or any("--new-ids" in w for w in plan.warnings)
+
+
+def new_ids_label(plan: Plan) -> str:
+    if plan.new_ids:
+        return SAME_IDS
+    return NEW_IDS_FULL if plan.job == "full-disk" else NEW_IDS_ONE
+
+
+def wizard_words(text: str, plan: Plan) -> str:
+    """A planner sentence as the wizard says it: the command line's --new-ids is the
+    choice on this screen here (the planner's words are shared with the command line)."""
+    choice = f"choose “{NEW_IDS_FULL if plan.job == 'full-disk' else NEW_IDS_ONE}” (key n)"
+    text = re.sub(r"plan again with --new-ids\b[^.;]*", choice, text)
+    text = text.replace("Fresh identifiers (--new-ids):", "New identifiers:")
+    text = re.sub(r"\s*\(--new-ids\)", "", text)
+    return text.replace("--new-ids", "new identifiers")
+
+
+def one_partition_words(plan: Plan) -> str:
+    """What a one-partition restore overwrites, without sector numbers."""
+    before = {p.number for p in plan.before.partitions} if plan.before else set()
+    new = [p for p in plan.after.partitions if p.number not in before]
+    ss = plan.after.sector_size
+    size = f" ({human_size(new[0].length_lba * ss)})" if new else ""
+    return (
+        f"[b]Nothing is erased.[/b] The new partition{size} goes into free space on "
+        f"{disk_name(plan.target.identity)}; whatever old data lies in that free space is "
+        "overwritten. Every other partition stays as it is."
+    )
+
+
+def identity_words(plan: Plan, source: PartitionTable | None) -> str:
+    """Which identifiers the restored disk (or partition) carries, old and new."""
+    after = plan.after
+    if plan.job == "one-partition":
+        before = {p.number for p in plan.before.partitions} if plan.before else set()
+        new = [p for p in after.partitions if p.number not in before and p.gpt_guid]
+        if not new:
+            return ""
+        how = "a new" if plan.new_ids else "the backed-up"
+        return f"Identifier: the new partition gets {how} partition GUID {new[0].gpt_guid}."
+    if after.scheme == "gpt":
+        what, now = "GPT disk GUID", after.gpt_disk_guid
+        was = source.gpt_disk_guid if source else None
+    else:
+        what, now = "disk signature", after.mbr_signature
+        was = source.mbr_signature if source else None
+    if plan.new_ids:
+        extra = " and new partition GUIDs" if after.scheme == "gpt" else ""
+        old = f" (the backup's is {was})" if was else ""
+        return f"Identifiers: the restored disk gets a new {what} {now}{old}{extra}."
+    return f"Identifiers: the restored disk keeps the backed-up disk's {what} {now}."
+
+
 class PreviewScreen(Screen[PreviewResult]):
+    """The plan, essentials first; the rest scrolls with the keys shown under it."""
+
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
         Binding("x", "exact", "Exact sectors"),
+        # One key, two meanings: only the one that fits the plan on screen is enabled.
+        Binding("n", "new_ids", "New identifiers"),
+        Binding("n", "same_ids", "Keep identifiers"),
+        Binding("down", "scroll('down')", "Scroll", show=False),
+        Binding("up", "scroll('up')", "Scroll", show=False),
+        Binding("pagedown", "scroll('page_down')", "More", show=False),
+        Binding("pageup", "scroll('page_up')", "Scroll", show=False),
+        Binding("home", "scroll('home')", "Top", show=False),
+        Binding("end", "scroll('end')", "End", show=False),
     ]
 
-    def __init__(self, step: Step, plan: Plan, *, dry_run: bool = False) -> None:
+    def __init__(
+        self,
+        step: Step,
+        plan: Plan,
+        *,
+        dry_run: bool = False,
+        source_table: PartitionTable | None = None,
+        show_ids: bool = False,
+    ) -> None:
         super().__init__()
         self.step = step
         self.plan = plan
         self.dry_run = dry_run
+        self.source_table = source_table
+        #: just planned again with other identifiers: open at what that changed
+        self.show_ids = show_ids
+        self.offer_ids = offers_new_ids(plan)
 
     def compose(self) -> ComposeResult:
         plan = self.plan
-        target = disk_name(plan.target.identity)
         lead = "Nothing has been written." if self.dry_run else "Nothing has been written yet."
-        yield StepHeader(self.step, f"{lead} This is the plan for {target}.", dry_run=self.dry_run)
+        ask = "" if self.dry_run else " Check it, then Continue."
+        yield StepHeader(self.step, f"{lead} This is the plan.{ask}", dry_run=self.dry_run)
         with VerticalScroll(id="body"):
-            if plan.erases:
+            if plan.job == "one-partition":
+                yield Static(one_partition_words(plan), id="erases")
+            elif plan.erases:
                 yield Static(
                     f"[b]Will be erased:[/b] {plan.erases}", classes="warning", id="erases"
                 )
-            elif plan.job == "one-partition":
-                yield Static("Nothing is erased: only free space is used.", id="erases")
+            yield Static(
+                "[b]The restore runs in this order, with a checkpoint after each:[/b]",
+                id="stages-title",
+            )
+            stages = "\n".join(f" {i}. {s.title}" for i, s in enumerate(plan.stages, 1))
+            yield Static(stages, id="stages")
+            if plan.stages and plan.stages[0].name == "table" and plan.job == "full-disk":
+                yield Static(TERMS["track0"], classes="hint")
             yield DiskBar("Before", rows_of(plan, "before"))
             yield DiskBar("After", rows_of(plan, "after"))
             yield Static("[grey50]░ free space (unallocated)[/grey50]", classes="hint")
+            notes = [wizard_words(w, plan) for w in plan.warnings]
+            for note in notes:
+                yield Static(f"[b]Note:[/b] {note}", classes="warning note")
+            ids = identity_words(plan, self.source_table)
+            if self.offer_ids or plan.new_ids:
+                yield Static(ids, id="identity")
+                if any(w in " ".join(notes) for w in ("GUID", "signature")):
+                    yield Static(TERMS["ids"], classes="hint")
+                yield Button(f"{new_ids_label(plan)} (n)", id="new-ids")
             yield Label("Now on the disk:", classes="section")
-            yield DataTable(id="before-table", cursor_type="row")
+            yield DataTable(id="before-table", cursor_type="none")
             yield Label("After the restore:", classes="section")
-            yield DataTable(id="after-table", cursor_type="row")
-            yield Label(
-                "The restore runs in this order, with a checkpoint after each:", classes="section"
-            )
-            stages = "\n".join(
-                f" {i}. {s.title} ({human_size(s.bytes_to_write)})"
-                for i, s in enumerate(plan.stages, 1)
-            )
-            yield Static(stages, id="stages")
-            if plan.job == "full-disk":
-                yield Static(TERMS["mbr"], classes="hint")
-            for w in plan.warnings:
-                yield Static(f"[b]Note:[/b] {w}", classes="warning")
+            yield DataTable(id="after-table", cursor_type="none")
             yield Static(exact_lines(plan), id="exact")
+        yield Static("", id="more", classes="hint")
         with Horizontal(classes="buttons"):
             if self.dry_run:
                 yield Button("Done", id="done", variant="primary")
@@ -144,18 +239,79 @@ class PreviewScreen(Screen[PreviewResult]):
     def on_mount(self) -> None:
         for which in ("before", "after"):
             table = self.query_one(f"#{which}-table", DataTable)
+            # Tables to read, not to pick from: the arrow keys scroll the page instead.
+            table.can_focus = False
             table.add_columns("#", "Partition", "Size", "What happens")
             for row in rows_of(self.plan, which):
                 table.add_row(*table_cells(row), key=f"{row.start_lba}")
         self.query_one("#exact", Static).display = False
         self.query_one("#done" if self.dry_run else "#go", Button).focus()
+        body = self.query_one("#body", VerticalScroll)
+        self.watch(body, "scroll_y", lambda _y: self._more_hint(), init=False)
+        if self.show_ids:
+            self.call_after_refresh(self._scroll_to_ids)
+        self.call_after_refresh(self._more_hint)
+
+    def _scroll_to_ids(self) -> None:
+        notes = list(self.query(".note"))
+        target = notes[-1] if notes else self.query_one("#identity")
+        self.query_one("#body", VerticalScroll).scroll_to_widget(
+            target, animate=False, top=True
+        )
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._more_hint)
+
+    def _more_hint(self) -> None:
+        """Say that the page goes on, and how to see the rest, while it does."""
+        body = self.query_one("#body", VerticalScroll)
+        more = self.query_one("#more", Static)
+        if body.scroll_y < body.max_scroll_y:
+            notes = len(self.plan.warnings)
+            what = "partitions before and after" + (
+                f", {notes} note{'s' if notes != 1 else ''}" if notes else ""
+            )
+            more.update(f"▼ More below: {what}. Press ↓ or PgDn.")
+        elif body.max_scroll_y > 0:
+            more.update("▲ That is all. PgUp goes back to the top.")
+        else:
+            more.update("")
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "new_ids":
+            return self.offer_ids and not self.plan.new_ids
+        if action == "same_ids":
+            return self.plan.new_ids
+        return True
+
+    def action_scroll(self, how: str) -> None:
+        body = self.query_one("#body", VerticalScroll)
+        {
+            "down": body.scroll_down,
+            "up": body.scroll_up,
+            "page_down": body.scroll_page_down,
+            "page_up": body.scroll_page_up,
+            "home": body.scroll_home,
+            "end": body.scroll_end,
+        }[how](animate=False)
 
     @on(Button.Pressed, "#exact-toggle")
     def action_exact(self) -> None:
         exact = self.query_one("#exact", Static)
         exact.display = not exact.display
         if exact.display:
-            self.query_one("#body", VerticalScroll).scroll_to_widget(exact)
+            self.query_one("#body", VerticalScroll).scroll_to_widget(exact, animate=False)
+        self.call_after_refresh(self._more_hint)
+
+    @on(Button.Pressed, "#new-ids")
+    def _ids_pressed(self) -> None:
+        self.dismiss("same-ids" if self.plan.new_ids else "new-ids")
+
+    def action_new_ids(self) -> None:
+        self.dismiss("new-ids")
+
+    def action_same_ids(self) -> None:
+        self.dismiss("same-ids")
 
     @on(Button.Pressed, "#go")
     def _go(self) -> None:

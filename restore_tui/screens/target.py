@@ -9,16 +9,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Literal
 
+from rich.markup import escape
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal
+from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Static
 
 from layout.probe import ProbedDisk, bus_name
-from restore_tui.screens.common import Step, StepHeader, human_size
+from restore_tui.screens.common import TERMS, Step, StepHeader, human_size
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class TargetCandidate:
     blockers: tuple[str, ...] = ()
     recommended: bool = False
     notes: tuple[str, ...] = field(default=())
+    #: what the table says for a recommended disk
+    good_words: str = "✓ best match"
 
     @property
     def device(self) -> str:
@@ -56,20 +59,28 @@ def model_words(disk: ProbedDisk) -> str:
     return "Unknown model"
 
 
-WHY_WIDTH = 26
+# Column widths that keep the table inside 80 columns: the reasons for the highlighted
+# disk are listed in full under the table instead of squeezed into a column.
+MODEL_WIDTH = 24
+SERIAL_WIDTH = 12
+BUS_WIDTH = 11
 
 
 def clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def summary_words(c: TargetCandidate) -> str:
+def clip_left(text: str, width: int) -> str:
+    """The end of ``text``: a serial number's last characters are the ones on the label."""
+    return text if len(text) <= width else "…" + text[-(width - 1) :]
+
+
+def verdict_words(c: TargetCandidate) -> str:
+    """One short cell: can this disk be the target, and is it the backed-up one?"""
     if c.blockers:
-        return "cannot use: " + c.blockers[0]
+        return "✗ cannot use"
     if c.recommended:
-        return "the backed-up disk: " + (c.reasons[0] if c.reasons else "")
-    if c.reasons:
-        return c.reasons[0]
+        return c.good_words
     return "can be used"
 
 
@@ -96,16 +107,14 @@ class TargetScreen(Screen[TargetResult]):
         self.dry_run = dry_run
 
     def compose(self) -> ComposeResult:
-        yield StepHeader(
-            self.step,
-            f"Which disk should the backup go onto? ({self.job_words})",
-            dry_run=self.dry_run,
-        )
+        yield StepHeader(self.step, self.job_words, dry_run=self.dry_run)
         yield DataTable(id="disks", cursor_type="row", zebra_stripes=False)
-        yield Static("", id="disk-detail")
+        with VerticalScroll(id="disk-detail-box"):
+            yield Static("", id="disk-detail")
         yield Static(
-            "Go by model, size and serial number: names like /dev/sda can change between boots.",
+            "Go by model, size and serial number: names like /dev/sda change between boots.",
             classes="hint",
+            id="name-hint",
         )
         with Horizontal(classes="buttons"):
             yield Button("Use this disk", id="use", variant="primary")
@@ -118,18 +127,16 @@ class TargetScreen(Screen[TargetResult]):
         table.add_column("Size", key="size")
         table.add_column("Serial", key="serial")
         table.add_column("Connection", key="bus")
-        table.add_column("Why", key="why")
-        table.add_column("Device now", key="device")
+        table.add_column("Use it?", key="verdict")
         for c in self.candidates:
             ident = c.disk.identity
             style = "dim" if c.blocked else ("bold" if c.recommended else "")
             cells = (
-                model_words(c.disk),
+                clip(model_words(c.disk), MODEL_WIDTH),
                 human_size(ident.size_bytes),
-                ident.serial or "—",
-                bus_name(ident.bus),
-                clip(summary_words(c), WHY_WIDTH),
-                c.device,
+                clip_left(ident.serial or "—", SERIAL_WIDTH),
+                clip(bus_name(ident.bus), BUS_WIDTH),
+                verdict_words(c),
             )
             table.add_row(*(Text(cell, style=style) for cell in cells), key=c.device)
         if not self.candidates:
@@ -140,7 +147,10 @@ class TargetScreen(Screen[TargetResult]):
             self.query_one("#use", Button).disabled = True
             return
         # Start on the best usable disk, never on a refused one.
-        first_ok = next((i for i, c in enumerate(self.candidates) if not c.blocked), 0)
+        first_ok = next(
+            (i for i, c in enumerate(self.candidates) if c.recommended),
+            next((i for i, c in enumerate(self.candidates) if not c.blocked), 0),
+        )
         table.move_cursor(row=first_ok)
         table.focus()
         self._describe(self.candidates[first_ok])
@@ -153,12 +163,15 @@ class TargetScreen(Screen[TargetResult]):
         return self.by_device.get(key or "")
 
     def _describe(self, c: TargetCandidate) -> None:
-        lines = [f"[b]{c.disk.headline}[/b]  ·  {c.disk.device_note}"]
-        if c.blockers:
-            lines.extend(f"[red]✗ cannot be the target: {b}[/red]" for b in c.blockers)
-        lines.extend(f"✓ {r}" for r in c.reasons)
-        lines.extend(f"• {n}" for n in c.notes)
+        lines = [f"[b]{escape(c.disk.headline)}[/b]", f"Now called {escape(c.disk.device_note)}"]
+        lines.extend(f"[red]✗ cannot be the target: {escape(b)}[/red]" for b in c.blockers)
+        # Reasons are evidence either way ("same disk signature", "nothing links this disk"),
+        # so a neutral bullet, not a tick.
+        lines.extend(f"• {escape(r)}" for r in (*c.reasons, *c.notes))
+        if any(word in r for r in c.reasons for word in ("signature", "GUID", "UUID")):
+            lines.append(f"[dim]{TERMS['ids']}[/dim]")
         self.query_one("#disk-detail", Static).update("\n".join(lines))
+        self.query_one("#disk-detail-box", VerticalScroll).scroll_home(animate=False)
         self.query_one("#use", Button).disabled = c.blocked
 
     @on(DataTable.RowHighlighted, "#disks")
