@@ -19,6 +19,7 @@ class FsInfo:
     type: str | None
     label: str | None
     uuid: str | None
+    version: str | None = None
 
 
 EMPTY = FsInfo(None, None, None)
@@ -46,7 +47,9 @@ def probe_filesystem(path: str, offset: int, size: int) -> FsInfo:
     }
     if values.get("USAGE") not in (None, "filesystem", "other"):
         return EMPTY
-    return FsInfo(values.get("TYPE"), values.get("LABEL"), values.get("UUID"))
+    return FsInfo(
+        values.get("TYPE"), values.get("LABEL"), values.get("UUID"), values.get("VERSION")
+    )
 
 
 def with_filesystems(table: PartitionTable, path: str) -> PartitionTable:
@@ -60,7 +63,12 @@ def with_filesystems(table: PartitionTable, path: str) -> PartitionTable:
         info = probe_filesystem(path, p.start_lba * ss, p.length_lba * ss)
         partitions.append(
             p.model_copy(
-                update={"filesystem": info.type, "label": info.label, "fs_uuid": info.uuid}
+                update={
+                    "filesystem": info.type,
+                    "label": info.label,
+                    "fs_uuid": info.uuid,
+                    "fs_version": info.version,
+                }
             )
         )
     return table.model_copy(update={"partitions": tuple(partitions)})

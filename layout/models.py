@@ -67,6 +67,7 @@ class Partition(Frozen):
     gpt_attributes: Annotated[int, Field(ge=0, lt=2**64)] = 0
     flags: tuple[PartitionFlag, ...] = ()
     filesystem: str | None = None  # blkid's TYPE: "ntfs", "vfat", "ext4", "swap", ...
+    fs_version: str | None = None  # blkid's VERSION: "FAT32", "1.0", ... (where it says)
     label: str | None = None
     fs_uuid: str | None = None
 

@@ -50,6 +50,7 @@ __all__ = [
 
 # Filesystems whose boot sector records the partition's start ("hidden sectors").
 HIDDEN_SECTORS_FILESYSTEMS = frozenset({"ntfs", "vfat", "fat", "fat12", "fat16", "fat32", "msdos"})
+FAT32_BACKUP_BOOT_SECTOR = 6
 HIDDEN_SECTORS_OFFSET = 0x1C
 MBR_MAX_SECTORS = 0xFFFFFFFF
 
@@ -800,6 +801,15 @@ def _hidden_sectors_patches(new: Partition, src: Partition, ss: int) -> tuple[li
             f"{new.start_lba} (was {src.start_lba})",
         )
     ]
+    if (src.fs_version or "").upper() == "FAT32" and new.length_lba > FAT32_BACKUP_BOOT_SECTOR:
+        # FAT32 keeps a copy of its boot sector at sector 6 of the volume (the value
+        # mkfs and Windows use); fsck.fat reports the two differing otherwise.
+        actions.append(
+            _write(
+                (new.start_lba + FAT32_BACKUP_BOOT_SECTOR) * ss + HIDDEN_SECTORS_OFFSET, value,
+                "Backup FAT32 boot sector 'hidden sectors' field (sector 6 of the partition)",
+            )
+        )
     if (src.filesystem or "").lower() == "ntfs" and new.length_lba > 1:
         actions.append(
             _write(

@@ -490,7 +490,9 @@ def table_fingerprint(parsed: ParsedTable | PartitionTable | None) -> str:
     stripped = table.model_copy(
         update={
             "partitions": tuple(
-                p.model_copy(update={"filesystem": None, "label": None, "fs_uuid": None})
+                p.model_copy(
+                    update={"filesystem": None, "label": None, "fs_uuid": None, "fs_version": None}
+                )
                 for p in table.partitions
             )
         }

@@ -339,3 +339,39 @@ def test_one_partition_without_region_takes_the_first_free_space_it_fits(tmp_pat
         assert digest(target.path, p.offset, p.size) == old_hash, f"partition {number} changed"
     ok, output = sample.fsck_clean("vfat", target.path, new[0].start_lba * SECTOR, moved.size)
     assert ok, output
+
+
+def test_moved_fat32_partition_gets_both_boot_sectors_fixed(tmp_path: Path) -> None:
+    """FAT32 keeps a backup boot sector (sector 6): moving the partition updates both copies."""
+    mib = 1024 * 1024
+    src = tmp_path / "fat32.img"
+    with src.open("wb") as f:
+        f.truncate(64 * mib)
+    subprocess.run(
+        ["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(src)],
+        input="label: dos\nstart=2048, size=71680, type=c\n", text=True, check=True,
+        capture_output=True,
+    )  # fmt: skip
+    subprocess.run(
+        ["mkfs.vfat", "-F", "32", "-n", "CAMERA", "--offset", "2048", str(src), str(35 * 1024)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    manifest = backup(src, tmp_path / "fat32.rtui")
+    assert manifest.table.partition(1).fs_version == "FAT32"
+
+    target = sample.build_gpt_linux(tmp_path / "target.img", 256, garbage=False, seed=31)
+    ((free_start, _free_length),) = target.unallocated()
+    assert main([
+        "restore", str(tmp_path / "fat32.rtui"), "--target", str(target.path),
+        "--partition", "1", "--yes",
+    ]) == 0  # fmt: skip
+    parsed = read_table(lambda o, n: read(target.path, o, n), target.size_bytes)
+    assert parsed is not None
+    (new,) = [p for p in parsed.table.partitions if p.start_lba >= free_start]
+    start = new.start_lba * SECTOR
+    for sector in (0, 6):  # the boot sector and its FAT32 backup
+        field = read(target.path, start + sector * SECTOR + 0x1C, 4)
+        assert int.from_bytes(field, "little") == new.start_lba, sector
+    ok, output = sample.fsck_clean("vfat", target.path, start, new.length_lba * SECTOR)
+    assert ok, output
+    assert "differences between boot sector and its backup" not in output
