@@ -88,6 +88,7 @@ async def test_full_disk_restore_puts_the_backup_on_the_target(demo: DemoSetup) 
         assert isinstance(backup, BackupScreen)
         # Before the job is chosen no total is true: one partition has a step more.
         assert header(backup) == "Step 2 · The backup"
+        assert "Partition table: the list at the start of the disk" in screen_text(backup)
         await pilot.press("enter")  # "Check the backup first" has the focus
         await until(pilot, lambda: backup.report is not None, "the backup check")
         assert backup.report is not None and backup.report.ok
@@ -98,6 +99,8 @@ async def test_full_disk_restore_puts_the_backup_on_the_target(demo: DemoSetup) 
         preview = await on_screen(pilot, PreviewScreen)
         assert isinstance(preview, PreviewScreen)
         assert header(preview) == "Step 5 of 8 · What will change"
+        # The words a person may not know are explained where they first appear.
+        assert "Track 0: the start of the disk" in screen_text(preview)
         assert preview.plan.target.device == str(demo.new_disk)
         await pilot.press("enter")  # Continue
         confirm = await on_screen(pilot, ConfirmScreen)
@@ -307,8 +310,11 @@ async def test_new_identifiers_are_a_choice_on_the_preview_and_reach_the_disk(
         await pilot.press("enter")
         confirm = await on_screen(pilot, ConfirmScreen)
         assert isinstance(confirm, ConfirmScreen)
+        assert "gets new identifiers" in screen_text(confirm)
         await pilot.press(*confirm.word, "enter")
-        await on_screen(pilot, DoneScreen)
+        done = await on_screen(pilot, DoneScreen)
+        shown = screen_text(done)
+        assert "New identifiers:" in shown and "--new-ids" not in shown
         await pilot.press("enter")
     assert app.return_value == 0
     # MBR disk signature: 4 bytes at 440, little-endian.

@@ -53,6 +53,8 @@ def partition_rows(archive: Archive) -> list[tuple[str, str, str, str, str]]:
             role = plain_name(Role.EXTENDED) if entry.kind == "extended" else "not in the backup"
             used = "—"
         fs = " ".join(x for x in (entry.filesystem, f"“{entry.label}”" if entry.label else "") if x)
+        if entry.kind == "logical":
+            role += " (inside the extended partition)"
         rows.append(
             (
                 str(entry.number),
@@ -109,15 +111,18 @@ class BackupScreen(Screen[BackupResult]):
         ident = m.source.identity
         yield StepHeader(self.step, "This is what the backup holds.", dry_run=self.dry_run)
         with VerticalScroll(id="body"):
-            scheme = "MBR (older style)" if m.table.scheme == "msdos" else "GPT (newer style)"
+            scheme = "MBR (the older kind)" if m.table.scheme == "msdos" else "GPT (the newer kind)"
             yield Static(
                 f"[b]Backed-up disk:[/b] {disk_name(ident)}\n"
-                f"Connected by {bus_words(ident.bus)} · partition table {scheme}\n"
+                f"Connection: {bus_words(ident.bus)} · partition table: {scheme}\n"
                 f"[b]Made:[/b] {when(m.created)} by {m.creator} · {self.archive.format_name}\n"
                 f"[b]File:[/b] {self.archive.path}",
                 id="source",
             )
+            yield Static(TERMS["table"], classes="hint", id="table-hint")
             yield Static(partition_text(self.archive), id="partitions")
+            if any(p.kind != "primary" for p in m.table.partitions):
+                yield Static(TERMS["extended"], classes="hint")
             yield Static(TERMS["verify"], classes="hint", id="verify-hint")
             yield ProgressBar(id="verify-bar", show_eta=False)
             yield Static("", id="verify-status")
@@ -142,6 +147,11 @@ class BackupScreen(Screen[BackupResult]):
         self.cancel_check.clear()
         bar = self.query_one("#verify-bar", ProgressBar)
         bar.display = True
+        self.call_after_refresh(
+            self.query_one("#body", VerticalScroll).scroll_to_widget,
+            self.query_one("#verify-status", Static),
+            animate=False,
+        )
         bar.update(total=max(1, self.archive.manifest.stored_bytes()), progress=0)
         self.query_one("#check", Button).label = "Stop checking"
         self.query_one("#next", Button).disabled = True
@@ -181,6 +191,10 @@ class BackupScreen(Screen[BackupResult]):
     def _checked(self, message: Checked) -> None:
         self.checking = False
         status = self.query_one("#verify-status", Static)
+        # At 80x24 the verdict may be below the partitions: bring it into view.
+        self.call_after_refresh(
+            self.query_one("#body", VerticalScroll).scroll_to_widget, status, animate=False
+        )
         check = self.query_one("#check", Button)
         nxt = self.query_one("#next", Button)
         check.label = "Check again"

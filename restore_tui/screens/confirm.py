@@ -60,13 +60,19 @@ class ConfirmScreen(Screen[bool]):
             else:
                 yield Static(
                     f"[b]This will write one new partition onto {target}.[/b]\n"
-                    + (
-                        plan.erases
-                        or "Only free space is used; the other partitions stay as they are."
-                    ),
+                    "Only free space is used; whatever old data lies in it is overwritten. "
+                    "The other partitions stay as they are.",
                     classes="warning",
                 )
-            yield Static(f"Device now: {plan.target.device}", classes="hint")
+            if plan.new_ids:
+                what = "disk" if plan.job == "full-disk" else "partition"
+                yield Static(f"The restored {what} gets new identifiers, as you chose.")
+            note = (
+                "a disk image file"
+                if plan.target.identity.bus == "image"
+                else "names like this change between boots"
+            )
+            yield Static(f"Now called {plan.target.device} ({note}).", classes="hint")
             stages = len(plan.stages)
             yield Static(
                 f"The restore runs in {stages} stages with a checkpoint after each. "

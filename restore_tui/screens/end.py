@@ -14,6 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Static
 
 from restore_tui.screens.common import Step, StepHeader, disk_name
+from restore_tui.screens.preview import wizard_words
 from restore_tui.screens.progress import Outcome, RestoreJob
 
 DEFAULT_NEXT_STEPS = (
@@ -71,6 +72,11 @@ class DoneScreen(Screen[None]):
                 )
             steps = "\n".join(f" {i}. {text}" for i, text in enumerate(self.next_steps, 1))
             yield Static(f"[b]What to do next:[/b]\n{steps}", id="next-steps")
+            if plan.new_ids:
+                # What the chosen new identifiers mean for starting the computer again.
+                for w in plan.warnings:
+                    if "--new-ids" in w:
+                        yield Static(f"Note: {wizard_words(w, plan)}", classes="hint")
             for note in self.outcome.notes:
                 if "recorded in" in note:
                     continue
@@ -133,8 +139,8 @@ class FailureScreen(Screen[None]):
             )
             yield Static(
                 "[b]How to continue:[/b] start restore-tui again and choose “Resume restoring…” "
-                "on the first screen (or run `restore-tui resume`). It continues from the "
-                f"last checkpoint instead of starting over. {where}",
+                "on the first screen. It continues from the last checkpoint instead of "
+                f"starting over. {where}",
                 id="how-to-resume",
             )
         with Horizontal(classes="buttons"):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from rich.markup import escape
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
@@ -76,9 +77,13 @@ class PartitionScreen(Screen[PartitionResult]):
         )
         yield Label("From the backup:", classes="section")
         yield DataTable(id="source-parts", cursor_type="row")
+        yield Static("", id="part-detail")
         yield Label("Free space on the target disk:", classes="section")
         yield DataTable(id="regions", cursor_type="row")
-        yield Static(TERMS["free"], id="fit-status", classes="hint")
+        hints = [TERMS["free"]]
+        if any(r.inside_extended for r in self.target.free):
+            hints.append(TERMS["extended"])
+        yield Static("\n".join(hints), id="fit-status", classes="hint")
         with Horizontal(classes="buttons"):
             yield Button("Put it here", id="use", variant="primary")
             yield Button("Back", id="back")
@@ -113,8 +118,25 @@ class PartitionScreen(Screen[PartitionResult]):
         key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key.value
         return self.partitions.get(key or "")
 
+    def _describe(self, partition: Partition | None) -> None:
+        """The highlighted partition's label, filesystem and use (its role is in the table)."""
+        text = ""
+        if partition is not None:
+            ss = self.manifest.table.sector_size
+            label = f"label “{partition.label}”" if partition.label else ""
+            bits = [partition.filesystem or "", label]
+            try:
+                used = self.manifest.image(partition.number).used_bytes
+            except KeyError:
+                used = None
+            size = human_size(partition.length_lba * ss)
+            bits.append(f"{size}, {human_size(used)} used" if used is not None else size)
+            text = f"Partition {partition.number} of the backup: " + ", ".join(b for b in bits if b)
+        self.query_one("#part-detail", Static).update(escape(text))
+
     def _fill_regions(self) -> None:
         partition = self._chosen_partition()
+        self._describe(partition)
         regions = self.query_one("#regions", DataTable)
         regions.clear()
         for key, r in self.regions.items():
@@ -163,7 +185,8 @@ class PartitionScreen(Screen[PartitionResult]):
         if not fits(partition, region):
             ss = self.manifest.table.sector_size
             self._status(
-                f"Partition {partition.number} needs {human_size(partition.length_lba * ss)}; "
+                f"Partition {partition.number} ({self._role(partition.number)}) needs "
+                f"{human_size(partition.length_lba * ss)}; "
                 f"that free space holds only {human_size(room_in(region) * region.sector_size)}. "
                 "Pick a larger free space or another disk."
             )

@@ -82,9 +82,17 @@ def table_cells(row: LayoutRow) -> tuple[str, str, str, str]:
     return (number, indent + name, human_size(row.size_bytes), STATUS_WORDS[row.status])
 
 
+EXACT_TERMS = (
+    "Sectors are the disk's {ss}-byte blocks, counted from 0 at its start. MBR and GPT are the "
+    "older and newer kinds of partition table; an extended boot record is the small record in "
+    "front of each logical partition (one inside an extended partition) that links it to the "
+    "next."
+)
+
+
 def exact_lines(plan: Plan) -> str:
     ss = plan.after.sector_size
-    lines = []
+    lines = [EXACT_TERMS.format(ss=ss), ""]
     for i, stage in enumerate(plan.stages, 1):
         lines.append(f"Stage {i}: {stage.title}")
         for a in stage.actions:
@@ -215,11 +223,11 @@ class PreviewScreen(Screen[PreviewResult]):
             notes = [wizard_words(w, plan) for w in plan.warnings]
             for note in notes:
                 yield Static(f"[b]Note:[/b] {note}", classes="warning note")
-            ids = identity_words(plan, self.source_table)
-            if self.offer_ids or plan.new_ids:
-                yield Static(ids, id="identity")
-                if any(w in " ".join(notes) for w in ("GUID", "signature")):
-                    yield Static(TERMS["ids"], classes="hint")
+            if self.offer_ids:
+                yield Static(identity_words(plan, self.source_table), id="identity")
+            if any(w in " ".join(notes) for w in ("GUID", "UUID", "signature")):
+                yield Static(TERMS["ids"], classes="hint")
+            if self.offer_ids:
                 yield Button(f"{new_ids_label(plan)} (n)", id="new-ids")
             yield Label("Now on the disk:", classes="section")
             yield DataTable(id="before-table", cursor_type="none")
@@ -300,7 +308,13 @@ class PreviewScreen(Screen[PreviewResult]):
         exact = self.query_one("#exact", Static)
         exact.display = not exact.display
         if exact.display:
-            self.query_one("#body", VerticalScroll).scroll_to_widget(exact, animate=False)
+            # After the next layout: until then the shown lines have no place to scroll to.
+            self.call_after_refresh(
+                self.query_one("#body", VerticalScroll).scroll_to_widget,
+                exact,
+                animate=False,
+                top=True,
+            )
         self.call_after_refresh(self._more_hint)
 
     @on(Button.Pressed, "#new-ids")

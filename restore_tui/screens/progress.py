@@ -173,7 +173,9 @@ class ProgressScreen(Screen[Outcome]):
             self.current = e.stage_index
         if e.kind == "stage-done" and e.stage_name and e.stage_name not in self.done_stages:
             self.done_stages.append(e.stage_name)
-        if e.kind == "checkpoint" or e.kind == "stage-done":
+        # The checkpoint at a stage's end is followed by its "stage-done": one line for both.
+        stage_end = e.kind == "checkpoint" and e.stage_done >= e.stage_total
+        if e.kind == "stage-done" or (e.kind == "checkpoint" and not stage_end):
             where = f"stage {e.stage_number} of {e.stage_count}"
             text = (
                 f"✓ Checkpoint saved after “{e.stage_title}” ({where}) — safe to resume from here."
