@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from textual.app import App
 from textual.widgets import DataTable, Static
 from tui_support import (
     assert_full_restore,
@@ -26,20 +27,23 @@ from tui_support import (
     wizard,
 )
 
+import restore_tui.app
 from archive import open_archive
 from layout.blockio import DiskReader
 from layout.matching import match_disks
 from layout.planner import plan_full_disk
 from layout.probe import ImageProbe, RecordedProbe
 from layout.table_io import read_table
+from restore_tui.app import candidate_for
 from restore_tui.demo import DemoSetup
 from restore_tui.engine import ProgressEvent, RestoreCancelled, RestoreEngine, manifest_digest
 from restore_tui.journal import Journal, find_unfinished
 from restore_tui.screens.backup import BackupScreen
 from restore_tui.screens.choose import ChooseBackupScreen
+from restore_tui.screens.common import Step
 from restore_tui.screens.confirm import ConfirmScreen
 from restore_tui.screens.end import DoneScreen, FailureScreen
-from restore_tui.screens.job import JobScreen
+from restore_tui.screens.job import JobChoice, JobScreen
 from restore_tui.screens.partition import PartitionScreen
 from restore_tui.screens.preview import PreviewScreen
 from restore_tui.screens.progress import ProgressScreen
@@ -393,25 +397,37 @@ async def test_stop_safely_leaves_a_checkpoint_that_the_next_start_resumes(
     assert find_unfinished([], [demo.folder]) == []
 
 
+class _TargetOnly(App[None]):
+    """The target step on its own, on a recorded machine's disks."""
+
+    CSS_PATH = Path(restore_tui.app.__file__).with_name("app.tcss")
+
+    def __init__(self, screen: TargetScreen) -> None:
+        super().__init__()
+        self.target = screen
+
+    def on_mount(self) -> None:
+        self.push_screen(self.target)
+
+
 @pytest.mark.parametrize("machine", ["forum-laptop.json", "gpt-nvme.json", "cloned-disks.json"])
-async def test_the_disk_table_fits_80_columns(demo: DemoSetup, machine: str) -> None:
+async def test_the_disk_table_fits_80_columns(built_demo: DemoSetup, machine: str) -> None:
     """Real disks' long model names and serials stay inside 80 columns; the /dev name and
     the reasons are under the table, for the highlighted disk."""
-    probe = RecordedProbe(MACHINES / machine)
-    app = wizard(demo, probe=probe)
+    disks = RecordedProbe(MACHINES / machine).disks()
+    with open_archive(built_demo.windows_archive) as arc:
+        job = JobChoice("full-disk", dry_run=False)
+        matches = match_disks(arc.manifest, disks, None)
+        candidates = [candidate_for(m, job, arc.manifest) for m in matches]
+    screen = TargetScreen(Step(4, 8, "The target disk"), candidates, job_words="Which disk?")
+    app = _TargetOnly(screen)
     async with app.run_test(size=SIZE) as pilot:
-        await choose_backup(pilot, demo.windows_archive)
-        await on_screen(pilot, BackupScreen)
-        app.screen.query_one("#next").press()  # type: ignore[attr-defined]
-        await on_screen(pilot, JobScreen)
-        await pilot.press("enter")
-        screen = await on_screen(pilot, TargetScreen)
-        assert isinstance(screen, TargetScreen)
+        await pilot.pause()
         table = screen.query_one("#disks", DataTable)
         assert table.virtual_size.width <= table.size.width, "the table scrolls sideways"
-        for row in range(len(screen.candidates)):
-            await pilot.press("home", *["down"] * row)
-            c = screen.candidates[row]
+        for row, c in enumerate(candidates):
+            table.move_cursor(row=row)
+            await pilot.pause()
             detail = str(screen.query_one("#disk-detail", Static).render())
             assert f"Now called {c.device} (this name can change between boots)" in detail
             assert all(r in detail for r in c.reasons)
