@@ -9,6 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
+from rich.console import Group
+from rich.padding import Padding
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -76,7 +79,9 @@ class JobScreen(Screen[JobResult]):
                     continue  # everything is a preview already
                 if self.dry_run:
                     title = f"Preview: {title[0].lower()}{title[1:]}"
-                options.add_option(Option(f"[b]{title}[/b]\n  {text}\n", id=key))
+                # The explanation indented under its title, also where it wraps.
+                prompt = Group(Text(title, style="bold"), Padding(Text(text), (0, 0, 1, 2)))
+                options.add_option(Option(prompt, id=key))
             yield options
             yield Static(TERMS["partition"] + "\n" + TERMS["free"], classes="hint")
         with Horizontal(classes="buttons"):

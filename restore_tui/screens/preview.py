@@ -126,16 +126,17 @@ def wizard_words(text: str, plan: Plan) -> str:
     return text.replace("--new-ids", "new identifiers")
 
 
-def one_partition_words(plan: Plan) -> str:
+def one_partition_words(plan: Plan, *, dry_run: bool = False) -> str:
     """What a one-partition restore overwrites, without sector numbers."""
     before = {p.number for p in plan.before.partitions} if plan.before else set()
     new = [p for p in plan.after.partitions if p.number not in before]
     ss = plan.after.sector_size
     size = f" ({human_size(new[0].length_lba * ss)})" if new else ""
+    goes, is_, would = ("would go", "would be", "would be") if dry_run else ("goes", "is", "")
     return (
-        f"[b]Nothing is erased.[/b] The new partition{size} goes into free space on "
-        f"{disk_name(plan.target.identity)}; whatever old data lies in that free space is "
-        "overwritten. Every other partition stays as it is."
+        f"[b]Nothing {would or is_} erased.[/b] The new partition{size} {goes} into free space "
+        f"on {disk_name(plan.target.identity)}; whatever old data lies in that free space "
+        f"{is_} overwritten. Every other partition stays as it is."
     )
 
 
@@ -204,13 +205,15 @@ class PreviewScreen(Screen[PreviewResult]):
         yield StepHeader(self.step, f"{lead} This is the plan.{ask}", dry_run=self.dry_run)
         with VerticalScroll(id="body"):
             if plan.job == "one-partition":
-                yield Static(one_partition_words(plan), id="erases")
+                yield Static(one_partition_words(plan, dry_run=self.dry_run), id="erases")
             elif plan.erases:
+                will = "Would be" if self.dry_run else "Will be"
                 yield Static(
-                    f"[b]Will be erased:[/b] {plan.erases}", classes="warning", id="erases"
+                    f"[b]{will} erased:[/b] {plan.erases}", classes="warning", id="erases"
                 )
+            runs = "would run" if self.dry_run else "runs"
             yield Static(
-                "[b]The restore runs in this order, with a checkpoint after each:[/b]",
+                f"[b]The restore {runs} in this order, with a checkpoint after each:[/b]",
                 id="stages-title",
             )
             stages = "\n".join(f" {i}. {s.title}" for i, s in enumerate(plan.stages, 1))
