@@ -45,7 +45,7 @@ from restore_tui.screens.confirm import ConfirmScreen
 from restore_tui.screens.end import DoneScreen, FailureScreen
 from restore_tui.screens.job import JobChoice, JobScreen
 from restore_tui.screens.partition import PartitionScreen
-from restore_tui.screens.preview import PreviewScreen
+from restore_tui.screens.preview import PreviewScreen, offers_new_ids, wizard_words
 from restore_tui.screens.progress import ProgressScreen
 from restore_tui.screens.target import TargetScreen
 
@@ -431,3 +431,30 @@ async def test_the_disk_table_fits_80_columns(built_demo: DemoSetup, machine: st
             detail = str(screen.query_one("#disk-detail", Static).render())
             assert f"Now called {c.device} (this name can change between boots)" in detail
             assert all(r in detail for r in c.reasons)
+
+
+@pytest.mark.parametrize("which", ["windows", "linux"])
+async def test_planner_warnings_in_wizard_words_never_name_the_command_line(
+    built_demo: DemoSetup, which: str
+) -> None:
+    """Both identity warnings (MBR signature, GPT GUID) and both new-identifier notes, as
+    the planner words them for the command line, read as the wizard's own choice."""
+    archive_path = getattr(built_demo, f"{which}_archive")
+    disks = ImageProbe([str(p) for p in built_demo.disk_images]).disks()
+    target = next(d for d in disks if d.device == str(built_demo.new_disk))
+    with open_archive(archive_path) as arc:
+        digest = manifest_digest(arc.manifest)
+        for new_ids in (False, True):
+            plan = plan_full_disk(
+                arc.manifest, digest, str(arc.path), target, new_ids=new_ids, other_disks=disks
+            )
+            cli = [w for w in plan.warnings if "--new-ids" in w]
+            assert cli, "the planner no longer suggests --new-ids here: update offers_new_ids"
+            assert offers_new_ids(plan)
+            for warning in cli:
+                words = wizard_words(warning, plan)
+                assert "--new-ids" not in words
+                if not new_ids:
+                    assert "choose “Give the restored disk new identifiers” (key n)" in words
+                else:
+                    assert words.startswith("New identifiers:")
