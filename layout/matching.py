@@ -104,7 +104,7 @@ def _strong_reasons(
 
 
 def _supporting_reasons(
-    source: DiskIdentity, src_table: PartitionTable, disk: ProbedDisk
+    source: DiskIdentity, src_table: PartitionTable, disk: ProbedDisk, job: Job
 ) -> tuple[list[str], int]:
     reasons: list[str] = []
     points = 0
@@ -116,7 +116,9 @@ def _supporting_reasons(
     if ident.size_bytes == source.size_bytes:
         reasons.append(f"same size ({human_size(ident.size_bytes)})")
         points += SIZE_POINTS
-    elif ident.size_bytes > source.size_bytes:
+    elif ident.size_bytes > source.size_bytes and job == "full-disk":
+        # Only a whole-disk restore leaves the extra space over; for one partition
+        # what counts is the free space, which the planner checks.
         extra = human_size(ident.size_bytes - source.size_bytes)
         reasons.append(f"larger than the backed-up disk by {extra} (that space stays unallocated)")
     table = disk.table
@@ -188,7 +190,7 @@ def judge(
     """One disk's evidence and blockers for ``job`` (size matters only for a full disk)."""
     source = manifest.source.identity
     strong, contrary = _strong_reasons(source, manifest.table, disk)
-    supporting, points = _supporting_reasons(source, manifest.table, disk)
+    supporting, points = _supporting_reasons(source, manifest.table, disk, job)
     reasons = [*strong, *supporting, *contrary]
     if not reasons:
         reasons.append("nothing links this disk to the backup")

@@ -21,6 +21,7 @@ from layout.matching import (
     Match,
     choice_explanation,
     choose_target,
+    judge,
     match_disks,
 )
 from layout.models import DiskIdentity, PartitionTable
@@ -281,3 +282,23 @@ def test_match_command_on_image_files(tmp_path: Path, capsys: pytest.CaptureFixt
     text = capsys.readouterr().out
     assert "1. laptop.img · 64.0 MiB · image file — the backed-up disk" in text
     assert "Chose laptop.img" in text
+
+
+def test_size_words_only_for_a_whole_disk_job() -> None:
+    """'Larger by … stays unallocated' and 'too small' mean nothing for one partition."""
+    disks = machine("replaced-disk").disks()
+    big = max(disks, key=lambda d: d.identity.size_bytes)
+    small = min(disks, key=lambda d: d.identity.size_bytes)
+    # A backup of a disk between the two sizes: one disk is larger, one too small.
+    middle = DiskIdentity(size_bytes=(big.identity.size_bytes + small.identity.size_bytes) // 2)
+    table = PartitionTable(scheme="msdos", disk_size_lba=middle.size_bytes // 512 - 1,
+                           mbr_signature="12345678")  # fmt: skip
+    backup = manifest_for(middle, table)
+    whole_big, whole_small = judge(backup, big, set()), judge(backup, small, set())
+    assert any("stays unallocated" in r for r in whole_big.reasons)
+    assert any(b.startswith("too small") for b in whole_small.blockers)
+    for disk in (big, small):
+        whole = judge(backup, disk, set())
+        single = judge(backup, disk, set(), "one-partition")
+        assert not any("stays unallocated" in r for r in single.reasons)
+        assert [b for b in whole.blockers if not b.startswith("too small")] == single.blockers
