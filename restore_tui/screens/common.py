@@ -16,6 +16,7 @@ from textual.widgets import Static
 
 from layout.models import DiskIdentity
 from layout.units import human_size
+from restore_tui.progress import human_duration as progress_duration
 
 #: One-line explanations of words a person restoring a backup may not know.
 TERMS: dict[str, str] = {
@@ -66,15 +67,10 @@ def human_rate(bytes_per_second: float | None) -> str:
 
 
 def human_duration(seconds: float | None) -> str:
-    """ "about 3 min" style: an estimate, so no false precision."""
+    """An estimate in minutes and seconds, or that it is not known yet."""
     if seconds is None or seconds < 0:
         return "working it out…"
-    s = round(seconds)
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
+    return progress_duration(seconds)
 
 
 def short_serial(serial: str | None, digits: int = 4) -> str:
