@@ -28,7 +28,7 @@ from layout.plan import Action, Plan, Stage, canonical_json
 from layout.table_io import TableError, read_table, table_fingerprint
 from restore_tui.cli import UserError
 from restore_tui.datapath import check_copy
-from restore_tui.journal import Journal
+from restore_tui.journal import Journal, lost_at_restart
 from restore_tui.progress import RateMeter
 from restore_tui.writer import CheckedWriter, OutsidePlan, TargetOpenError
 
@@ -344,6 +344,9 @@ class RestoreEngine:
                 # Resuming from another copy of the same backup: remember the new path.
                 self.journal.save(archive_path=str(Path(self.archive.path).absolute()))
             self._note(f"progress is recorded in {self.journal.path}")
+            volatile = lost_at_restart(self.journal.path)
+            if volatile:
+                self._note(volatile)
             self._run_stages(writer)
             self.journal.save(finished=True, current_stage=None, last_extent=None)
             self._emit("finished", "the restore is complete")

@@ -20,6 +20,7 @@ from pydantic import Field, ValidationError
 
 from layout.models import DiskIdentity, Frozen
 from layout.plan import Plan, Stage
+from layout.probe import MountEntry, read_mounts
 
 JOURNAL_SUFFIX = ".restore-journal.json"
 JOURNAL_VERSION = 1
@@ -165,6 +166,34 @@ def state_path(archive_path: str | os.PathLike[str]) -> Path:
     tag = hashlib.sha256(str(archive).encode()).hexdigest()[:12]
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", archive.name)[:80]
     return state_dir() / f"{safe}-{tag}{JOURNAL_SUFFIX}"
+
+
+# Filesystems whose contents are gone after a restart: a rescue system's own files.
+MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+# A live system's root is often an overlay whose writable layer is in memory.
+LIVE_FILESYSTEMS = frozenset({"overlay", "aufs"})
+
+
+def lost_at_restart(path: Path, mounts: Iterable[MountEntry] | None = None) -> str | None:
+    """Why a journal at ``path`` would not survive a restart, in plain words (None: it would)."""
+    try:
+        st = os.stat(path.parent if not path.is_dir() else path)
+    except OSError:
+        return None
+    devno = (os.major(st.st_dev), os.minor(st.st_dev))
+    entries = read_mounts() if mounts is None else mounts
+    fstype = next((m.fstype for m in entries if m.devno == devno), None)
+    if fstype in MEMORY_FILESYSTEMS:
+        why = f"it is in memory ({fstype})"
+    elif fstype in LIVE_FILESYSTEMS:
+        why = f"it is on the live system's own files ({fstype}), usually kept in memory"
+    else:
+        return None
+    return (
+        f"the record of this restore is kept in {path.parent}, but {why}: it is lost if the "
+        "computer restarts, and the restore would then start over. To be able to resume after "
+        "a restart, keep the backup on a writable disk: the record is kept beside it"
+    )
 
 
 def candidate_paths(archive_path: str | os.PathLike[str]) -> list[Path]:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from test_engine_helpers import MemoryArchive, full_disk_plan, sample_source
 
+from layout.probe import MountEntry, read_mounts
 from restore_tui import engine as engine_module
 from restore_tui import journal as journal_module
 from restore_tui import writer as writer_module
@@ -24,6 +25,7 @@ from restore_tui.journal import (
     beside_path,
     find_for_archive,
     find_unfinished,
+    lost_at_restart,
     state_dir,
     write_durably,
 )
@@ -177,3 +179,27 @@ def test_engine_flushes_data_before_every_record(
         else:
             assert not pending, "a checkpoint was recorded before its data was flushed"
     assert engine_module.CHECKPOINT_SECONDS <= 5  # "at least every few seconds"
+
+
+def test_a_record_in_memory_is_said_to_be_lost_at_a_restart(tmp_path: Path) -> None:
+    record = tmp_path / "backup.rtui.restore-journal.json"
+    st = os.stat(tmp_path)
+    devno = (os.major(st.st_dev), os.minor(st.st_dev))
+
+    def mounted_as(fstype: str) -> list[MountEntry]:
+        return [MountEntry(devno=devno, mount_point="/x", source="none", fstype=fstype)]
+
+    assert lost_at_restart(record, mounted_as("ext4")) is None
+    assert lost_at_restart(record, mounted_as("vfat")) is None
+    note = lost_at_restart(record, mounted_as("tmpfs"))
+    assert note is not None and "lost if the computer restarts" in note and "(tmpfs)" in note
+    live = lost_at_restart(record, mounted_as("overlay"))
+    assert live is not None and "live system" in live
+
+
+def test_a_real_tmpfs_is_recognised() -> None:
+    shm = Path("/dev/shm")
+    fstypes = {m.fstype for m in read_mounts() if m.mount_point == str(shm)}
+    if fstypes != {"tmpfs"}:
+        pytest.skip("/dev/shm is not a tmpfs on this machine")
+    assert lost_at_restart(shm / "x.restore-journal.json") is not None
