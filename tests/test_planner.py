@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from test_planner_fixtures import (
+from planner_fixtures import (
     BOOT_CODE,
     DIGEST,
     GiB,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
-from test_planner_fixtures import (
+from planner_fixtures import (
     DIGEST,
     MiB,
     SparseDisk,

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_planner_fixtures import (
+from planner_fixtures import (
     DIGEST,
     GiB,
     disk_from_table,
