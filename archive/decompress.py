@@ -68,10 +68,6 @@ class ImageFiles:
     parts: tuple[Path, ...]
     compression: str  # "zstd", "gzip", "xz", "lzma", "bzip2", "lz4" or "none"
 
-    @property
-    def stored_size(self) -> int:
-        return sum(p.stat().st_size for p in self.parts)
-
 
 def _split_index(suffix: str) -> int:
     """``aa`` -> 0, ``ab`` -> 1, ... ``zz`` -> 675, ``aaa`` -> 676 (split's own order)."""
@@ -311,8 +307,3 @@ class ImageStream(io.RawIOBase):
         finally:
             self._raw.close()
             super().close()
-
-
-def open_image(base: Path) -> ImageStream:
-    """Open the (possibly split, possibly compressed) image whose unsplit name is ``base``."""
-    return ImageStream(image_files(base))

@@ -14,7 +14,6 @@ from pydantic import Field, model_validator
 
 from layout.models import DiskIdentity, Frozen, PartitionTable
 
-PLAN_SCHEMA_VERSION = 1
 HexBytes = Annotated[str, Field(pattern=r"^([0-9a-f]{2})*$")]
 NonNegative = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(gt=0)]
@@ -54,9 +53,6 @@ class Action(Frozen):
         if self.kind == "restore-area" and (self.area is None or self.source_offset is None):
             raise ValueError("restore-area needs the archive area and its source offset")
         return self
-
-
-StageName = Literal["table", "reserved", "system", "partition"]
 
 
 class Stage(Frozen):

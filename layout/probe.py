@@ -22,7 +22,7 @@ from typing import Any, Protocol, cast
 from pydantic import TypeAdapter
 
 from layout.blockio import DiskReader
-from layout.fsinfo import probe_filesystem, with_filesystems
+from layout.fsinfo import with_filesystems
 from layout.gaps import free_regions
 from layout.models import DiskIdentity, FreeRegion, Frozen, PartitionTable, SectorSize
 from layout.table_io import ParsedTable, TableError, read_table, table_fingerprint
@@ -445,12 +445,6 @@ def read_table_facts(path: str, size_bytes: int, sector_size: int) -> TableFacts
     ebr_lbas = [lba for lba, _raw in parsed.ebrs]
     free = free_regions(table, size_lba, sector_size, ebr_lbas=ebr_lbas)
     return TableFacts(table, table_fingerprint(parsed), free, None, (), tuple(ebr_lbas))
-
-
-def whole_disk_filesystem(path: str, size_bytes: int) -> str | None:
-    """A filesystem written straight onto a disk with no table (a "superfloppy" USB stick)."""
-    info = probe_filesystem(path, 0, size_bytes)
-    return info.type
 
 
 # ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -114,11 +114,6 @@ class WizardOptions:
     verify_after_write: bool = True
     #: what the end screen says to do next; the demo has no rescue media to remove
     next_steps: tuple[str, ...] | None = None
-    extra_archives: list[str] = field(default_factory=list)
-
-
-class BusyScreen(Vertical):
-    """What shows between steps while something is being looked at."""
 
 
 class RestoreWizard(App[int]):
