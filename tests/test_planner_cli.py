@@ -149,3 +149,24 @@ def test_probed_image_carries_the_ebr_chain_for_a_new_logical(
     assert new.kind == "logical"
     link = plan.stages[0].actions[1]
     assert link.offset == disk.ebr_lbas[-1] * 512 + 462 and link.length == 16
+
+
+def test_saved_plan_names_the_backup_by_its_full_path(
+    backed_up: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A plan made with a relative backup path must still find the backup when
+    `apply` runs from another folder (the target is already stored absolute)."""
+    _source, archive = backed_up
+    target = tmp_path / "blank.img"
+    sample.build_blank(target, 96)
+    out = tmp_path / "plan.json"
+    monkeypatch.chdir(archive.parent)
+    assert main(["plan", archive.name, "--target", str(target), "--out", str(out)]) == 0
+    capsys.readouterr()
+    saved = Plan.from_json(out.read_text())
+    assert saved.archive.path == str(archive)
+    monkeypatch.chdir(tmp_path)
+    assert Path(saved.archive.path).is_file()

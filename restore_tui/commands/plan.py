@@ -131,7 +131,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
     """Open the archive, probe the disks, pick the target and plan; raises UserError."""
     with open_archive(args.archive) as archive:
         manifest = archive.manifest
-        archive_file = str(archive.path)
+        # Absolute, like the target: a saved plan is applied later, maybe from another folder.
+        archive_file = str(Path(archive.path).absolute())
     extra = [args.target] if args.target and _is_image(args.target) else []
     probe = probe_from_args(args, extra)
     try:
