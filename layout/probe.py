@@ -821,11 +821,20 @@ class CombinedProbe:
 
 def archive_disks(probe: Probe, path: str) -> list[str]:
     """Every disk ``path`` depends on (through loop backing files too), nearest first."""
+    # The backup file itself offered as a target image: it "holds" the backup too, and
+    # no sysfs lookup finds that (the file is not on any disk image we were given).
+    images = (
+        probe.images.images
+        if isinstance(probe, CombinedProbe)
+        else probe.images if isinstance(probe, ImageProbe) else []
+    )
+    real = os.path.realpath(path)
+    itself = [image for image in images if os.path.realpath(image) == real]
     base = probe.base if isinstance(probe, CombinedProbe) else probe
     if isinstance(base, SystemProbe | ImageProbe | RecordedProbe):
-        return base.disks_holding(path)
+        return [*itself, *base.disks_holding(path)]
     one = probe.disk_holding(path)
-    return [one] if one else []
+    return [*itself, *([one] if one else [])]
 
 
 def probe_for(images: Sequence[str] = (), *, use_udev: bool = True) -> Probe:

@@ -170,3 +170,19 @@ def test_saved_plan_names_the_backup_by_its_full_path(
     assert saved.archive.path == str(archive)
     monkeypatch.chdir(tmp_path)
     assert Path(saved.archive.path).is_file()
+
+
+@pytest.mark.parametrize("command", ["plan", "restore"])
+def test_the_backup_file_itself_is_refused_as_the_target(
+    backed_up: tuple[Path, Path], command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Offered as a disk image, the backup file is the disk holding the backup: refused
+    for that reason (not merely for being small), and left unchanged."""
+    _source, archive = backed_up
+    before = file_hash(archive)
+    args = [command, str(archive), "--target", str(archive)]
+    assert main([*args, "--yes"] if command == "restore" else args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "holds the backup you are restoring from" in err
+    assert file_hash(archive) == before

@@ -341,6 +341,10 @@ def run(args: argparse.Namespace) -> int:
                 plan_path=unfinished.record.plan_path,
                 what="continues the interrupted restore",
             )
+        # Refuse a disk that can never be the target (it holds the backup, is in use) before
+        # planning, whose "too small" would otherwise hide the real reason.
+        holders = archive_holders(probe, archive)
+        refuse_if_blocked(disk, disk_blockers(archive.manifest, disk, holders))
         plan = make_plan(archive, probe, disk, args)
         if unfinished is not None:
             sys.stderr.write(
