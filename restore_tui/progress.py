@@ -18,6 +18,9 @@ from layout.units import human_size as human_bytes
 #: throughput is measured over this many recent seconds, so a slow start or a
 #: burst of zero extents does not distort the estimate for long
 WINDOW_SECONDS = 10.0
+#: no throughput or time left before this much has been measured: a few bytes of
+#: partition table in a millisecond would otherwise promise "about 7 min left"
+MIN_MEASURE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -46,17 +49,20 @@ class RateMeter:
         self.clock = clock
         self.window_s = window_s
         self._samples: deque[tuple[float, int]] = deque()
+        self._first: float | None = None
 
     def update(self, done: int, now: float | None = None) -> Snapshot:
         t = self.clock() if now is None else now
         samples = self._samples
+        if self._first is None:
+            self._first = t
         samples.append((t, done))
         # Keep one sample older than the window so the window is always spanned.
         while len(samples) > 2 and t - samples[1][0] >= self.window_s:
             samples.popleft()
         t0, d0 = samples[0]
         rate: float | None = None
-        if t > t0 and done >= d0:
+        if t > t0 and done >= d0 and t - self._first >= MIN_MEASURE_SECONDS:
             rate = (done - d0) / (t - t0)
         eta: float | None = None
         if done >= self.total:

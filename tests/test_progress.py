@@ -84,3 +84,13 @@ def test_human_duration() -> None:
     assert human_duration(5.4) == "5 s"
     assert human_duration(90) == "1 min 30 s"
     assert human_duration(3 * 3600 + 120) == "3 h 02 min"
+
+
+def test_no_estimate_from_a_first_instant() -> None:
+    """16 bytes of table in a millisecond must not promise minutes left."""
+    meter = RateMeter(100 * 1024 * 1024)
+    meter.update(0, now=0.0)
+    early = meter.update(16, now=0.001)
+    assert early.rate_bytes_s is None and early.eta_s is None
+    later = meter.update(50 * 1024 * 1024, now=2.0)
+    assert later.eta_s is not None and 1.5 < later.eta_s < 2.5
