@@ -10,6 +10,7 @@ from __future__ import annotations
 import shutil
 import sys
 import tempfile
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,6 +132,7 @@ def walk_through(setup: DemoSetup, out: Callable[[str], None] = print) -> None:
     from layout.planner import plan_full_disk
     from layout.preview import render_text
     from layout.probe import ImageProbe
+    from restore_tui.commands.match import render_match
     from restore_tui.engine import manifest_digest
     from restore_tui.screens.backup import partition_rows
     from restore_tui.screens.common import disk_name, when
@@ -150,13 +152,8 @@ def walk_through(setup: DemoSetup, out: Callable[[str], None] = print) -> None:
         out("2. The disks, best match first")
         disks = probe.disks()
         matches = match_disks(m, disks, None)
-        for match in matches:
-            state = (
-                "cannot be the target: " + match.blockers[0] if match.blockers else "can be used"
-            )
-            out(f"   {match.disk.headline} — {state}")
-            for reason in match.reasons[:2]:
-                out(f"      ✓ {reason}")
+        listing = "\n\n".join(render_match(i, match) for i, match in enumerate(matches, 1))
+        out(textwrap.indent(listing, "   "))
         target = next(x.disk for x in matches if x.disk.device == str(setup.new_disk))
         plan = plan_full_disk(
             m,

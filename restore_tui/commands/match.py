@@ -65,7 +65,7 @@ def render_match(rank: int, m: Match) -> str:
         else ("the backed-up disk" if m.strong else "could be used as the target")
     )
     lines = [f"{rank}. {m.disk.headline} — {verdict}", f"   {m.disk.device_note}"]
-    lines.extend(f"   + {r}" for r in m.reasons)
+    lines.extend(f"   • {r}" for r in m.reasons)  # evidence for and against alike
     lines.extend(f"   ✗ {b}" for b in m.blockers)
     return "\n".join(lines)
 
@@ -80,13 +80,13 @@ def run(args: argparse.Namespace) -> int:
     described = " · ".join(
         x
         for x in (
-            src.model,
+            src.model or "a disk of unknown model",
             human_size(src.size_bytes),
-            f"serial {src.serial}" if src.serial else None,
+            f"serial {src.serial}" if src.serial else "no serial number recorded",
         )
         if x
     )
-    print(f"The backup was made from: {described} (then {source.device})")
+    print(f"The backup was made from {described} (it was {source.device} then)")
     print()
     if not matches:
         print("No disks found. Attach the disk to restore onto, or pass --image FILE.")

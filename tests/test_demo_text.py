@@ -1,0 +1,25 @@
+"""`restore-tui demo --no-tui`: the walk-through as text, for machines without a terminal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from restore_tui.cli import main
+
+
+def test_demo_walk_through_as_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "demo"
+    assert main(["demo", "--no-tui", "--folder", str(folder)]) == 0
+    out = capsys.readouterr().out
+    # The backed-up disk is recognised by identity, the small one refused with the reason.
+    assert "1. windows-pc-disk.img · 64.0 MiB · image file — the backed-up disk" in out
+    assert "• same disk signature 7490A9A7 as the backed-up disk" in out
+    assert "small-disk-32MiB.img · 32.0 MiB · image file — cannot be the target" in out
+    assert "✗ too small" in out
+    # Evidence against is not ticked as if it were in favour.
+    assert "✓ nothing links" not in out and "✓ no strong evidence" not in out
+    assert "Nothing was written" in out
+    images = sorted(folder.glob("*.img"))
+    assert len(images) == 5 and len(sorted(folder.glob("*.rtui"))) == 2
