@@ -36,8 +36,14 @@ make_venv() {
     fi
     if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
         echo "==> installing restore-tui and its test tools into .venv/"
-        .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-        .venv/bin/python -m pip install -q -e ".[test]"
+        # Build tools are chatty (setuptools warnings); keep that in a log and show
+        # it only when the install fails.
+        if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+               .venv/bin/python -m pip install -q -e ".[test]"; } > .venv/install.log 2>&1; then
+            cat .venv/install.log >&2
+            echo "error: installing restore-tui into .venv/ failed (output above; also in .venv/install.log)" >&2
+            exit 1
+        fi
         echo "$want" > "$stamp"
     fi
 }

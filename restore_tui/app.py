@@ -231,11 +231,18 @@ class RestoreWizard(App[int]):
     async def _job(self, archive: Archive, job: JobChoice) -> int | None:
         """Target, plan, preview and (unless previewing) restore. None: back to the job."""
         steps = steps_for(job.kind, job.dry_run)
-        job_words = {
-            "full-disk": "Which disk should the backup go onto? Everything on it will be replaced.",
-            "one-partition": "Which disk should the partition go onto? Only its free space is "
-            "used; nothing else on it changes.",
-        }[job.kind]
+        if job.dry_run:
+            job_words = (
+                "Which disk should the preview be for? Nothing is written: you only see what "
+                "a restore would change."
+            )
+        else:
+            job_words = {
+                "full-disk": "Which disk should the backup go onto? Everything on it will be "
+                "replaced.",
+                "one-partition": "Which disk should the partition go onto? Only its free space "
+                "is used; nothing else on it changes.",
+            }[job.kind]
         while True:
             self.busy("Looking at the disks…")
             try:
@@ -441,7 +448,8 @@ def candidate_for(
         disk = match.disk
         if disk.table is None:
             blockers += (
-                "has no partition table, so there is no free space to put a partition into",
+                "has no partition table, so there is no free space to put a partition into "
+                "(restore the whole disk onto it instead)",
             )
         elif not disk.free:
             blockers += ("has no free space (every part of it belongs to a partition)",)

@@ -185,6 +185,10 @@ async def test_preview_writes_nothing(demo: DemoSetup, how: str) -> None:
         # In preview-only mode the first choice is the whole-disk preview; otherwise the
         # third choice is "Only show what would change".
         await pilot.press(*([] if how == "--dry-run" else ["down", "down"]), "enter")
+        target_screen = await on_screen(pilot, TargetScreen)
+        # Only a preview: the target step must not say the disk will be replaced.
+        words = screen_text(target_screen)
+        assert "Nothing is written" in words and "will be replaced" not in words
         await pick_target(pilot, demo.new_disk)
         preview = await on_screen(pilot, PreviewScreen)
         assert isinstance(preview, PreviewScreen)

@@ -119,7 +119,7 @@ def confirm(disk: ProbedDisk, what: str, *, yes: bool, stream: TextIO | None = N
         word, hint = serial[-4:], f"the last 4 characters of its serial number ({serial})"
     else:
         word, hint = "erase", "the word erase"
-    out.write(f"\nThis {what} on {disk.headline} ({disk.device_note}).\n")
+    out.write(f"\nThis {what} on {disk.headline} — {disk.device_note}.\n")
     out.write(f"To go ahead, type {hint} and press Enter (anything else cancels): ")
     out.flush()
     try:
