@@ -62,10 +62,12 @@ class RateMeter:
             samples.popleft()
         t0, d0 = samples[0]
         rate: float | None = None
-        if t > t0 and done >= d0 and t - self._first >= MIN_MEASURE_SECONDS:
+        finished = done >= self.total
+        if t > t0 and done >= d0 and (finished or t - self._first >= MIN_MEASURE_SECONDS):
+            # A job that finished within the first second still gets its true rate.
             rate = (done - d0) / (t - t0)
         eta: float | None = None
-        if done >= self.total:
+        if finished:
             eta = 0.0
         elif rate is not None and rate > 0:
             eta = (self.total - done) / rate

@@ -94,3 +94,8 @@ def test_no_estimate_from_a_first_instant() -> None:
     assert early.rate_bytes_s is None and early.eta_s is None
     later = meter.update(50 * 1024 * 1024, now=2.0)
     assert later.eta_s is not None and 1.5 < later.eta_s < 2.5
+    # A job done within its first second still reports how fast it went.
+    quick = RateMeter(1000)
+    quick.update(0, now=0.0)
+    done = quick.update(1000, now=0.5)
+    assert done.rate_bytes_s == 2000 and done.eta_s == 0.0
