@@ -430,12 +430,18 @@ def ocs_savedisk(loop_device, tmp_path: Path) -> tuple[Path, Path]:  # type: ign
     repo = tmp_path / "repo"
     repo.mkdir()
     script = OCS_SCRIPT.format(nodes="\n".join(nodes), repo=repo, disk=Path(device).name)
-    result = subprocess.run(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    # ocs-sr leaves mktemp files in /tmp (parttable-ocs.*); remove the ones this run made.
+    before = set(Path("/tmp").glob("parttable-ocs.*"))
+    try:
+        result = subprocess.run(
+            ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        for leftover in set(Path("/tmp").glob("parttable-ocs.*")) - before:
+            leftover.unlink(missing_ok=True)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return disk, repo / "real"
 
