@@ -194,11 +194,14 @@ def run_demo(*, keep: bool, no_tui: bool, folder: Path | None = None) -> int:
                 f"Here: the restored disk is the image file you chose in {setup.folder}.",
             ),
         )
-        code = run_wizard(options)
-        print(f"The demo folder was {where}", file=sys.stderr)
-        return code
+        return run_wizard(options)
     finally:
         if keep or not made_here:
             print(f"Kept the demo folder: {where}", file=sys.stderr)
         else:
             shutil.rmtree(where, ignore_errors=True)
+            print(
+                f"Removed the demo folder {where} (nothing else was touched). To look at the "
+                "restored images, or to try stopping and resuming, run `restore-tui demo --keep`.",
+                file=sys.stderr,
+            )
