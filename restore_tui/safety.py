@@ -87,6 +87,8 @@ def plan_refusals(plan: Plan, disk: ProbedDisk, journal: Checkpoint | None = Non
             )
     elif same_plan and journal is not None and journal.started_writing:
         pass  # the table stage was under way: its table may be half written, by us
+    elif disk.identity.size_bytes != plan.target.identity.size_bytes:
+        pass  # already refused above for its size; the table's recorded size differs too
     elif disk.table_fingerprint != plan.target.table_fingerprint:
         out.append(
             "the plan is stale: the disk's partition table changed since the plan was made. "

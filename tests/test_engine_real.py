@@ -375,3 +375,23 @@ def test_moved_fat32_partition_gets_both_boot_sectors_fixed(tmp_path: Path) -> N
     ok, output = sample.fsck_clean("vfat", target.path, start, new.length_lba * SECTOR)
     assert ok, output
     assert "differences between boot sector and its backup" not in output
+
+
+def test_apply_onto_a_resized_disk_names_the_size_not_a_table_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    disk = sample.build_windows_mbr(tmp_path / "src.img", 64, seed=15)
+    backup(disk.path, tmp_path / "src.rtui")
+    target = sample.build_mbr_with_logicals(tmp_path / "target.img", 64, seed=16).path
+    plan = tmp_path / "plan.json"
+    assert main(["plan", str(tmp_path / "src.rtui"), "--target", str(target),
+                 "--out", str(plan)]) == 0  # fmt: skip
+    with target.open("r+b") as f:
+        f.truncate(disk.size_bytes + MIB)  # the same file and table, now another size
+    before = read(target, 0, disk.size_bytes + MIB)
+    capsys.readouterr()
+    assert main(["apply", str(plan), "--yes"]) == 1
+    err = capsys.readouterr().err
+    # The size is what changed; its table is the same, so no claim that it changed.
+    assert "the plan is for" in err and "partition table changed" not in err
+    assert read(target, 0, disk.size_bytes + MIB) == before
