@@ -16,7 +16,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Static
 
 from layout.plan import Plan
-from restore_tui.screens.common import TERMS, Step, StepHeader, disk_name, lower_first
+from restore_tui.screens.common import TERMS, Step, StepHeader, disk_name
 
 SERIAL_DIGITS = 4
 
@@ -51,10 +51,16 @@ class ConfirmScreen(Screen[bool]):
         yield StepHeader(self.step, "Last check before anything is written.")
         with VerticalScroll(id="body"):
             if plan.job == "full-disk":
-                what = lower_first(plan.erases) if plan.erases else f"everything on {target}"
+                # The disk by what it is; its /dev name follows once, on its own line.
+                has_partitions = plan.before is not None and bool(plan.before.partitions)
+                replaced = (
+                    "Every partition on it is replaced by the backup."
+                    if has_partitions
+                    else "It has no partitions now; whatever it holds is overwritten."
+                )
                 yield Static(
-                    f"[b]This will erase {what}.[/b]\n"
-                    f"Every partition on it is replaced by the backup. This cannot be undone.",
+                    f"[b]This will erase everything on {target}.[/b]\n"
+                    f"{replaced} This cannot be undone.",
                     classes="warning",
                 )
             else:
