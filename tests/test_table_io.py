@@ -13,6 +13,7 @@ from layout.blockio import DiskReader
 from layout.fsinfo import probe_filesystem, with_filesystems
 from layout.models import Partition, PartitionTable
 from layout.table_io import (
+    ParsedTable,
     TableError,
     protective_mbr,
     read_table,
@@ -38,6 +39,20 @@ def sfdisk(image: Path, script: str) -> None:
 def sfdisk_json(image: Path) -> dict:
     out = subprocess.run(["sfdisk", "-J", str(image)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)["partitiontable"]
+
+
+def write_gpt_copy(parsed: ParsedTable, path: Path, lba: int) -> Path:
+    """A blank disk image of ``lba`` sectors holding ``parsed``'s GPT, rendered for that size."""
+    image = render_gpt(parsed.table, lba)
+    with path.open("wb") as f:
+        f.truncate(lba * 512)
+        f.write(protective_mbr(parsed.sector0, lba))
+        f.write(image.primary_header)
+        f.write(image.entries)
+        f.seek(image.backup_entries_lba * 512)
+        f.write(image.entries)
+        f.write(image.backup_header)
+    return path
 
 
 def parse(image: Path):
@@ -139,19 +154,8 @@ def test_gpt_parsed_and_rendered_byte_exact(gpt_disk: Path) -> None:
 def test_gpt_rendered_for_larger_disk_passes_sgdisk(gpt_disk: Path, tmp_path: Path) -> None:
     parsed = parse(gpt_disk)
     assert parsed is not None
-    big = tmp_path / "big.img"
-    size = 128 * MIB
-    with big.open("wb") as f:
-        f.truncate(size)
-    lba = size // 512
-    image = render_gpt(parsed.table, lba)
-    with big.open("r+b") as f:
-        f.write(protective_mbr(parsed.sector0, lba))
-        f.write(image.primary_header)
-        f.write(image.entries)
-        f.seek(image.backup_entries_lba * 512)
-        f.write(image.entries)
-        f.write(image.backup_header)
+    lba = 128 * MIB // 512
+    big = write_gpt_copy(parsed, tmp_path / "big.img", lba)
     result = subprocess.run(["sgdisk", "-v", str(big)], capture_output=True, text=True)
     assert "No problems found" in result.stdout, result.stdout
     reparsed = parse(big)
@@ -247,18 +251,7 @@ def test_libparted_reads_the_tables_we_write(
     parted = pytest.importorskip("parted")
     parsed = parse(gpt_disk)
     assert parsed is not None
-    big = tmp_path / "big.img"
-    with big.open("wb") as f:
-        f.truncate(128 * MIB)
-    lba = 128 * MIB // 512
-    image = render_gpt(parsed.table, lba)
-    with big.open("r+b") as f:
-        f.write(protective_mbr(parsed.sector0, lba))
-        f.write(image.primary_header)
-        f.write(image.entries)
-        f.seek(image.backup_entries_lba * 512)
-        f.write(image.entries)
-        f.write(image.backup_header)
+    big = write_gpt_copy(parsed, tmp_path / "big.img", 128 * MIB // 512)
     for path, table in ((big, parsed.table), (mbr_logicals, parse(mbr_logicals).table)):
         disk = parted.newDisk(parted.getDevice(str(path)))
         theirs = sorted((p.number, p.geometry.start, p.geometry.length) for p in disk.partitions)
