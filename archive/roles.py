@@ -35,20 +35,6 @@ PLAIN_NAMES: dict[Role, str] = {
     Role.EXTENDED: "Extended — a container for more partitions",
 }
 
-# The order a full-disk restore writes partitions in: boot pieces first, so a
-# restore that stops early has at least a disk that starts.
-STAGE_ORDER: dict[Role, int] = {
-    Role.EFI_SYSTEM: 0,
-    Role.BIOS_BOOT: 0,
-    Role.SYSTEM_RESERVED: 0,
-    Role.MSR: 0,
-    Role.SYSTEM: 1,
-    Role.RECOVERY: 2,
-    Role.DATA: 2,
-    Role.SWAP: 2,
-    Role.EXTENDED: 3,
-}
-
 RESERVED_ROLES = frozenset({Role.EFI_SYSTEM, Role.BIOS_BOOT, Role.SYSTEM_RESERVED, Role.MSR})
 
 

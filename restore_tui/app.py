@@ -23,12 +23,12 @@ from archive import open_archive
 from archive.base import Archive
 from archive.errors import ArchiveError
 from archive.manifest import ArchiveManifest
-from layout.matching import Match, match_disks
 from layout.plan import Plan
-from layout.planner import PlanError, plan_full_disk, plan_one_partition
 from layout.probe import Probe, ProbedDisk, ProbeError
 from restore_tui.engine import manifest_digest
 from restore_tui.journal import Journal, JournalError, JournalSummary, find_unfinished
+from restore_tui.matching import Match, match_disks
+from restore_tui.planner import PlanError, plan_full_disk, plan_one_partition
 from restore_tui.screens.backup import BackupScreen
 from restore_tui.screens.choose import (
     BackupChosen,
@@ -482,7 +482,7 @@ def candidate_for(
 def run_wizard(options: WizardOptions) -> int:
     """Run the wizard in this terminal and return the exit code."""
     if not os.isatty(0) or not os.isatty(2):
-        from restore_tui.cli import UserError
+        from restore_tui.errors import UserError
 
         raise UserError(
             "the wizard needs a terminal; use `restore-tui inspect`, `plan` and `restore` "

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from archive.errors import ArchiveError
+from restore_tui.errors import UserError
 
 # Order is the order of `restore-tui --help`.
 COMMAND_MODULES = (
@@ -27,10 +28,6 @@ COMMAND_MODULES = (
     "demo",
     "wizard",
 )
-
-
-class UserError(Exception):
-    """A problem the user can fix; the message says what is wrong and what to do."""
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, set[str]]:

@@ -128,12 +128,12 @@ def describe(setup: DemoSetup) -> str:
 def walk_through(setup: DemoSetup, out: Callable[[str], None] = print) -> None:
     """The non-interactive demo: what the wizard would show, as text."""
     from archive import open_archive
-    from layout.matching import match_disks
-    from layout.planner import plan_full_disk
-    from layout.preview import render_text
     from layout.probe import ImageProbe
     from restore_tui.commands.match import render_match
     from restore_tui.engine import manifest_digest
+    from restore_tui.matching import match_disks
+    from restore_tui.plan_text import render_text
+    from restore_tui.planner import plan_full_disk
     from restore_tui.screens.backup import partition_rows
     from restore_tui.screens.common import disk_name, when
 

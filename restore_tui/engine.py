@@ -26,9 +26,10 @@ from layout.blockio import BLKRRPART, geometry_of_fd
 from layout.models import DiskIdentity, PartitionTable
 from layout.plan import Action, Plan, Stage, canonical_json
 from layout.table_io import TableError, read_table, table_fingerprint
-from restore_tui.cli import UserError
 from restore_tui.datapath import check_copy
+from restore_tui.errors import UserError
 from restore_tui.journal import Journal, lost_at_restart
+from restore_tui.matching import identity_differences
 from restore_tui.progress import RateMeter
 from restore_tui.writer import CheckedWriter, OutsidePlan, TargetOpenError
 
@@ -308,8 +309,6 @@ class RestoreEngine:
                 "start a new restore instead of resuming"
             )
         if self.journal is not None:
-            from restore_tui.safety import identity_differences  # safety imports this module
-
             differences = identity_differences(
                 self.journal.record.target_identity, self.target_identity
             )

@@ -1,7 +1,7 @@
 """Refusals before a restore writes anything: wrong disk, busy disk, stale plan.
 
 Each check returns sentences a person can act on; the commands refuse when any
-exist. Disk facts come from ``layout.probe``, the judging from ``layout.matching``.
+exist. Disk facts come from ``layout.probe``, the judging from ``restore_tui.matching``.
 """
 
 from __future__ import annotations
@@ -9,43 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from archive.manifest import ArchiveManifest
-from layout.matching import judge, normalized_id, normalized_text
-from layout.models import DiskIdentity
 from layout.plan import Plan
-from layout.probe import ProbedDisk, human_size
+from layout.probe import ProbedDisk
 from restore_tui.engine import table_differences
 from restore_tui.journal import Checkpoint
-
-
-def identity_differences(expected: DiskIdentity, actual: DiskIdentity) -> list[str]:
-    """Where the disk present now differs from the one a plan or journal names.
-
-    A fact unknown on either side (no udev in a rescue system) is not held
-    against the disk; a fact known on both sides must agree.
-    """
-    out: list[str] = []
-    for field, what in (("serial", "serial number"), ("wwn", "WWN")):
-        want, have = normalized_id(getattr(expected, field)), normalized_id(getattr(actual, field))
-        if want and have and want != have:
-            out.append(
-                f"its {what} is {getattr(actual, field)}, the plan is for "
-                f"{getattr(expected, field)}"
-            )
-    want_model = normalized_text(expected.model)
-    have_model = normalized_text(actual.model)
-    if want_model and have_model and want_model != have_model:
-        out.append(f"it is a {actual.model}, the plan is for a {expected.model}")
-    if expected.size_bytes != actual.size_bytes:
-        out.append(
-            f"it holds {human_size(actual.size_bytes)} ({actual.size_bytes} bytes), the plan is "
-            f"for {human_size(expected.size_bytes)} ({expected.size_bytes} bytes)"
-        )
-    if expected.logical_sector_size != actual.logical_sector_size:
-        out.append(
-            f"it uses {actual.logical_sector_size}-byte sectors, the plan "
-            f"{expected.logical_sector_size}-byte sectors"
-        )
-    return out
+from restore_tui.matching import identity_differences, judge
 
 
 def disk_blockers(

@@ -11,9 +11,9 @@ import pytest
 
 from layout.models import DiskIdentity
 from layout.probe import ProbedDisk
-from restore_tui.cli import UserError
 from restore_tui.commands.restore import ProgressLines, confirm
 from restore_tui.engine import ProgressEvent
+from restore_tui.errors import UserError
 
 
 class FakeTerminal(io.StringIO):

@@ -16,7 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from archive.manifest import ArchiveManifest, BootArea, SourceDisk
-from layout.matching import (
+from layout.models import DiskIdentity, PartitionTable
+from layout.probe import ProbedDisk, RecordedProbe, dump_disks
+from restore_tui.cli import main
+from restore_tui.matching import (
     ARCHIVE_BLOCKER,
     Match,
     choice_explanation,
@@ -24,9 +27,6 @@ from layout.matching import (
     judge,
     match_disks,
 )
-from layout.models import DiskIdentity, PartitionTable
-from layout.probe import ProbedDisk, RecordedProbe, dump_disks
-from restore_tui.cli import main
 
 MACHINES = Path(__file__).parent / "data" / "machines"
 

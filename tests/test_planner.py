@@ -27,8 +27,8 @@ from planner_fixtures import (
 
 from layout.models import FreeRegion, Partition, PartitionTable
 from layout.plan import Action, Plan, Stage
-from layout.planner import PlanError, plan_full_disk, plan_one_partition
 from layout.validate import check_plan, validate_plan
+from restore_tui.planner import PlanError, plan_full_disk, plan_one_partition
 
 ARCHIVE = "/media/usb/backup.rtar"
 

@@ -135,7 +135,7 @@ def test_probed_image_carries_the_ebr_chain_for_a_new_logical(
     backed_up: tuple[Path, Path], tmp_path: Path
 ) -> None:
     from archive import open_archive
-    from layout.planner import plan_one_partition
+    from restore_tui.planner import plan_one_partition
 
     source, archive = backed_up
     copy = tmp_path / "copy.img"

@@ -22,8 +22,8 @@ from planner_fixtures import (
 from layout.gaps import align_up
 from layout.models import Partition, PartitionTable
 from layout.plan import Action, Plan, Stage
-from layout.planner import PlanError, plan_full_disk, plan_one_partition
 from layout.validate import validate_plan
+from restore_tui.planner import PlanError, plan_full_disk, plan_one_partition
 
 MIB_LBA = MiB // 512
 SETTINGS = settings(

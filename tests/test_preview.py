@@ -23,8 +23,8 @@ from planner_fixtures import (
 
 from layout.models import Partition, PartitionTable
 from layout.plan import Plan
-from layout.planner import plan_full_disk, plan_one_partition
-from layout.preview import bar_segments, layout_rows, plan_statuses, render_bar, render_text
+from restore_tui.plan_text import bar_segments, layout_rows, plan_statuses, render_bar, render_text
+from restore_tui.planner import plan_full_disk, plan_one_partition
 
 GOLDEN = Path(__file__).parent / "golden"
 ARCHIVE = "/media/usb/backup.rtar"

@@ -17,8 +17,8 @@ import pytest
 from conftest import attach_loop, detach_loop, needs_loop
 
 from archive.manifest import ArchiveManifest, BootArea, SourceDisk
-from layout.matching import ARCHIVE_BLOCKER, match_disks
 from layout.probe import ImageProbe, ProbedDisk, SystemProbe
+from restore_tui.matching import ARCHIVE_BLOCKER, match_disks
 
 pytestmark = [needs_loop, pytest.mark.root]
 MiB = 1024 * 1024

@@ -30,14 +30,14 @@ from tui_support import (
 import restore_tui.app
 from archive import open_archive
 from layout.blockio import DiskReader
-from layout.matching import match_disks
-from layout.planner import plan_full_disk
 from layout.probe import ImageProbe, RecordedProbe
 from layout.table_io import read_table
 from restore_tui.app import candidate_for
 from restore_tui.demo import DemoSetup
 from restore_tui.engine import ProgressEvent, RestoreCancelled, RestoreEngine, manifest_digest
 from restore_tui.journal import Journal, find_unfinished
+from restore_tui.matching import match_disks
+from restore_tui.planner import plan_full_disk
 from restore_tui.screens.backup import BackupScreen
 from restore_tui.screens.choose import ChooseBackupScreen
 from restore_tui.screens.common import Step

@@ -14,8 +14,8 @@ from pydantic import ValidationError
 
 from archive import open_archive
 from layout.plan import Plan
-from restore_tui.cli import UserError
 from restore_tui.commands.restore import add_run_options, execute, probe_target
+from restore_tui.errors import UserError
 from restore_tui.journal import find_for_archive
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from archive.backup import backup, mounted_read_write
 from archive.roles import plain_name
-from restore_tui.cli import UserError
+from restore_tui.errors import UserError
 from restore_tui.progress import ProgressPrinter, human_bytes
 
 

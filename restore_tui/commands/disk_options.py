@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from layout.probe import ImageProbe, Probe, probe_for
-from restore_tui.cli import UserError
+from restore_tui.errors import UserError
 
 
 def add_disk_options(parser: argparse.ArgumentParser) -> None:

@@ -11,8 +11,8 @@ import sys
 from typing import Any
 
 from layout.probe import ProbedDisk, ProbeError, dump_disks, human_size
-from restore_tui.cli import UserError
 from restore_tui.commands.disk_options import add_disk_options, probe_from_args
+from restore_tui.errors import UserError
 
 
 def register(subparsers: Any) -> None:

@@ -12,10 +12,10 @@ from typing import Any
 
 from archive import open_archive
 from archive.manifest import ArchiveManifest
-from layout.matching import Match, choice_explanation, match_disks
 from layout.probe import Probe, ProbeError, archive_disks, human_size
-from restore_tui.cli import UserError
 from restore_tui.commands.disk_options import add_disk_options, probe_from_args
+from restore_tui.errors import UserError
+from restore_tui.matching import Match, choice_explanation, match_disks
 
 
 def register(subparsers: Any) -> None:

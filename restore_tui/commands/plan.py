@@ -16,14 +16,14 @@ from typing import Any
 
 from archive import open_archive
 from archive.manifest import ArchiveManifest
-from layout.matching import Job, choice_explanation, choose_target, judge, match_disks
 from layout.plan import Plan
-from layout.planner import PlanError, plan_full_disk, plan_one_partition
-from layout.preview import render_text
 from layout.probe import ProbedDisk, ProbeError, archive_disks
-from restore_tui.cli import UserError
 from restore_tui.commands.disk_options import add_disk_options, probe_from_args
 from restore_tui.engine import manifest_digest
+from restore_tui.errors import UserError
+from restore_tui.matching import Job, choice_explanation, choose_target, judge, match_disks
+from restore_tui.plan_text import render_text
+from restore_tui.planner import PlanError, plan_full_disk, plan_one_partition
 
 
 def register(subparsers: Any) -> None:

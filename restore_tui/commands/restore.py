@@ -17,9 +17,7 @@ from typing import Any, TextIO
 from archive import open_archive
 from archive.base import Archive
 from layout.plan import Plan
-from layout.planner import PlanError, plan_full_disk, plan_one_partition
 from layout.probe import Probe, ProbedDisk, ProbeError, archive_disks, probe_for
-from restore_tui.cli import UserError
 from restore_tui.engine import (
     EngineError,
     ProgressEvent,
@@ -27,7 +25,9 @@ from restore_tui.engine import (
     RestoreEngine,
     manifest_digest,
 )
+from restore_tui.errors import UserError
 from restore_tui.journal import Journal, find_for_archive
+from restore_tui.planner import PlanError, plan_full_disk, plan_one_partition
 from restore_tui.progress import human_bytes, human_duration
 from restore_tui.safety import disk_blockers, journal_refusals, plan_refusals
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from archive import open_archive
 from archive.errors import ArchiveError
-from restore_tui.cli import UserError
 from restore_tui.commands.restore import add_run_options, execute, probe_target
 from restore_tui.engine import manifest_digest
+from restore_tui.errors import UserError
 from restore_tui.journal import (
     Journal,
     JournalError,

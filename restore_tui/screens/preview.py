@@ -22,7 +22,7 @@ from textual.widgets import Button, DataTable, Footer, Label, Static
 
 from layout.models import PartitionTable
 from layout.plan import Plan
-from layout.preview import LayoutRow, Status, bar_segments, layout_rows, plan_statuses
+from restore_tui.plan_text import LayoutRow, Status, bar_segments, layout_rows, plan_statuses
 from restore_tui.screens.common import TERMS, Step, StepHeader, disk_name, human_size
 
 PreviewResult = Literal["go", "back", "done", "new-ids", "same-ids"]

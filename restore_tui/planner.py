@@ -20,7 +20,6 @@ from archive.roles import (
     LINUX_DATA_GUID,
     LINUX_SWAP_GUID,
     RESERVED_ROLES,
-    STAGE_ORDER,
     WINDOWS_RECOVERY_GUID,
     infer_role,
     plain_name,
@@ -118,6 +117,21 @@ class IdSource:
     def mbr_signature(self) -> str:
         # Zero means "no signature" to Windows; never hand that out.
         return f"{self._rng.randrange(1, 2**32):08X}"
+
+
+# The order a full-disk restore writes partitions in: boot pieces first, so a
+# restore that stops early has at least a disk that starts.
+STAGE_ORDER: dict[Role, int] = {
+    Role.EFI_SYSTEM: 0,
+    Role.BIOS_BOOT: 0,
+    Role.SYSTEM_RESERVED: 0,
+    Role.MSR: 0,
+    Role.SYSTEM: 1,
+    Role.RECOVERY: 2,
+    Role.DATA: 2,
+    Role.SWAP: 2,
+    Role.EXTENDED: 3,
+}
 
 
 # --- shared checks -----------------------------------------------------------

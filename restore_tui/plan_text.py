@@ -16,7 +16,7 @@ from archive.roles import infer_role, plain_name
 from layout.gaps import MiB, usable_area
 from layout.models import DiskIdentity, Partition, PartitionTable
 from layout.plan import Action, Plan, Stage
-from layout.planner import human_size
+from restore_tui.planner import human_size
 
 Status = Literal["kept", "replaced", "created", "unallocated"]
 BAR_WIDTH = 60

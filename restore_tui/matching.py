@@ -292,3 +292,34 @@ def choice_explanation(matches: Sequence[Match]) -> str:
             why = "; ".join(m.blockers) if m.blockers else "; ".join(m.reasons)
             lines.append(f"  {m.disk.headline} ({m.device}): {why}")
     return "\n".join(lines)
+
+
+def identity_differences(expected: DiskIdentity, actual: DiskIdentity) -> list[str]:
+    """Where the disk present now differs from the one a plan or journal names.
+
+    A fact unknown on either side (no udev in a rescue system) is not held
+    against the disk; a fact known on both sides must agree.
+    """
+    out: list[str] = []
+    for field, what in (("serial", "serial number"), ("wwn", "WWN")):
+        want, have = normalized_id(getattr(expected, field)), normalized_id(getattr(actual, field))
+        if want and have and want != have:
+            out.append(
+                f"its {what} is {getattr(actual, field)}, the plan is for "
+                f"{getattr(expected, field)}"
+            )
+    want_model = normalized_text(expected.model)
+    have_model = normalized_text(actual.model)
+    if want_model and have_model and want_model != have_model:
+        out.append(f"it is a {actual.model}, the plan is for a {expected.model}")
+    if expected.size_bytes != actual.size_bytes:
+        out.append(
+            f"it holds {human_size(actual.size_bytes)} ({actual.size_bytes} bytes), the plan is "
+            f"for {human_size(expected.size_bytes)} ({expected.size_bytes} bytes)"
+        )
+    if expected.logical_sector_size != actual.logical_sector_size:
+        out.append(
+            f"it uses {actual.logical_sector_size}-byte sectors, the plan "
+            f"{expected.logical_sector_size}-byte sectors"
+        )
+    return out
