@@ -10,16 +10,32 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterator
+import struct
+import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from archive.base import TRACK0, Archive, Area, Damage, Piece, ProgressCallback, VerifyReport
-from archive.decompress import ImageStream, image_files
+from archive.base import (
+    TRACK0,
+    Archive,
+    Area,
+    Damage,
+    Piece,
+    ProgressCallback,
+    Unchecked,
+    UncheckedArea,
+    UncheckedReason,
+    VerifyReport,
+    canonical_json,
+    manifest_content,
+    sha256_hex,
+)
+from archive.decompress import ImageStream, image_files, split_parts
 from archive.errors import (
     ArchiveError,
     ManifestInvalid,
@@ -52,6 +68,32 @@ from layout.table_io import render_ebr
 # Text files are small; anything bigger is not Clonezilla's.
 MAX_TEXT_BYTES = 4 * 1024 * 1024
 CHECKSUM_FILES = {"MD5SUMS": "md5", "SHA1SUMS": "sha1", "B2SUMS": "blake2b"}
+
+# What Clonezilla writes into an image folder besides the partition images: these
+# files make up a backup's identity, with the images' names and sizes. Anything
+# else (a note someone put there, restore-tui's journal, dotfiles) is not the backup.
+METADATA_NAMES = frozenset(
+    {
+        "disk",
+        "parts",
+        "clonezilla-img",
+        "blkid.list",
+        "blkdev.list",
+        "blkdev.json",
+        "dev-fs.list",
+        "efi-nvram.dat",
+        "lvm_vg_dev.list",
+        "lvm_logv.list",
+        "MD5SUMS",
+        "SHA1SUMS",
+        "SHA512SUMS",
+        "B2SUMS",
+        "B3SUMS",
+    }
+)
+_METADATA_PATTERN = re.compile(r"^(?:Info-.+\.txt|swappt-.+\.info|lvm_.+\.conf|.+-ebr)$")
+# restore-tui's own files (archive does not import the application that names them).
+_OWN_SUFFIXES = (".restore-journal.json", ".tmp", ".partial")
 
 
 # --------------------------------------------------------------------------- text files
@@ -246,6 +288,245 @@ def parse_checksums(text: str) -> list[tuple[str, str]]:
     return result
 
 
+# --------------------------------------------------------------------------- recorded dates
+
+# `date +%Z` abbreviations whose offset is not in doubt (CST, IST, ... are left out:
+# they name several zones). Hours east of UTC.
+ZONE_OFFSETS: dict[str, float] = {
+    "UTC": 0, "GMT": 0, "UT": 0, "Z": 0, "WET": 0, "WEST": 1, "BST": 1,
+    "CET": 1, "CEST": 2, "MET": 1, "MEST": 2, "EET": 2, "EEST": 3, "MSK": 3,
+    "SAST": 2, "EST": -5, "EDT": -4, "CDT": -5, "MST": -7, "MDT": -6, "PST": -8,
+    "PDT": -7, "AKST": -9, "AKDT": -8, "HST": -10, "JST": 9, "KST": 9, "HKT": 8,
+    "WIB": 7, "AWST": 8, "ACST": 9.5, "ACDT": 10.5, "AEST": 10, "AEDT": 11,
+    "NZST": 12, "NZDT": 13,
+}  # fmt: skip
+_TIME = r"(\d{4})-(\d{2})-(\d{2}) (\d{2}):(\d{2}):(\d{2})(?: ([A-Za-z]+|[+-]\d{2}(?::?\d{2})?))?"
+# clonezilla-img's first line, then the log's first "Starting ocs-sr at ...".
+_SAVED_AT = re.compile(r"This image was saved by Clonezilla at " + _TIME)
+_STARTED_AT = re.compile(r"^Starting \S+ at " + _TIME, re.MULTILINE)
+# The log's last line and the Info-*.txt headers: local time to the minute, no zone.
+_CREATED_TIME = re.compile(r"^### Image created time: (\d{4})-(\d{2})(\d{2})-(\d{2})(\d{2})", re.M)
+_INFO_AT = re.compile(r"with \S+ info at (\d{4})-(\d{2})(\d{2})-(\d{2})(\d{2}):")
+
+
+def _zone(text: str | None) -> timezone:
+    """A ``date +%Z`` zone as an offset; an unknown name counts as UTC."""
+    if not text:
+        return UTC
+    numeric = re.fullmatch(r"([+-])(\d{2}):?(\d{2})?", text)
+    if numeric:
+        sign = -1 if numeric.group(1) == "-" else 1
+        minutes = int(numeric.group(2)) * 60 + int(numeric.group(3) or 0)
+        return timezone(sign * timedelta(minutes=minutes)) if minutes < 24 * 60 else UTC
+    hours = ZONE_OFFSETS.get(text.upper(), 0)
+    return timezone(timedelta(hours=hours))
+
+
+def _moment(fields: Iterable[str], zone: timezone) -> datetime | None:
+    year, month, day, hour, minute, *rest = (int(f) for f in fields)
+    try:
+        moment = datetime(year, month, day, hour, minute, rest[0] if rest else 0, tzinfo=zone)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def recorded_time(log: str, infos: Iterable[str] = ()) -> datetime | None:
+    """When Clonezilla saved the image, as it wrote it down (UTC); None if it did not.
+
+    ``log`` is ``clonezilla-img``: its first line ("saved by Clonezilla at
+    2024-05-01 12:34:56 UTC") is to the second with a zone; failing that the
+    log's "Starting ocs-sr at", then its "Image created time" and the Info-*.txt
+    headers, which are local time to the minute without a zone and count as UTC
+    (Clonezilla live's clock). A zone abbreviation that names several zones (CST)
+    counts as UTC too: the hour may be off, the same for every copy.
+    """
+    for pattern in (_SAVED_AT, _STARTED_AT):
+        match = pattern.search(log)
+        if match:
+            found = _moment(match.groups()[:6], _zone(match.group(7)))
+            if found is not None:
+                return found
+    for text, pattern in ((log, _CREATED_TIME), *((info, _INFO_AT) for info in infos)):
+        match = pattern.search(text)
+        if match:
+            found = _moment(match.groups(), UTC)
+            if found is not None:
+                return found
+    return None
+
+
+# --------------------------------------------------------------------------- first sectors
+
+
+@dataclass(frozen=True)
+class MbrEntry:
+    """One 16-byte partition entry of an MBR or EBR (CHS fields left out)."""
+
+    boot: int
+    type: int
+    start: int
+    size: int
+
+    @classmethod
+    def at(cls, sector: bytes, offset: int) -> MbrEntry:
+        boot, ptype, start, size = struct.unpack_from("<B3xB3xII", sector, offset)
+        return cls(boot, ptype, start, size)
+
+    @property
+    def empty(self) -> bool:
+        return self.type == 0 and self.start == 0 and self.size == 0
+
+
+def _boot_word(flag: int) -> str:
+    return "bootable" if flag == 0x80 else "not bootable"
+
+
+def check_mbr(sector0: bytes, dump: SfdiskDump, name: str, table_name: str) -> None:
+    """Sector 0 (``<d>-mbr``) must hold the table ``<d>-pt.sf`` describes.
+
+    Clonezilla keeps no checksum for its first-sector file and restore-tui writes
+    that sector as saved: its four entries (start, size, type, boot flag; not the
+    CHS fields, which tools fill in from different geometries), the disk signature
+    and the 55 AA mark are compared with the table file. For GPT the sector is
+    only a protective MBR: one entry of type 0xEE from sector 1.
+    """
+    suffix = "the first-sector file is damaged or from another disk"
+    if len(sector0) < 512 or sector0[510:512] != b"\x55\xaa":
+        raise ManifestInvalid(
+            f"{name} does not end with the 55 AA mark of a partition table sector: {suffix}"
+        )
+    entries = [MbrEntry.at(sector0, 446 + 16 * i) for i in range(4)]
+    if dump.label == "gpt":
+        if not any(e.type == 0xEE and e.start == 1 for e in entries):
+            raise ManifestInvalid(
+                f"{name} has no protective entry (type 0xEE from sector 1), but {table_name} "
+                f"describes a GPT disk: {suffix}"
+            )
+        return
+    if dump.label_id:
+        try:
+            want_id: int | None = int(dump.label_id, 16)
+        except ValueError:
+            want_id = None
+        have_id = int.from_bytes(sector0[440:444], "little")
+        if want_id is not None and want_id != have_id:
+            raise ManifestInvalid(
+                f"{name}'s disk signature says {have_id:#010x}, {table_name} says "
+                f"{want_id:#010x}: {suffix}"
+            )
+    primaries = {e.number: e for e in dump.entries if e.number <= 4}
+    for slot, have in enumerate(entries, start=1):
+        want = primaries.get(slot)
+        where = f"{name}'s partition entry {slot}"
+        if want is None:
+            if not have.empty:
+                raise ManifestInvalid(
+                    f"{where} holds a partition (type {have.type:#04x}, start {have.start}), "
+                    f"{table_name} has none there: {suffix}"
+                )
+            continue
+        if have.empty:
+            raise ManifestInvalid(
+                f"{where} is empty, {table_name} says start {want.start}: {suffix}"
+            )
+        try:
+            want_type = int(want.type, 16)
+        except ValueError:
+            raise _bad(table_name, f"type {want.type!r} of {want.device}") from None
+        differences = (
+            ("start", have.start, want.start),
+            ("size", have.size, want.size),
+            ("type", f"{have.type:#04x}", f"{want_type:#04x}"),
+            ("", _boot_word(have.boot), "bootable" if want.bootable else "not bootable"),
+        )
+        for what, got, expected in differences:
+            if got != expected:
+                says = f"{what} {got}".strip()
+                told = f"{what} {expected}".strip()
+                raise ManifestInvalid(f"{where} says {says}, {table_name} says {told}: {suffix}")
+
+
+def check_saved_ebr(
+    raw: bytes,
+    extended: Partition,
+    logicals: list[Partition],
+    name: str,
+    table_name: str,
+) -> None:
+    """The saved first EBR (``<p>-ebr``) must describe the first logical partition of the table.
+
+    restore-tui takes its first 446 bytes and its link to the second EBR as saved;
+    the entries are compared with the table file (start, size, type), and the link
+    must end where the next logical partition ends.
+    """
+    suffix = "the extended boot record file is damaged or from another disk"
+    if raw[510:512] != b"\x55\xaa":
+        raise ManifestInvalid(
+            f"{name} does not end with the 55 AA mark of an extended boot record: {suffix}"
+        )
+    in_order = sorted(logicals, key=lambda p: p.number)
+    first = in_order[0]
+    entry = MbrEntry.at(raw, 446)
+    where = f"{name}'s entry for partition {first.number}"
+    for what, got, expected in (
+        ("start", extended.start_lba + entry.start, first.start_lba),
+        ("size", entry.size, first.length_lba),
+        ("type", f"{entry.type:#04x}", f"{first.mbr_type or 0:#04x}"),
+    ):
+        if got != expected:
+            raise ManifestInvalid(
+                f"{where} says {what} {got}, {table_name} says {expected}: {suffix}"
+            )
+    if len(in_order) < 2:
+        return
+    following = in_order[1]
+    link = MbrEntry.at(raw, 462)
+    if link.type not in MBR_EXTENDED_TYPES:
+        raise ManifestInvalid(
+            f"{name}'s link to the next extended boot record is missing (type {link.type:#04x}), "
+            f"{table_name} has partition {following.number} after {first.number}: {suffix}"
+        )
+    link_start = extended.start_lba + link.start
+    link_stop = link_start + link.size
+    if not (extended.start_lba < link_start < following.start_lba) or (
+        link_stop != following.stop_lba
+    ):
+        raise ManifestInvalid(
+            f"{name}'s link to partition {following.number} says sectors {link_start}-"
+            f"{link_stop - 1}, {table_name} puts partition {following.number} at "
+            f"{following.start_lba}-{following.end_lba}: {suffix}"
+        )
+
+
+def gpt_checked_stop(first: bytes, sector_size: int) -> int:
+    """Where the bytes of ``<d>-gpt-1st`` that the GPT's own CRC32s protect end.
+
+    The header (LBA 1) carries a CRC32 of itself and of the partition entries;
+    when both match, everything up to the end of the entries is checked. Returns
+    ``sector_size`` (nothing past sector 0 checked) when they do not.
+    """
+    ss = sector_size
+    header = first[ss : 2 * ss]
+    if len(header) < 92 or header[:8] != b"EFI PART":
+        return ss
+    size, crc = struct.unpack_from("<II", header, 12)
+    if not 92 <= size <= ss:
+        return ss
+    body = bytearray(header[:size])
+    body[16:20] = bytes(4)
+    if zlib.crc32(body) != crc:
+        return ss
+    entries_lba, count, entry_size, entries_crc = struct.unpack_from("<QIII", header, 72)
+    start = entries_lba * ss
+    stop = start + count * entry_size
+    if entries_lba != 2 or not 0 < stop <= len(first):
+        return 2 * ss
+    if zlib.crc32(first[start:stop]) != entries_crc:
+        return 2 * ss
+    return -(-stop // ss) * ss
+
+
 # --------------------------------------------------------------------------- the directory
 
 
@@ -300,6 +581,10 @@ class ClonezillaArchive(Archive):
         self._images: dict[int, _Image] = {}
         self._part_names: dict[int, str] = {}
         self._ntfs_backup: dict[int, int] = {}  # partition -> offset of its rebuilt last sector
+        # partition -> why its data has no checksum (raw copy, image without checksums)
+        self._unchecked_data: dict[int, UncheckedReason] = {}
+        self._ebr_file: Path | None = None  # the saved first EBR, when the chain uses it
+        self._track0_checked_stop = 0  # track 0 bytes below this are under the GPT's CRCs
         self.manifest = self._build_manifest()
 
     # -- reading the directory ---------------------------------------------------------
@@ -391,6 +676,18 @@ class ClonezillaArchive(Archive):
         return "Clonezilla (version not recorded)"
 
     def _created(self) -> datetime:
+        """When the image was saved, as Clonezilla recorded it inside the folder.
+
+        Only a folder that records no date falls back to a file's modification
+        time, which a copy changes (identity() leaves ``created`` out for that reason).
+        """
+        infos = (
+            _read_text(self._file(name)) or ""
+            for name in ("Info-dmi.txt", "Info-lshw.txt", "Info-hwinfo.txt", "Info-lspci.txt")
+        )
+        recorded = recorded_time(_read_text(self._file("clonezilla-img")) or "", infos)
+        if recorded is not None:
+            return recorded
         for name in ("parts", "disk"):
             path = self._file(name)
             if path.is_file():
@@ -438,8 +735,10 @@ class ClonezillaArchive(Archive):
             self._images[number] = self._find_image(part)
 
         sector0 = self._sector0()
-        boot = self._boot_area(table, sector0, dump.label)
         images = tuple(self._partition_image(p, table) for p in table.partitions)
+        # After the images: a table file that does not fit them says so first.
+        check_mbr(sector0, dump, f"{self.disk}-mbr", f"{self.disk}-pt.sf")
+        boot = self._boot_area(table, sector0, dump.label)
         try:
             return ArchiveManifest(
                 created=self._created(),
@@ -576,6 +875,9 @@ class ClonezillaArchive(Archive):
                     Chunk(offset=offset, length=min(CHUNK_BYTES, stop - offset), kind="data")
                 )
             self._track0_source = (source, shift)
+            if shift == 0:  # -gpt-1st: GPT header and entries, under their own CRC32s
+                with source.open("rb") as f:
+                    self._track0_checked_stop = gpt_checked_stop(f.read(64 * ss), ss)
         ebrs = self._ebr_chain(table)
         return BootArea(
             boot_code=sector0[:440].hex(),
@@ -602,6 +904,10 @@ class ClonezillaArchive(Archive):
         ss = table.sector_size
         saved = self._file(f"{self._device_name(extended.number)}-ebr")
         first_raw = saved.read_bytes()[:ss] if saved.is_file() else b""
+        if len(first_raw) == ss:
+            self._ebr_file = saved
+            if logicals:
+                check_saved_ebr(first_raw, extended, logicals, saved.name, f"{self.disk}-pt.sf")
         if not logicals:
             return (
                 (RawSector(lba=extended.start_lba, data=first_raw.hex()),)
@@ -678,6 +984,7 @@ class ClonezillaArchive(Archive):
                 Chunk(offset=start + o, length=min(CHUNK_BYTES, size - o), kind="data")
                 for o in range(0, size, CHUNK_BYTES)
             )
+            self._unchecked_data[p.number] = "raw-copy"
             return PartitionImage(
                 number=p.number,
                 role=role,
@@ -704,6 +1011,7 @@ class ClonezillaArchive(Archive):
             note = f"partclone {h.partclone_version}, {h.filesystem}, {h.checksum_name} checksums"
             if not reader.checks_data:
                 note += " (the data cannot be checked: the image carries no usable checksums)"
+                self._unchecked_data[p.number] = "image-has-no-checksums"
             return PartitionImage(
                 number=p.number,
                 role=role,
@@ -715,6 +1023,104 @@ class ClonezillaArchive(Archive):
             )
         finally:
             reader.stream.close()
+
+    # -- what it is --------------------------------------------------------------------
+
+    def _metadata_files(self) -> list[Path]:
+        """The files Clonezilla wrote besides the images, sorted by name (see METADATA_NAMES)."""
+        found = []
+        for entry in self.path.iterdir():
+            name = entry.name
+            if name.startswith(".") or name.endswith(_OWN_SUFFIXES) or not entry.is_file():
+                continue
+            if (
+                name in METADATA_NAMES
+                or _METADATA_PATTERN.match(name)
+                or any(name.startswith(f"{d}-") for d in self.disks)
+            ):
+                found.append(entry)
+        return sorted(found, key=lambda e: e.name)
+
+    def _image_parts(self, number: int) -> tuple[Path, ...]:
+        found = self._images.get(number)
+        if found is None or found.base is None:
+            return ()
+        return split_parts(found.base)
+
+    def _content_identity(self) -> str:
+        """The manifest without ``created``, every metadata file's bytes, every image's size.
+
+        Metadata files (the table dumps, sector 0, track 0, EBRs, blkid and lsblk
+        lists, Clonezilla's log and Info-*.txt, checksum files) count by name and
+        SHA-256; image files, split parts included, by name and size only: their
+        data is what verify checks. No modification time, no directory name.
+        """
+        metadata = []
+        for path in self._metadata_files():
+            digest = hashlib.sha256()
+            with path.open("rb") as f:
+                while block := f.read(1 << 20):
+                    digest.update(block)
+            metadata.append([path.name, path.stat().st_size, digest.hexdigest()])
+        images = [
+            [part.name, part.stat().st_size]
+            for number in sorted(self._images)
+            for part in self._image_parts(number)
+        ]
+        return sha256_hex(
+            canonical_json(
+                {
+                    "format": "clonezilla image",
+                    "disk": self.disk,
+                    "manifest": manifest_content(self.manifest),
+                    "metadata": metadata,
+                    "images": images,
+                }
+            )
+        )
+
+    def _checksummed_files(self) -> set[str]:
+        """Names listed in the checksum files that verify checks (MD5SUMS, ...)."""
+        names: set[str] = set()
+        for list_name in CHECKSUM_FILES:
+            text = _read_text(self._file(list_name))
+            if text is not None:
+                names.update(Path(name).name for _, name in parse_checksums(text))
+        return names
+
+    def unchecked(self) -> tuple[Unchecked, ...]:
+        """Boot code, track 0, EBRs and partitions whose data no checksum protects.
+
+        Clonezilla keeps no checksum for sector 0, the hidden data after it or the
+        EBR; the partition entries are compared with the table file on opening, the
+        boot code cannot be. A GPT track 0 (-gpt-1st) is checked by the GPT's own
+        CRC32s. A file listed in MD5SUMS, SHA1SUMS or B2SUMS is checked by verify,
+        so what comes only from such files is covered.
+        """
+        listed = self._checksummed_files()
+
+        def covered(*files: Path | None) -> bool:
+            return all(f is not None and f.name in listed for f in files)
+
+        m = self.manifest
+        found: list[Unchecked] = []
+
+        def add(area: UncheckedArea, reason: UncheckedReason, partition: int | None = None) -> None:
+            found.append(Unchecked(area=area, reason=reason, partition=partition))
+
+        if not covered(self._file(f"{self.disk}-mbr")):
+            add("boot-code", "format-keeps-no-checksum")
+        source, _shift = self._track0_source
+        if m.boot.track0 and m.boot.track0_stop > self._track0_checked_stop and not covered(source):
+            add("track0", "format-keeps-no-checksum")
+        # EBRs are rebuilt from the table file and the saved first EBR (when there is one).
+        ebr_sources = [self._file(f"{self.disk}-pt.sf"), self._ebr_file]
+        if m.boot.ebrs and not covered(*(f for f in ebr_sources if f is not None)):
+            add("ebrs", "format-keeps-no-checksum")
+        for number, reason in sorted(self._unchecked_data.items()):
+            if not covered(*self._image_parts(number)):
+                add("partition", reason, number)
+        return tuple(found)
 
     # -- data --------------------------------------------------------------------------
 

@@ -35,7 +35,18 @@ from typing import Any, TypeVar
 import zstandard
 from pydantic import ValidationError
 
-from archive.base import TRACK0, Archive, Area, Damage, Piece, ProgressCallback, VerifyReport
+from archive.base import (
+    TRACK0,
+    Archive,
+    Area,
+    Damage,
+    Piece,
+    ProgressCallback,
+    Unchecked,
+    VerifyReport,
+    canonical_json,
+    sha256_hex,
+)
 from archive.errors import (
     ArchiveError,
     CorruptData,
@@ -556,6 +567,27 @@ class NativeArchive(Archive):
             )
         raw = _decompress_bounded(stored, MAX_MANIFEST_RAW)
         return parse_manifest(raw, data_stop=m_offset), file_length
+
+    # -- what it is
+
+    def _content_identity(self) -> str:
+        """SHA-256 of the manifest's canonical JSON: content only.
+
+        It holds every chunk's SHA-256 and the creation time stored inside the
+        file, never the file's name or modification time, so a copy or a renamed
+        file is the same backup. (The same value plans recorded before identities
+        existed, so their journals still match.)
+        """
+        return sha256_hex(canonical_json(self.manifest.model_dump(mode="json")))
+
+    def unchecked(self) -> tuple[Unchecked, ...]:
+        """Nothing: every part of a restore-tui archive is under a checksum.
+
+        Track 0 and every partition are chunks with their SHA-256 in the manifest;
+        boot code, sector 0 and extended boot records are stored in the manifest
+        itself, which the footer's SHA-256 protects and which is checked on opening.
+        """
+        return ()
 
     # -- data
 

@@ -8,6 +8,7 @@ checksum group plus one output chunk, whatever the partition's size.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import struct
 import zlib
@@ -18,7 +19,19 @@ from pathlib import Path
 
 import xxhash
 
-from archive.base import TRACK0, Archive, Area, Damage, Piece, ProgressCallback, VerifyReport
+from archive.base import (
+    TRACK0,
+    Archive,
+    Area,
+    Damage,
+    Piece,
+    ProgressCallback,
+    Unchecked,
+    VerifyReport,
+    canonical_json,
+    manifest_content,
+    sha256_hex,
+)
 from archive.decompress import ImageStream, image_files, split_parts
 from archive.errors import ArchiveError, CorruptData, NotAnArchive, TruncatedArchive
 from archive.manifest import ArchiveManifest, BootArea, Chunk, PartitionImage, SourceDisk
@@ -410,6 +423,8 @@ class PartcloneReader:
         if head[30:34] == b"0001" and head.startswith(MAGIC):
             head += stream.read_exact(HEADER_V1_SIZE - HEADER_V2.size, "the partclone header")
         self.header = parse_header(head, name)
+        #: the header as stored (after decompression): part of an image's identity
+        self.header_bytes = bytes(head)
         self.bitmap = self._read_bitmap()
         self.used_blocks = count_used(self.bitmap, self.header.total_blocks)
         self._started = False
@@ -755,6 +770,8 @@ class PartcloneImageArchive(Archive):
         reader = open_reader(path, partition=1, base_offset=SINGLE_START_LBA * SECTOR)
         try:
             self.header = reader.header
+            self._header_bytes = reader.header_bytes
+            self._checks_data = reader.checks_data
             h = reader.header
             length_lba = max(1, -(-h.device_size // SECTOR))
             fs = h.blkid_type
@@ -791,6 +808,8 @@ class PartcloneImageArchive(Archive):
             )
         finally:
             reader.stream.close()
+        # A partclone image records no date: its modification time is all there is
+        # (a copy changes it; identity() leaves it out).
         created = datetime.fromtimestamp(path_mtime(path), tz=UTC)
         self.manifest = ArchiveManifest(
             created=created,
@@ -805,6 +824,36 @@ class PartcloneImageArchive(Archive):
             ),
             partitions=(image,),
         )
+
+    def _content_identity(self) -> str:
+        """The manifest without ``created`` and the path, the files' names and sizes, the header.
+
+        Split parts count each by name and size; the header is partclone's own
+        (110 bytes, or 4160 for format 0001), already read on opening.
+        """
+        content = manifest_content(self.manifest)
+        content["source"].pop("device", None)  # the path this image was opened from
+        files = [[part.name, part.stat().st_size] for part in split_parts(self.path)]
+        return sha256_hex(
+            canonical_json(
+                {
+                    "format": "partclone image",
+                    "manifest": content,
+                    "files": files,
+                    "header": hashlib.sha256(self._header_bytes).hexdigest(),
+                }
+            )
+        )
+
+    def unchecked(self) -> tuple[Unchecked, ...]:
+        """The partition's data, when the image carries no usable checksums.
+
+        A lone image has no boot code or track 0 of its own (restore-tui presents it
+        as a disk with one partition and restores only that partition).
+        """
+        if self._checks_data:
+            return ()
+        return (Unchecked(area="partition", partition=1, reason="image-has-no-checksums"),)
 
     def pieces(self, area: Area, start: int = 0) -> Iterator[Piece]:
         if area == TRACK0:

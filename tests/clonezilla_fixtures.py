@@ -7,6 +7,7 @@ compressors exactly as Clonezilla's ocs-sr calls them (``partclone.<fs> -c -z
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import re
@@ -253,3 +254,28 @@ def build_disk_and_image(
     )
     os.sync()
     return disk, image
+
+
+def write_ocs_log(folder: Path, saved_at: str = "2024-05-01 12:34:56 UTC") -> None:
+    """``clonezilla-img`` and ``Info-img-id.txt`` dated as ocs-sr writes them after a save.
+
+    ocs-sr's first line is ``date +%F' '%T' '%Z``; its log's last line is the
+    local time to the minute (``date +%Y-%m%d-%H%M``).
+    """
+    day, clock = saved_at.split()[:2]
+    minute = f"{day[:7]}{day[8:10]}-{clock[:2]}{clock[3:5]}"
+    log = (
+        f"This image was saved by Clonezilla at {saved_at}.\n"
+        "The log during saving:\n"
+        "----------------------------------------------------------\n"
+        f"Starting /usr/sbin/ocs-sr at {saved_at}...\n"
+        "Made by restore-tui's tests like clonezilla-5.3.17\n"
+        "### End of log ###\n"
+        f"### Image created time: {minute}\n"
+    )
+    (folder / "clonezilla-img").write_text(log)
+    digest = hashlib.sha512(log.encode()).hexdigest()
+    (folder / "Info-img-id.txt").write_text(
+        "# This checksum is only for identifying the image. Created by the command: "
+        f"sha512sum clonezilla-img\nIMG_ID={digest}\n"
+    )
