@@ -8,51 +8,104 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
-from pydantic import Field, model_validator
+from pydantic import Field, TypeAdapter, model_validator
 
 from layout.models import DiskIdentity, Frozen, PartitionTable
+from layout.notices import Notice
 
 HexBytes = Annotated[str, Field(pattern=r"^([0-9a-f]{2})*$")]
 NonNegative = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(gt=0)]
 
-ActionKind = Literal[
-    # write the inline ``data`` (table structures, boot code, a patched field)
-    "write-bytes",
-    # copy stored data of an archive area onto the target; ``area`` is "track0"
-    # or a partition number, source bytes [source_offset, source_offset+length)
-    # land at [offset, offset+length)
-    "restore-area",
-    # write zeros over [offset, offset+length) (stale GPT copies, wiped signatures)
-    "zero",
-]
+class ActionRunner(Protocol):
+    """What executes actions (the engine's writer side); each action calls its own verb."""
+
+    def write_bytes(self, action: WriteBytes, start_done: int) -> None: ...
+
+    def restore_area(self, action: RestoreArea, start_done: int) -> None: ...
+
+    def zero_range(self, action: ZeroRange, start_done: int) -> None: ...
 
 
-class Action(Frozen):
-    kind: ActionKind
+class ActionChecker(Protocol):
+    """What reads actions back from the target: the first byte in [lo, hi) that differs."""
+
+    def bytes_mismatch(self, action: WriteBytes, lo: int, hi: int) -> int | None: ...
+
+    def area_mismatch(self, action: RestoreArea, lo: int, hi: int) -> int | None: ...
+
+    def zeros_mismatch(self, action: ZeroRange, lo: int, hi: int) -> int | None: ...
+
+
+class _ActionBase(Frozen):
     offset: NonNegative = Field(description="Byte offset on the target disk")
     length: Positive = Field(description="Bytes written, starting at offset")
     description: str = Field(description="What this does, in plain words")
-    data: HexBytes | None = None
-    area: Literal["track0"] | Annotated[int, Field(ge=1)] | None = None
-    source_offset: NonNegative | None = None
 
     @property
     def stop(self) -> int:
         return self.offset + self.length
 
+
+class WriteBytes(_ActionBase):
+    """Write the inline ``data``: table structures, boot code, a patched boot-sector field."""
+
+    kind: Literal["write-bytes"] = "write-bytes"
+    data: HexBytes
+
     @model_validator(mode="after")
-    def _check(self) -> Action:
-        if self.kind == "write-bytes":
-            if self.data is None or len(self.data) // 2 != self.length:
-                raise ValueError("write-bytes needs data exactly `length` bytes long")
-        elif self.data is not None:
-            raise ValueError(f"{self.kind} carries no inline data")
-        if self.kind == "restore-area" and (self.area is None or self.source_offset is None):
-            raise ValueError("restore-area needs the archive area and its source offset")
+    def _check(self) -> WriteBytes:
+        if len(self.data) // 2 != self.length:
+            raise ValueError("write-bytes needs data exactly `length` bytes long")
         return self
+
+    @property
+    def payload(self) -> bytes:
+        return bytes.fromhex(self.data)
+
+    def execute(self, runner: ActionRunner, start_done: int) -> None:
+        runner.write_bytes(self, start_done)
+
+    def first_mismatch(self, checker: ActionChecker, lo: int, hi: int) -> int | None:
+        return checker.bytes_mismatch(self, lo, hi)
+
+
+class RestoreArea(_ActionBase):
+    """Copy stored data of an archive area ("track0" or a partition number) onto the target:
+    source bytes [source_offset, source_offset + length) land at [offset, offset + length)."""
+
+    kind: Literal["restore-area"] = "restore-area"
+    area: Literal["track0"] | Annotated[int, Field(ge=1)]
+    source_offset: NonNegative
+
+    def execute(self, runner: ActionRunner, start_done: int) -> None:
+        runner.restore_area(self, start_done)
+
+    def first_mismatch(self, checker: ActionChecker, lo: int, hi: int) -> int | None:
+        return checker.area_mismatch(self, lo, hi)
+
+
+class ZeroRange(_ActionBase):
+    """Write zeros over [offset, offset + length): stale GPT copies, wiped signatures."""
+
+    kind: Literal["zero"] = "zero"
+
+    def execute(self, runner: ActionRunner, start_done: int) -> None:
+        runner.zero_range(self, start_done)
+
+    def first_mismatch(self, checker: ActionChecker, lo: int, hi: int) -> int | None:
+        return checker.zeros_mismatch(self, lo, hi)
+
+
+Action = Annotated[WriteBytes | RestoreArea | ZeroRange, Field(discriminator="kind")]
+ACTION = TypeAdapter(Action)
+
+
+def parse_action(fields: dict[str, object]) -> WriteBytes | RestoreArea | ZeroRange:
+    """An action from plain fields (``kind`` picks its class)."""
+    return ACTION.validate_python(fields)
 
 
 class Stage(Frozen):
@@ -75,21 +128,45 @@ class TargetRef(Frozen):
 
 
 class ArchiveRef(Frozen):
-    path: str
-    manifest_digest: str = Field(description="SHA-256 of the archive manifest's canonical JSON")
+    path: str = Field(description="Where the backup was when planned (a copy elsewhere works)")
+    identity: str = Field(description="The backup's content identity (``Archive.identity()``)")
+
+
+Job = Literal["full-disk", "one-partition"]
+
+
+class PlanChoices(Frozen):
+    """What the person chose; with the backup and the disk as they are, it makes the plan."""
+
+    job: Job
+    partition: Annotated[int, Field(ge=1)] | None = None
+    region: NonNegative | None = Field(
+        default=None, description="A sector inside the free space to use (one partition)"
+    )
+    new_ids: bool = False
+    id_seed: NonNegative | None = Field(
+        default=None, description="Seed of any new identifiers, so planning again repeats them"
+    )
 
 
 class Plan(Frozen):
-    schema_version: Literal[1] = 1
-    job: Literal["full-disk", "one-partition"]
+    schema_version: Literal[2] = 2
+    choices: PlanChoices
     archive: ArchiveRef
     target: TargetRef
     before: PartitionTable | None = Field(description="The target's table now (None: blank)")
     after: PartitionTable
     stages: tuple[Stage, ...]
-    new_ids: bool = False
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[Notice, ...] = ()
     erases: str = Field(default="", description="What will be destroyed, in plain words")
+
+    @property
+    def job(self) -> Job:
+        return self.choices.job
+
+    @property
+    def new_ids(self) -> bool:
+        return self.choices.new_ids
 
     def digest(self) -> str:
         """A stable fingerprint: the checkpoint journal refuses a different plan."""

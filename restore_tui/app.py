@@ -22,13 +22,12 @@ from textual.widgets import Footer, Static
 from archive import open_archive
 from archive.base import Archive
 from archive.errors import ArchiveError
-from archive.manifest import ArchiveManifest
-from layout.plan import Plan
+from layout.plan import Plan, PlanChoices
 from layout.probe import Probe, ProbedDisk, ProbeError
-from restore_tui.engine import manifest_digest
+from restore_tui.errors import UserError
+from restore_tui.flow import Flow, Located
 from restore_tui.journal import Journal, JournalError, JournalSummary, find_unfinished
-from restore_tui.matching import Match, match_disks
-from restore_tui.planner import PlanError, plan_full_disk, plan_one_partition
+from restore_tui.matching import Match, room_in
 from restore_tui.screens.backup import BackupScreen
 from restore_tui.screens.choose import (
     BackupChosen,
@@ -41,7 +40,7 @@ from restore_tui.screens.common import Step, human_size
 from restore_tui.screens.confirm import ConfirmScreen
 from restore_tui.screens.end import DoneScreen, FailureScreen
 from restore_tui.screens.job import JobChoice, JobScreen
-from restore_tui.screens.partition import PartitionChoice, PartitionScreen, room_in
+from restore_tui.screens.partition import PartitionChoice, PartitionScreen
 from restore_tui.screens.preview import PreviewScreen
 from restore_tui.screens.progress import Outcome, ProgressScreen, RestoreJob
 from restore_tui.screens.target import TargetCandidate, TargetScreen
@@ -78,7 +77,7 @@ PREVIEW_STEPS = (
 )
 ONE_PREVIEW_STEPS = (*ONE_STEPS[:5], "What would change")
 # Resuming skips from choosing straight to restoring.
-RESUME_STEPS = ("Choose the backup", "Restoring", "Done")
+RESUME_STEPS = ("Choose the backup", "Continue", "Restoring", "Done")
 
 
 def steps_for(kind: str, dry_run: bool) -> tuple[str, ...]:
@@ -268,11 +267,11 @@ class RestoreWizard(App[int]):
     def _candidates(
         self, archive: Archive, job: JobChoice
     ) -> tuple[list[TargetCandidate], list[ProbedDisk]]:
-        probe = self._probe()
-        disks = probe.disks()
-        holding = _disks_holding(probe, str(archive.path))
-        matches = match_disks(archive.manifest, disks, holding, job.kind)
-        return [candidate_for(m, job, archive.manifest) for m in matches], disks
+        matches = self._flow(archive).candidates(job.kind)
+        return [candidate_for(m) for m in matches], [m.disk for m in matches]
+
+    def _flow(self, archive: Archive) -> Flow:
+        return Flow(archive, self._probe())
 
     def _probe(self) -> Probe:
         if self.options.probe is None:
@@ -314,7 +313,7 @@ class RestoreWizard(App[int]):
                         plan = await asyncio.to_thread(
                             self._make_plan, archive, job, target, part, disks, new_ids
                         )
-                    except PlanError as exc:
+                    except UserError as exc:
                         self.notify(f"This cannot be done: {exc}", severity="error", timeout=15)
                         break
                 self.plan = plan
@@ -346,7 +345,7 @@ class RestoreWizard(App[int]):
                     return await self._run_restore(
                         RestoreJob(
                             plan=plan,
-                            archive=archive,
+                            flow=self._flow(archive),
                             target_path=target.device,
                             verify=self.options.verify_after_write,
                         ),
@@ -364,28 +363,13 @@ class RestoreWizard(App[int]):
         disks: list[ProbedDisk],
         new_ids: bool = False,
     ) -> Plan:
-        digest = manifest_digest(archive.manifest)
-        others = [d for d in disks if d.device != target.device]
-        if job.kind == "one-partition":
-            assert part is not None
-            return plan_one_partition(
-                archive.manifest,
-                digest,
-                str(archive.path),
-                target.disk,
-                part.number,
-                part.region,
-                new_ids=new_ids,
-                other_disks=others,
-            )
-        return plan_full_disk(
-            archive.manifest,
-            digest,
-            str(archive.path),
-            target.disk,
+        choices = PlanChoices(
+            job=job.kind,
+            partition=part.number if part else None,
+            region=part.region.start_lba if part else None,
             new_ids=new_ids,
-            other_disks=others,
         )
+        return self._flow(archive).plan(target.disk, choices)
 
     async def _run_restore(self, job: RestoreJob, steps: Sequence[str]) -> int:
         outcome = await self.push_screen_wait(ProgressScreen(step_of(steps, "Restoring"), job))
@@ -414,12 +398,26 @@ class RestoreWizard(App[int]):
             )
             return None
         self.archive = archive
+        flow = self._flow(archive)
+        self.busy("Looking for the disk being restored…")
+        try:
+            # By what the disk is: its /dev name may belong to another disk since the restart.
+            located: Located = await asyncio.to_thread(flow.locate, journal.record)
+        except (UserError, ProbeError) as exc:
+            self.notify(f"Cannot resume yet: {exc}", severity="error", timeout=20)
+            return None
         record = journal.record
+        if located.renamed is not None:
+            confirmed = await self.push_screen_wait(
+                ConfirmScreen(step_of(RESUME_STEPS, "Continue"), record.plan, resuming=located)
+            )
+            if not confirmed:
+                return None
         return await self._run_restore(
             RestoreJob(
                 plan=record.plan,
-                archive=archive,
-                target_path=record.target_path,
+                flow=flow,
+                target_path=located.disk.device,
                 verify=self.options.verify_after_write,
                 journal=journal,
             ),
@@ -427,63 +425,27 @@ class RestoreWizard(App[int]):
         )
 
 
-def _disks_holding(probe: Probe, archive_path: str) -> list[str]:
-    """Every disk the archive lives on (a loop device and the disk under its file too)."""
-    base = getattr(probe, "base", probe)
-    many = getattr(base, "disks_holding", None)
-    if callable(many):
-        return list(many(archive_path))
-    one = probe.disk_holding(archive_path)
-    return [one] if one else []
-
-
-def candidate_for(
-    match: Match, job: JobChoice, manifest: ArchiveManifest | None = None
-) -> TargetCandidate:
-    """A match judged for this job: for one partition only free space matters, not size."""
-    blockers = tuple(match.blockers)
+def candidate_for(match: Match) -> TargetCandidate:
+    """A judged disk as the target step lists it (the judging is the flow's)."""
     notes: list[str] = []
-    recommended = match.strong and not blockers
-    if job.kind == "one-partition":
-        disk = match.disk
-        if disk.table is None:
-            blockers += (
-                "has no partition table, so there is no free space to put a partition into "
-                "(restore the whole disk onto it instead)",
-            )
-        elif not disk.free:
-            blockers += ("has no free space (every part of it belongs to a partition)",)
-        else:
-            # What a new partition can really use: its start moves to the next MiB.
-            largest = max(room_in(r) * r.sector_size for r in disk.free)
-            notes.append(f"largest free space: {human_size(largest)}")
-            sizes = (
-                [p.length_lba * manifest.table.sector_size for p in manifest.table.data_partitions]
-                if manifest is not None
-                else []
-            )
-            if sizes and min(sizes) > largest:
-                blockers += (
-                    f"its largest free space ({human_size(largest)}) is too small for any "
-                    f"partition in this backup (the smallest needs {human_size(min(sizes))})",
-                )
-        # For one partition the best disk is one with room, not the backed-up disk itself.
-        recommended = not blockers and bool(disk.free)
+    disk = match.disk
+    if match.job == "one-partition" and disk.free:
+        # What a new partition can really use: its start moves to the next MiB.
+        largest = max(room_in(r) * r.sector_size for r in disk.free)
+        notes.append(f"largest free space: {human_size(largest)}")
     return TargetCandidate(
-        disk=match.disk,
+        disk=disk,
         reasons=tuple(match.reasons),
-        blockers=blockers,
-        recommended=recommended and not blockers,
+        blockers=tuple(b.text for b in match.blockers),
+        recommended=match.recommended,
         notes=tuple(notes),
-        good_words="✓ has room" if job.kind == "one-partition" else "✓ best match",
+        good_words="✓ has room" if match.job == "one-partition" else "✓ best match",
     )
 
 
 def run_wizard(options: WizardOptions) -> int:
     """Run the wizard in this terminal and return the exit code."""
     if not os.isatty(0) or not os.isatty(2):
-        from restore_tui.errors import UserError
-
         raise UserError(
             "the wizard needs a terminal; use `restore-tui inspect`, `plan` and `restore` "
             "in scripts, or `restore-tui demo --no-tui` for the walk-through as text"

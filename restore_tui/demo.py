@@ -128,12 +128,11 @@ def describe(setup: DemoSetup) -> str:
 def walk_through(setup: DemoSetup, out: Callable[[str], None] = print) -> None:
     """The non-interactive demo: what the wizard would show, as text."""
     from archive import open_archive
+    from layout.plan import PlanChoices
     from layout.probe import ImageProbe
     from restore_tui.commands.match import render_match
-    from restore_tui.engine import manifest_digest
-    from restore_tui.matching import match_disks
+    from restore_tui.flow import Flow
     from restore_tui.plan_text import render_text
-    from restore_tui.planner import plan_full_disk
     from restore_tui.screens.backup import partition_rows
     from restore_tui.screens.common import disk_name, when
 
@@ -150,18 +149,12 @@ def walk_through(setup: DemoSetup, out: Callable[[str], None] = print) -> None:
         out(f"   checked: {verdict}")
         out("")
         out("2. The disks, best match first")
-        disks = probe.disks()
-        matches = match_disks(m, disks, None)
+        flow = Flow(archive, probe)
+        matches = flow.candidates("full-disk")
         listing = "\n\n".join(render_match(i, match) for i, match in enumerate(matches, 1))
         out(textwrap.indent(listing, "   "))
         target = next(x.disk for x in matches if x.disk.device == str(setup.new_disk))
-        plan = plan_full_disk(
-            m,
-            manifest_digest(m),
-            str(archive.path),
-            target,
-            other_disks=[d for d in disks if d.device != target.device],
-        )
+        plan = flow.plan(target, PlanChoices(job="full-disk"))
         out("")
         out(f"3. Restoring the whole disk onto {setup.new_disk.name} (the preview):")
         for line in render_text(plan).splitlines():

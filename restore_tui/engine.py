@@ -10,6 +10,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import os
 import shutil
 import subprocess
 import threading
@@ -21,14 +22,15 @@ from typing import Literal
 
 from archive.base import TRACK0, Archive
 from archive.errors import ArchiveError, CorruptData
-from archive.manifest import ArchiveManifest, Chunk
+from archive.manifest import Chunk
 from layout.blockio import BLKRRPART, geometry_of_fd
 from layout.models import DiskIdentity, PartitionTable
-from layout.plan import Action, Plan, Stage, canonical_json
+from layout.notices import Notice, notice
+from layout.plan import Action, Plan, RestoreArea, Stage, WriteBytes, ZeroRange
 from layout.table_io import TableError, read_table, table_fingerprint
 from restore_tui.datapath import check_copy
 from restore_tui.errors import UserError
-from restore_tui.journal import Journal, lost_at_restart
+from restore_tui.journal import Checkpoint, Journal, lost_at_restart
 from restore_tui.matching import identity_differences
 from restore_tui.progress import RateMeter
 from restore_tui.writer import CheckedWriter, OutsidePlan, TargetOpenError
@@ -39,6 +41,7 @@ WRITE_SLICE = 1024 * 1024
 ZERO_SLICE = 64 * 1024 * 1024
 VERIFY_BLOCK = 4 * 1024 * 1024
 CHECKPOINT_SECONDS = 3.0
+LOCK_WAIT_SECONDS = 10.0
 
 RESUME_HINT = "run `restore-tui resume` — it continues from the last checkpoint"
 
@@ -80,11 +83,6 @@ def area_name(area: int | str | None) -> str:
     return f"partition {area}"
 
 
-def manifest_digest(manifest: ArchiveManifest) -> str:
-    """The digest a plan records for its archive (``ArchiveRef.manifest_digest``)."""
-    return hashlib.sha256(canonical_json(manifest).encode()).hexdigest()
-
-
 # -- progress ----------------------------------------------------------------------------
 
 EventKind = Literal[
@@ -108,6 +106,7 @@ class ProgressEvent:
     rate_bytes_s: float | None = None
     eta_s: float | None = None
     message: str = ""
+    notice: Notice | None = None
     journal_path: str | None = None
 
     @property
@@ -154,6 +153,41 @@ def table_differences(expected: PartitionTable, found: PartitionTable | None) ->
             if a != b:
                 out.append(f"partition {number}: {field.replace('_', ' ')} is {b}, plan says {a}")
     return out
+
+
+def table_state_refusals(
+    plan: Plan, table: PartitionTable | None, fingerprint: str, journal: Checkpoint | None
+) -> list[Notice]:
+    """Is the disk's table what ``plan`` may be written over? The one place for this.
+
+    Before a restore wrote anything the table must be the one planned against; once
+    this plan's table stage is done it must be the plan's ``after``; while the table
+    stage was under way it may be half written, by us.
+    """
+    same_plan = journal is not None and journal.plan_digest == plan.digest()
+    if same_plan and journal is not None and "table" in journal.completed_stages:
+        problems = table_differences(plan.after, table)
+        if problems:
+            return [
+                notice(
+                    "table-changed-since-written",
+                    "its partition table changed since restore-tui wrote it ("
+                    + "; ".join(problems)
+                    + "); something else wrote to the disk. Make a new plan and restore again",
+                )
+            ]
+        return []
+    if same_plan and journal is not None and journal.started_writing:
+        return []
+    if fingerprint != plan.target.table_fingerprint:
+        return [
+            notice(
+                "stale-plan",
+                "the plan is stale: the disk's partition table changed since the plan was "
+                "made. Make a new plan (`restore-tui plan`) and look at it again",
+            )
+        ]
+    return []
 
 
 # -- byte-range helpers ------------------------------------------------------------------
@@ -233,7 +267,7 @@ class RestoreEngine:
         self.progress = progress
         self.cancel = cancel
         self.checkpoint_seconds = checkpoint_seconds
-        self.notes: list[str] = []
+        self.notes: list[Notice] = []
         self._weights = [[self._action_weight(a) for a in s.actions] for s in plan.stages]
         self._stage_totals = [sum(w) for w in self._weights]
         self.overall_total = sum(self._stage_totals)
@@ -243,6 +277,7 @@ class RestoreEngine:
         self._stage_index = -1
         self._last_checkpoint = time.monotonic()
         self._writer: CheckedWriter | None = None
+        self._at: tuple[Stage, int] | None = None  # the action being executed
 
     # -- weights: stored bytes for copies (what actually moves), length otherwise --------
 
@@ -260,7 +295,7 @@ class RestoreEngine:
     def _action_weight(self, action: Action, done: int | None = None) -> int:
         """Work units of ``action`` (of its first ``done`` bytes when given)."""
         length = action.length if done is None else done
-        if action.kind != "restore-area" or action.source_offset is None:
+        if not isinstance(action, RestoreArea):
             return length
         chunks = self._area_chunks(action.area)
         if chunks is None:
@@ -270,7 +305,7 @@ class RestoreEngine:
 
     # -- events ------------------------------------------------------------------------
 
-    def _emit(self, kind: EventKind, message: str = "") -> None:
+    def _emit(self, kind: EventKind, message: str = "", said: Notice | None = None) -> None:
         if self.progress is None:
             return
         snap = self._meter.update(self._overall_done)
@@ -290,13 +325,15 @@ class RestoreEngine:
                 rate_bytes_s=snap.rate_bytes_s,
                 eta_s=snap.eta_s,
                 message=message,
+                notice=said,
                 journal_path=str(self.journal.path) if self.journal else None,
             )
         )
 
-    def _note(self, message: str) -> None:
-        self.notes.append(message)
-        self._emit("note", message)
+    def _note(self, code: str, message: str, **params: str | int) -> None:
+        said = notice(code, message, **params)
+        self.notes.append(said)
+        self._emit("note", message, said)
 
     # -- entry point -------------------------------------------------------------------
 
@@ -318,7 +355,7 @@ class RestoreEngine:
                     + "; ".join(differences)
                 )
         if self.journal is not None and self.journal.record.finished:
-            self._note("this restore already finished; nothing to do")
+            self._note("already-finished", "this restore already finished; nothing to do")
             return
         self._check_archive()
         try:
@@ -329,6 +366,7 @@ class RestoreEngine:
             raise TargetChanged(str(exc)) from exc
         self._writer = writer
         try:
+            self._lock(writer)
             self._preflight(writer)
             if self.journal is None:
                 self.journal = Journal.create(
@@ -339,29 +377,40 @@ class RestoreEngine:
                     plan_path=self.plan_path,
                     location=self.journal_location,
                 )
-            elif str(self.archive.path) != self.journal.record.archive_path:
-                # Resuming from another copy of the same backup: remember the new path.
-                self.journal.save(archive_path=str(Path(self.archive.path).absolute()))
-            self._note(f"progress is recorded in {self.journal.path}")
+            else:
+                # Resuming from another copy of the same backup, or onto the same disk under
+                # a new /dev name: remember where both are now.
+                moved: dict[str, object] = {}
+                if str(Path(self.archive.path).absolute()) != self.journal.record.archive_path:
+                    moved["archive_path"] = str(Path(self.archive.path).absolute())
+                if self.target_path != self.journal.record.target_path:
+                    moved["target_path"] = self.target_path
+                if moved:
+                    self.journal.save(**moved)
+            self._note(
+                "journal-location",
+                f"progress is recorded in {self.journal.path}",
+                path=str(self.journal.path),
+            )
             volatile = lost_at_restart(self.journal.path)
             if volatile:
-                self._note(volatile)
+                self._note("journal-volatile", volatile, path=str(self.journal.path))
             self._run_stages(writer)
             self.journal.save(finished=True, current_stage=None, last_extent=None)
-            self._emit("finished", "the restore is complete")
         finally:
             writer.close()
             self._writer = None
+        # The lock is gone with the descriptor: now udev may look at the finished disk.
+        self._reread_table()
+        self._emit("finished", "the restore is complete")
 
     # -- checks before writing ---------------------------------------------------------
 
     def _check_archive(self) -> None:
-        want = self.plan.archive.manifest_digest
-        have = manifest_digest(self.archive.manifest)
-        if want != have:
+        if self.plan.archive.identity != self.archive.identity():
             raise TargetChanged(
                 f"{self.archive.path} is not the backup this plan was made from (its contents "
-                "list differs). Use the same backup file, or make a new plan"
+                "differ). Use the same backup (a copy of it works too), or make a new plan"
             )
 
     def _preflight(self, writer: CheckedWriter) -> None:
@@ -391,21 +440,9 @@ class RestoreEngine:
             found = None
             fingerprint = hashlib.sha256(f"damaged table: {exc}".encode()).hexdigest()
         record = self.journal.record if self.journal else None
-        if record is not None and "table" in record.completed_stages:
-            problems = table_differences(plan.after, found)
-            if problems:
-                raise TargetChanged(
-                    "the partition table on the disk changed since restore-tui wrote it ("
-                    + "; ".join(problems)
-                    + "). Something else wrote to the disk; make a new plan and restore again"
-                )
-        elif record is not None and record.started_writing:
-            pass  # the table stage was under way: the table may be half written, by us
-        elif fingerprint != plan.target.table_fingerprint:
-            raise TargetChanged(
-                f"the partition table on {self.target_path} changed since the plan was made; "
-                "make a new plan (`restore-tui plan`) and look at it again before restoring"
-            )
+        refused = table_state_refusals(plan, found, fingerprint, record)
+        if refused:
+            raise TargetChanged(f"{self.target_path}: {refused[0].text}")
 
     # -- stages ------------------------------------------------------------------------
 
@@ -508,29 +545,10 @@ class RestoreEngine:
     # -- executing actions -------------------------------------------------------------
 
     def _execute(self, stage: Stage, ai: int, start_done: int) -> None:
-        writer = self._writer
-        assert writer is not None
         action = stage.actions[ai]
+        self._at = (stage, ai)
         try:
-            if action.kind == "write-bytes":
-                assert action.data is not None
-                data = bytes.fromhex(action.data)
-                if start_done < action.length:
-                    writer.write(action.offset + start_done, data[start_done:])
-                    self._advance(action.length - start_done)
-                    self._after_slice(
-                        stage, ai, action.length, (action.offset + start_done, action.stop)
-                    )
-            elif action.kind == "zero":
-                pos = action.offset + start_done
-                while pos < action.stop:
-                    n = min(ZERO_SLICE, action.stop - pos)
-                    writer.zero(pos, n)
-                    self._advance(n)
-                    pos += n
-                    self._after_slice(stage, ai, pos - action.offset, (pos - n, pos))
-            else:
-                self._copy_area(stage, ai, action, start_done)
+            action.execute(self, start_done)
         except OSError as exc:
             raise WriteFailed(
                 f"writing to {self.target_path} failed during {stage.title!r} "
@@ -538,9 +556,35 @@ class RestoreEngine:
                 f"it, {RESUME_HINT}"
             ) from exc
 
-    def _copy_area(self, stage: Stage, ai: int, action: Action, start_done: int) -> None:
+    # The verbs of the actions (layout.plan.ActionRunner): ``self._at`` is the stage
+    # and action index being executed, for progress and checkpoints.
+
+    def write_bytes(self, action: WriteBytes, start_done: int) -> None:
+        assert self._writer is not None
+        assert self._at is not None
+        stage, ai = self._at
+        if start_done < action.length:
+            self._writer.write(action.offset + start_done, action.payload[start_done:])
+            self._advance(action.length - start_done)
+            self._after_slice(stage, ai, action.length, (action.offset + start_done, action.stop))
+
+    def zero_range(self, action: ZeroRange, start_done: int) -> None:
+        assert self._writer is not None
+        assert self._at is not None
+        stage, ai = self._at
+        pos = action.offset + start_done
+        while pos < action.stop:
+            n = min(ZERO_SLICE, action.stop - pos)
+            self._writer.zero(pos, n)
+            self._advance(n)
+            pos += n
+            self._after_slice(stage, ai, pos - action.offset, (pos - n, pos))
+
+    def restore_area(self, action: RestoreArea, start_done: int) -> None:
         writer = self._writer
-        assert writer is not None and action.source_offset is not None and action.area is not None
+        assert writer is not None
+        assert self._at is not None
+        stage, ai = self._at
         src_lo = action.source_offset + start_done
         src_hi = action.source_offset + action.length
         delta = action.offset - action.source_offset
@@ -576,9 +620,8 @@ class RestoreEngine:
             self._advance(src_hi - reached)
 
     def _stop_for_damage(
-        self, stage: Stage, ai: int, action: Action, reached: int, exc: CorruptData
+        self, stage: Stage, ai: int, action: RestoreArea, reached: int, exc: CorruptData
     ) -> None:
-        assert action.source_offset is not None
         # Everything before the damaged chunk is on the disk: record it so a
         # resume with a good copy goes on from exactly here.
         self._checkpoint(stage, ai, reached - action.source_offset, None)
@@ -591,33 +634,61 @@ class RestoreEngine:
 
     # -- after the table stage ---------------------------------------------------------
 
+    def _lock(self, writer: CheckedWriter) -> None:
+        """Hold ``flock(LOCK_EX)`` on the whole target while writing it: udev (systemd's
+        block-device locking contract) then does not probe or mount half-written partitions.
+        The lock goes with the descriptor when the writer closes."""
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            try:
+                fcntl.flock(writer.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                # udev holds a shared lock for a moment while it probes: wait that out.
+                if time.monotonic() >= deadline:
+                    raise WriteFailed(
+                        f"another program holds {self.target_path} locked (another restore, or "
+                        "a partitioning tool); close it and try again. Nothing was written"
+                    ) from None
+                time.sleep(0.2)
+
+    def _reread_table(self) -> None:
+        """Tell the kernel and udev about the table on a block-device target."""
+        if not Path(self.target_path).is_block_device():
+            return
+        try:
+            fd = os.open(self.target_path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            fcntl.ioctl(fd, BLKRRPART)
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                self._note(
+                    "reread-busy",
+                    "the kernel could not re-read the new partition table now (the disk is "
+                    "busy); it will after a restart. The restore itself is not affected",
+                )
+            elif exc.errno != errno.EINVAL:
+                # EINVAL: a loop device without partition scanning; we write through the
+                # whole disk, so that does not matter and is not worth a word.
+                self._note(
+                    "reread-failed", f"the kernel could not re-read the partition table: {exc}"
+                )
+        finally:
+            os.close(fd)
+        if shutil.which("udevadm"):
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                subprocess.run(
+                    ["udevadm", "settle", "--timeout=30"],
+                    capture_output=True,
+                    timeout=60,
+                    check=False,
+                )
+
     def _after_table(self, writer: CheckedWriter) -> None:
         self._flush(writer)
-        if writer.is_block_device:
-            try:
-                fcntl.ioctl(writer.fd, BLKRRPART)
-            except OSError as exc:
-                if exc.errno == errno.EBUSY:
-                    self._note(
-                        "the kernel could not re-read the new partition table now (the disk is "
-                        "busy); it will after a restart. The restore itself is not affected"
-                    )
-                elif exc.errno == errno.EINVAL:
-                    self._note(
-                        "this device does not let the kernel read partition tables (a loop "
-                        "device without partition scanning); restore-tui writes through the "
-                        "whole disk, so that does not matter"
-                    )
-                else:
-                    self._note(f"the kernel could not re-read the partition table: {exc}")
-            if shutil.which("udevadm"):
-                with contextlib.suppress(OSError, subprocess.SubprocessError):
-                    subprocess.run(
-                        ["udevadm", "settle", "--timeout=30"],
-                        capture_output=True,
-                        timeout=60,
-                        check=False,
-                    )
+        self._reread_table()
         sector = self.plan.after.sector_size
         writer.drop_cache(0, writer.size)
         try:
@@ -665,14 +736,25 @@ class RestoreEngine:
 
     def _mismatch_in(self, writer: CheckedWriter, action: Action, lo: int, hi: int) -> int | None:
         """First byte of target [lo, hi) (inside ``action``) that does not read back as the
-        action wrote it. For copies only stored pieces are checked: bytes the archive does
-        not hold were never written."""
-        if action.kind == "write-bytes":
-            assert action.data is not None
-            return self._compare(writer, lo, hi, bytes.fromhex(action.data), action.offset)
-        if action.kind == "zero":
-            return self._compare(writer, lo, hi, None, lo)
-        assert action.source_offset is not None
+        action wrote it (``action.first_mismatch`` picks the check below)."""
+        assert writer is self._writer
+        return action.first_mismatch(self, lo, hi)
+
+    # The checks of the actions (layout.plan.ActionChecker).
+
+    def bytes_mismatch(self, action: WriteBytes, lo: int, hi: int) -> int | None:
+        assert self._writer is not None
+        return self._compare(self._writer, lo, hi, action.payload, action.offset)
+
+    def zeros_mismatch(self, action: ZeroRange, lo: int, hi: int) -> int | None:
+        assert self._writer is not None
+        return self._compare(self._writer, lo, hi, None, lo)
+
+    def area_mismatch(self, action: RestoreArea, lo: int, hi: int) -> int | None:
+        """For copies only stored pieces are checked: bytes the archive does not hold were
+        never written."""
+        writer = self._writer
+        assert writer is not None
         delta = action.offset - action.source_offset
         chunks = self._area_chunks(action.area)
         if chunks is not None:
@@ -690,10 +772,9 @@ class RestoreEngine:
         return self._compare_pieces(writer, action, lo, hi)
 
     def _compare_pieces(
-        self, writer: CheckedWriter, action: Action, lo: int, hi: int
+        self, writer: CheckedWriter, action: RestoreArea, lo: int, hi: int
     ) -> int | None:
         """Byte comparison of target [lo, hi) with the archive's decompressed pieces."""
-        assert action.source_offset is not None
         delta = action.offset - action.source_offset
         for p_start, p_stop, data in self._pieces_between(action, lo - delta, hi - delta):
             p_lo, p_hi = max(p_start + delta, lo), min(p_stop + delta, hi)
@@ -703,9 +784,8 @@ class RestoreEngine:
         return None
 
     def _pieces_between(
-        self, action: Action, src_lo: int, src_hi: int
+        self, action: RestoreArea, src_lo: int, src_hi: int
     ) -> Iterator[tuple[int, int, bytes | None]]:
-        assert action.area is not None
         pieces = self.archive.pieces(action.area, src_lo)
         try:
             for piece in pieces:
@@ -757,11 +837,14 @@ class RestoreEngine:
             bad = lo  # cannot confirm it: rewrite rather than trust it
         if bad is None:
             self._note(
-                f"the last part written before the stop reads back correctly ({stage.title})"
+                "last-part-good",
+                f"the last part written before the stop reads back correctly ({stage.title})",
             )
             return True
         self._note(
+            "last-part-rewritten",
             f"the last part written before the stop did not read back the same (byte {bad}); "
-            f"writing {stage.title!r} again from its start"
+            f"writing {stage.title!r} again from its start",
+            byte=bad,
         )
         return False

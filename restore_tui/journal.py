@@ -19,8 +19,9 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from layout.models import DiskIdentity, Frozen
-from layout.plan import Plan, Stage
+from layout.plan import Plan, RestoreArea, Stage
 from layout.probe import MountEntry, read_mounts
+from layout.units import human_size
 
 JOURNAL_SUFFIX = ".restore-journal.json"
 JOURNAL_VERSION = 1
@@ -74,7 +75,7 @@ class Checkpoint(Frozen):
         if stage is None or self.action_index >= len(stage.actions):
             return None
         action = stage.actions[self.action_index]
-        if action.source_offset is None:
+        if not isinstance(action, RestoreArea):
             return None
         return action.source_offset + self.done_in_action
 
@@ -111,9 +112,12 @@ class JournalSummary:
 
 
 def describe_disk(identity: DiskIdentity, path: str) -> str:
-    """'model · serial (path)' or the path alone, for one line of text."""
-    parts = [p for p in (identity.model, identity.serial) if p]
-    return f"{' · '.join(parts)} ({path})" if parts else path
+    """'model · size · serial (then /dev/sdb)', for one line of text: the disk by what it
+    is, and the name it had (which may belong to another disk after a restart)."""
+    parts = [p for p in (identity.model, human_size(identity.size_bytes), identity.serial) if p]
+    if identity.bus == "image":
+        return f"the disk image {path}"
+    return f"{' · '.join(parts)} (it was {path} then)"
 
 
 def summarize(record: Checkpoint, path: Path) -> JournalSummary:

@@ -11,7 +11,9 @@ from collections.abc import Iterable, Sequence
 from typing import Literal
 
 from archive.manifest import ArchiveManifest
-from layout.models import DiskIdentity, Frozen, PartitionTable
+from layout.gaps import MiB, align_up
+from layout.models import DiskIdentity, FreeRegion, Frozen, PartitionTable
+from layout.notices import Notice, joined, notice
 from layout.probe import ProbedDisk, human_size
 
 # Scores: any one strong fact outweighs every supporting fact together.
@@ -29,14 +31,23 @@ class Match(Frozen):
 
     device: str
     disk: ProbedDisk
+    job: Job = "full-disk"
     score: int
     strong: bool
     reasons: list[str]
-    blockers: list[str]
+    blockers: list[Notice]
 
     @property
     def usable(self) -> bool:
         return not self.blockers
+
+    @property
+    def recommended(self) -> bool:
+        """The disk to suggest for this job: the backed-up disk for a whole-disk restore; for
+        one partition, any disk with room (the backed-up disk is rarely where it goes)."""
+        if self.blockers:
+            return False
+        return self.strong if self.job == "full-disk" else bool(self.disk.free)
 
 
 def normalized_id(value: str | None) -> str | None:
@@ -150,34 +161,91 @@ def _supporting_reasons(
     return reasons, points
 
 
+def room_in(region: FreeRegion) -> int:
+    """Sectors a new partition can use in ``region`` once its start is 1 MiB aligned."""
+    align = max(1, MiB // region.sector_size)
+    start = align_up(region.start_lba, align)
+    return max(0, region.start_lba + region.length_lba - start)
+
+
+def _room_blockers(manifest: ArchiveManifest, disk: ProbedDisk) -> list[Notice]:
+    """One partition needs free space on a disk with a table, room for at least one."""
+    if disk.table is None:
+        return [
+            notice(
+                "no-table",
+                "has no partition table, so there is no free space to put a partition into "
+                "(restore the whole disk onto it instead)",
+            )
+        ]
+    if not disk.free:
+        return [
+            notice(
+                "no-free-space", "has no free space (every part of it belongs to a partition)"
+            )
+        ]
+    largest = max(room_in(r) * r.sector_size for r in disk.free)
+    sizes = [p.length_lba * manifest.table.sector_size for p in manifest.table.data_partitions]
+    if sizes and min(sizes) > largest:
+        return [
+            notice(
+                "no-room",
+                f"its largest free space ({human_size(largest)}) is too small for any "
+                f"partition in this backup (the smallest needs {human_size(min(sizes))})",
+                largest=largest,
+                smallest=min(sizes),
+            )
+        ]
+    return []
+
+
 def _blockers(
     manifest: ArchiveManifest, disk: ProbedDisk, archive_disks: set[str], job: Job
-) -> list[str]:
-    blockers: list[str] = []
+) -> list[Notice]:
+    """Everything that stops ``disk`` from being the target of ``job``: the one judge."""
+    blockers: list[Notice] = []
     if disk.device in archive_disks:
-        blockers.append(ARCHIVE_BLOCKER)
+        blockers.append(notice("holds-backup", ARCHIVE_BLOCKER))
     need = required_bytes(manifest)
     have = disk.identity.size_bytes
-    # One partition only has to fit a free region, which the planner checks.
     if job == "full-disk" and have < need:
         blockers.append(
-            f"too small: {human_size(need - have)} smaller than the backed-up disk "
-            f"({human_size(have)} here, {human_size(need)} needed)"
+            notice(
+                "too-small",
+                f"too small: {human_size(need - have)} smaller than the backed-up disk "
+                f"({human_size(have)} here, {human_size(need)} needed)",
+                have=have,
+                need=need,
+            )
         )
     blockers.extend(
-        f"in use: {note} — stop using it (unmount, swapoff) and try again"
+        notice(
+            "in-use",
+            f"in use: {note} — stop using it (unmount, swapoff) and try again",
+            what=note,
+        )
         for note in disk.in_use
     )
     if disk.read_only:
         blockers.append(
-            "read-only: nothing can be written to it (check its write-protect switch)"
+            notice(
+                "read-only",
+                "read-only: nothing can be written to it (check its write-protect switch)",
+            )
         )
     want_ss = manifest.table.sector_size
     if disk.identity.logical_sector_size != want_ss:
         blockers.append(
-            f"uses {disk.identity.logical_sector_size}-byte sectors, but the backup was made "
-            f"from a disk with {want_ss}-byte sectors"
+            notice(
+                "sector-size",
+                f"uses {disk.identity.logical_sector_size}-byte sectors, but the backup was "
+                f"made from a disk with {want_ss}-byte sectors",
+                have=disk.identity.logical_sector_size,
+                need=want_ss,
+            )
         )
+    if job == "one-partition":
+        blockers.extend(_room_blockers(manifest, disk))
     return blockers
 
 
@@ -199,6 +267,7 @@ def judge(
     return Match(
         device=disk.device,
         disk=disk,
+        job=job,
         score=STRONG_POINTS * len(strong) + points,
         strong=bool(strong),
         reasons=reasons,
@@ -282,14 +351,14 @@ def choice_explanation(matches: Sequence[Match]) -> str:
     if strong:
         lines.append("The backed-up disk is attached but cannot be restored onto now:")
         for m in strong:
-            lines.append(f"  {m.disk.headline} ({m.device}): {'; '.join(m.blockers)}")
+            lines.append(f"  {m.disk.headline} ({m.device}): {joined(m.blockers)}")
     else:
         lines.append(
             "None of the attached disks is clearly the backed-up disk, so none was chosen. "
             "Choose the target yourself with --target. Disks considered:"
         )
         for m in ranked:
-            why = "; ".join(m.blockers) if m.blockers else "; ".join(m.reasons)
+            why = joined(m.blockers) if m.blockers else "; ".join(m.reasons)
             lines.append(f"  {m.disk.headline} ({m.device}): {why}")
     return "\n".join(lines)
 

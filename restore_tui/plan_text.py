@@ -320,5 +320,5 @@ def render_text(plan: Plan, exact: bool = False) -> str:
         lines.append("")
         lines.append("Warnings:")
         for warning in plan.warnings:
-            lines += _wrap(warning, "  ! ", "    ")
+            lines += _wrap(warning.text, "  ! ", "    ")
     return "\n".join(lines) + "\n"

@@ -26,7 +26,18 @@ from archive.roles import (
 )
 from layout.gaps import MiB, align_up, free_regions, gpt_reserved_sectors, region_containing
 from layout.models import DiskIdentity, FreeRegion, Partition, PartitionTable
-from layout.plan import Action, ArchiveRef, Plan, Stage, TargetRef
+from layout.notices import Notice, notice
+from layout.plan import (
+    Action,
+    ArchiveRef,
+    Plan,
+    PlanChoices,
+    RestoreArea,
+    Stage,
+    TargetRef,
+    WriteBytes,
+    ZeroRange,
+)
 from layout.table_io import (
     TableError,
     mbr_link_entry,
@@ -154,19 +165,16 @@ def _hex(data: bytes) -> str:
     return data.hex()
 
 
-def _write(offset: int, data: bytes, description: str) -> Action:
-    return Action(
-        kind="write-bytes", offset=offset, length=len(data), data=_hex(data),
-        description=description,
-    )
+def _write(offset: int, data: bytes, description: str) -> WriteBytes:
+    return WriteBytes(offset=offset, length=len(data), data=_hex(data), description=description)
 
 
 def _identity_warnings(
     manifest: ArchiveManifest, target: TargetDisk, other_disks: Iterable[TargetDisk]
-) -> list[str]:
+) -> list[Notice]:
     """Warn when another attached disk already carries the backed-up disk's identity."""
     source = manifest.table
-    warnings: list[str] = []
+    warnings: list[Notice] = []
     for disk in other_disks:
         if disk.device == target.device or disk.table is None:
             continue
@@ -176,29 +184,42 @@ def _identity_warnings(
         elif source.gpt_disk_guid and disk.table.gpt_disk_guid == source.gpt_disk_guid:
             what = f"GPT disk GUID {source.gpt_disk_guid}"
         if what:
+            other = f"{disk_summary(disk.identity)} ({disk.device})"
             warnings.append(
-                f"Two disks would share an identity: {disk_summary(disk.identity)} "
-                f"({disk.device}) still carries the backed-up disk's {what}. Windows takes one of "
-                "them offline and boot loaders may pick the wrong one. Unplug that disk before "
-                "starting the computer, or plan again with --new-ids to give the restored disk "
-                "fresh identifiers"
+                notice(
+                    "shared-disk-identity",
+                    f"Two disks would share an identity: {other} still carries the backed-up "
+                    f"disk's {what}. Windows takes one of them offline and boot loaders may pick "
+                    "the wrong one. Unplug that disk before starting the computer, or plan "
+                    "again with --new-ids to give the restored disk fresh identifiers",
+                    other=other,
+                    identifier=what,
+                )
             )
     return warnings
 
 
-def _new_ids_warnings(scheme: str) -> list[str]:
+def _new_ids_warnings(scheme: str) -> list[Notice]:
     if scheme == "gpt":
         return [
-            "Fresh identifiers (--new-ids): the restored disk gets a new GPT disk GUID and new "
+            notice(
+                "new-disk-ids",
+                "Fresh identifiers (--new-ids): the restored disk gets a new GPT disk GUID and new "
             "partition GUIDs. Boot entries in the computer's firmware and boot-loader or "
             "/etc/fstab lines that name a partition GUID (PARTUUID) will no longer find their "
-            "partition until they are updated; file system UUIDs and labels stay the same"
+            "partition until they are updated; file system UUIDs and labels stay the same",
+                scheme="gpt",
+            )
         ]
     return [
-        "Fresh identifiers (--new-ids): the restored disk gets a new disk signature. Windows "
-        "ties drive letters to the disk signature, so partitions may get different letters, and "
-        "an older Windows may not start until its boot configuration is repaired (bcdboot); "
-        "file system UUIDs and labels stay the same"
+        notice(
+            "new-disk-ids",
+            "Fresh identifiers (--new-ids): the restored disk gets a new disk signature. Windows "
+            "ties drive letters to the disk signature, so partitions may get different letters, "
+            "and an older Windows may not start until its boot configuration is repaired "
+            "(bcdboot); file system UUIDs and labels stay the same",
+            scheme="msdos",
+        )
     ]
 
 
@@ -278,8 +299,8 @@ def _table_stage_full(
         remainder = align_up(entries_at + len(gpt.entries), ss)
         if boot.track0_stop > remainder:
             actions.append(
-                Action(
-                    kind="restore-area", area="track0", offset=remainder,
+                RestoreArea(
+                    area="track0", offset=remainder,
                     source_offset=remainder, length=boot.track0_stop - remainder,
                     description="Track 0: the rest of the gap before the first partition "
                     "(boot loader code lives here)",
@@ -307,8 +328,8 @@ def _table_stage_full(
     actions.append(_write(0, sector0, what))
     if boot.track0_stop > ss:
         actions.append(
-            Action(
-                kind="restore-area", area="track0", offset=ss, source_offset=ss,
+            RestoreArea(
+                area="track0", offset=ss, source_offset=ss,
                 length=boot.track0_stop - ss,
                 description="Track 0: the gap between sector 0 and the first partition "
                 "(boot loader code lives here)",
@@ -332,8 +353,8 @@ def _table_stage_full(
     last_used = max((p.stop_lba for p in after.partitions), default=0)
     if tail_start >= max(last_used, 1):
         actions.append(
-            Action(
-                kind="zero", offset=tail_start * ss, length=disk_stop - tail_start * ss,
+            ZeroRange(
+                offset=tail_start * ss, length=disk_stop - tail_start * ss,
                 description="Clear the last sectors of the disk, where an old GPT backup "
                 "could confuse other tools (unallocated space)",
             )
@@ -342,9 +363,9 @@ def _table_stage_full(
                  actions=tuple(actions))
 
 
-def _partition_action(p: Partition, ss: int, description: str) -> Action:
-    return Action(
-        kind="restore-area", area=p.number, offset=p.start_lba * ss,
+def _partition_action(p: Partition, ss: int, description: str) -> RestoreArea:
+    return RestoreArea(
+        area=p.number, offset=p.start_lba * ss,
         source_offset=p.start_lba * ss, length=p.length_lba * ss, description=description,
     )
 
@@ -423,7 +444,7 @@ def _table_summary(table: PartitionTable) -> str:
 
 def plan_full_disk(
     manifest: ArchiveManifest,
-    manifest_digest: str,
+    backup_identity: str,
     archive_path: str,
     target: TargetDisk,
     *,
@@ -450,18 +471,26 @@ def plan_full_disk(
         *_partition_stages(manifest, after),
     ]
 
-    warnings: list[str] = []
+    warnings: list[Notice] = []
     source_bytes = manifest.source.identity.size_bytes
     if size_lba * ss < source_bytes:
         warnings.append(
-            f"The target is {human_size(source_bytes - size_lba * ss)} smaller than the "
-            "backed-up disk; every partition still fits at its original place"
+            notice(
+                "target-smaller",
+                f"The target is {human_size(source_bytes - size_lba * ss)} smaller than the "
+                "backed-up disk; every partition still fits at its original place",
+                bytes=source_bytes - size_lba * ss,
+            )
         )
     elif size_lba * ss > source_bytes:
         warnings.append(
-            f"The target is {human_size(size_lba * ss - source_bytes)} larger than the "
-            "backed-up disk; the extra space at the end stays unallocated (you can grow a "
-            "partition into it later)"
+            notice(
+                "target-larger",
+                f"The target is {human_size(size_lba * ss - source_bytes)} larger than the "
+                "backed-up disk; the extra space at the end stays unallocated (you can grow a "
+                "partition into it later)",
+                bytes=size_lba * ss - source_bytes,
+            )
         )
     missing = [
         p.number
@@ -470,8 +499,12 @@ def plan_full_disk(
     ]
     for number in missing:
         warnings.append(
-            f"Partition {number} was not in the backup: its table entry is restored but its "
-            "contents are not, so it will hold whatever the target disk had there"
+            notice(
+                "partition-not-stored",
+                f"Partition {number} was not in the backup: its table entry is restored but "
+                "its contents are not, so it will hold whatever the target disk had there",
+                partition=number,
+            )
         )
     if new_ids:
         warnings.extend(_new_ids_warnings(after.scheme))
@@ -484,8 +517,8 @@ def plan_full_disk(
         else "it has no partitions now; whatever data it holds is overwritten"
     )
     plan = Plan(
-        job="full-disk",
-        archive=ArchiveRef(path=archive_path, manifest_digest=manifest_digest),
+        choices=PlanChoices(job="full-disk", new_ids=new_ids, id_seed=id_seed),
+        archive=ArchiveRef(path=archive_path, identity=backup_identity),
         target=TargetRef(
             device=target.device, identity=target.identity,
             table_fingerprint=target.table_fingerprint,
@@ -493,7 +526,6 @@ def plan_full_disk(
         before=target.table,
         after=after,
         stages=tuple(stages),
-        new_ids=new_ids,
         warnings=tuple(warnings),
         erases=erases,
     )
@@ -537,7 +569,7 @@ class _Placement:
     partition: Partition
     table_actions: tuple[Action, ...]
     after: PartitionTable
-    notes: tuple[str, ...] = ()
+    notes: tuple[Notice, ...] = ()
 
 
 def _ebr_lbas(target: TargetDisk, given: Sequence[int] | None) -> tuple[int, ...] | None:
@@ -704,13 +736,17 @@ def _place_gpt(
         raise PlanError(
             f"no free GPT entry: all {count} partition entries of this disk are used"
         )
-    notes: list[str] = []
+    notes: list[Notice] = []
     guid = src.gpt_guid
     if new_ids or guid is None or guid in taken_guids:
         if guid is not None and guid in taken_guids and not new_ids:
             notes.append(
-                f"The backed-up partition's GUID {guid} is already used by a partition on this "
-                "disk, so the new partition gets a fresh one"
+                notice(
+                    "partition-guid-taken",
+                    f"The backed-up partition's GUID {guid} is already used by a partition on "
+                    "this disk, so the new partition gets a fresh one",
+                    guid=guid,
+                )
             )
         guid = ids.guid()
     new = Partition(
@@ -748,7 +784,12 @@ def _place_gpt(
             _write(gpt.backup_entries_lba * ss, gpt.entries,
                    "Backup GPT partition entries, moved to the end of this disk")
         )
-        notes.append("The backup GPT was not at the disk's end; it is rewritten there")
+        notes.append(
+            notice(
+                "backup-gpt-moved",
+                "The backup GPT was not at the disk's end; it is rewritten there",
+            )
+        )
     actions.append(_write(gpt.backup_header_lba * ss, gpt.backup_header, "Backup GPT header"))
     return _Placement(new, tuple(actions), after, tuple(notes))
 
@@ -796,19 +837,22 @@ def _first_fitting_region(
     return max(regions, key=lambda r: r.length_lba, default=None)
 
 
-def _hidden_sectors_patches(new: Partition, src: Partition, ss: int) -> tuple[list[Action], str]:
+def _hidden_sectors_patches(
+    new: Partition, src: Partition, ss: int
+) -> tuple[list[Action], Notice | None]:
     """Boot-sector fixes for a moved NTFS/FAT partition, and a note for the user."""
     if (src.filesystem or "").lower() not in HIDDEN_SECTORS_FILESYSTEMS:
-        return [], ""
+        return [], None
     if new.start_lba == src.start_lba:
-        return [], ""
+        return [], None
     if new.start_lba > 0xFFFFFFFF:
-        return [], (
+        return [], notice(
+            "hidden-sectors-overflow",
             "The partition starts beyond what its boot sector's 'hidden sectors' field can "
-            "hold; Windows may not start from it"
+            "hold; Windows may not start from it",
         )
     value = struct.pack("<I", new.start_lba)
-    actions = [
+    actions: list[Action] = [
         _write(
             new.start_lba * ss + HIDDEN_SECTORS_OFFSET, value,
             f"Boot sector 'hidden sectors' field: the partition now starts at sector "
@@ -831,16 +875,19 @@ def _hidden_sectors_patches(new: Partition, src: Partition, ss: int) -> tuple[li
                 "Backup NTFS boot sector 'hidden sectors' field (last sector of the partition)",
             )
         )
-    note = (
+    note = notice(
+        "hidden-sectors-updated",
         f"The partition moves from sector {src.start_lba} to sector {new.start_lba}; the "
-        "'hidden sectors' field of its boot sector is updated so Windows still finds it"
+        "'hidden sectors' field of its boot sector is updated so Windows still finds it",
+        old_start=src.start_lba,
+        new_start=new.start_lba,
     )
     return actions, note
 
 
 def plan_one_partition(
     manifest: ArchiveManifest,
-    manifest_digest: str,
+    backup_identity: str,
     archive_path: str,
     target: TargetDisk,
     partition_number: int,
@@ -863,6 +910,7 @@ def plan_one_partition(
     """
     ss = _check_sector_size(manifest, target)
     size_lba = target.identity.size_bytes // ss
+    region_given = region
     numbers = [p.number for p in manifest.table.data_partitions]
     try:
         src = manifest.table.partition(partition_number)
@@ -922,8 +970,8 @@ def plan_one_partition(
     new = placement.partition
     role = image.role
     title = partition_title(new, role, ss)
-    data_action = Action(
-        kind="restore-area", area=partition_number, offset=new.start_lba * ss,
+    data_action = RestoreArea(
+        area=partition_number, offset=new.start_lba * ss,
         source_offset=src.start_lba * ss, length=new.length_lba * ss,
         description=f"Backed-up partition {partition_number} written into the new partition "
         f"{new.number}",
@@ -944,14 +992,17 @@ def plan_one_partition(
             actions=(data_action, *patches),
         ),
     )
-    warnings: list[str] = list(placement.notes)
+    warnings: list[Notice] = list(placement.notes)
     if patch_note:
         warnings.append(patch_note)
     if role == Role.SYSTEM:
         warnings.append(
-            "This is a system partition restored on its own: the computer's boot files "
-            "(System Reserved or EFI partition) may still point to its old place, so it may "
-            "not start until its boot configuration is repaired"
+            notice(
+                "system-partition-alone",
+                "This is a system partition restored on its own: the computer's boot files "
+                "(System Reserved or EFI partition) may still point to its old place, so it "
+                "may not start until its boot configuration is repaired",
+            )
         )
     others = [d for d in other_disks if d.device != target.device]
     disks: list[TargetDisk] = [target, *others]
@@ -961,10 +1012,17 @@ def plan_one_partition(
                 continue
             for p in disk.table.data_partitions:
                 if p.fs_uuid == src.fs_uuid:
+                    other = f"{disk_summary(disk.identity)} ({disk.device})"
                     warnings.append(
-                        f"Two partitions would share file system UUID {src.fs_uuid}: partition "
-                        f"{p.number} of {disk_summary(disk.identity)} ({disk.device}) has it too. "
-                        "Linux may mount the wrong one; change one of them after the restore"
+                        notice(
+                            "shared-fs-uuid",
+                            f"Two partitions would share file system UUID {src.fs_uuid}: "
+                            f"partition {p.number} of {other} has it too. Linux may mount the "
+                            "wrong one; change one of them after the restore",
+                            uuid=src.fs_uuid,
+                            partition=p.number,
+                            other=other,
+                        )
                     )
     if table.scheme == "gpt" and not new_ids and new.gpt_guid:
         for disk in others:
@@ -972,16 +1030,26 @@ def plan_one_partition(
                 continue
             for p in disk.table.partitions:
                 if p.gpt_guid == new.gpt_guid:
+                    other = f"{disk_summary(disk.identity)} ({disk.device})"
                     warnings.append(
-                        f"Two partitions would share partition GUID {new.gpt_guid}: partition "
-                        f"{p.number} of {disk_summary(disk.identity)} ({disk.device}) has it. "
-                        "Boot entries naming that GUID may pick the wrong one; plan again with "
-                        "--new-ids for a fresh GUID"
+                        notice(
+                            "shared-partition-guid",
+                            f"Two partitions would share partition GUID {new.gpt_guid}: "
+                            f"partition {p.number} of {other} has it. Boot entries naming that "
+                            "GUID may pick the wrong one; plan again with --new-ids for a "
+                            "fresh GUID",
+                            guid=new.gpt_guid,
+                            partition=p.number,
+                            other=other,
+                        )
                     )
     if new_ids and table.scheme == "gpt":
         warnings.append(
-            "Fresh identifiers (--new-ids): the new partition gets a new partition GUID; boot "
-            "entries or /etc/fstab lines naming the old PARTUUID will not find it"
+            notice(
+                "new-partition-guid",
+                "Fresh identifiers (--new-ids): the new partition gets a new partition GUID; "
+                "boot entries or /etc/fstab lines naming the old PARTUUID will not find it",
+            )
         )
 
     region_end = chosen.start_lba + chosen.length_lba - 1
@@ -992,9 +1060,18 @@ def plan_one_partition(
         f"{disk_summary(target.identity)}). Whatever old data lies in that space is "
         "overwritten; every other partition stays as it is"
     )
+    # A free region chosen on screen is recorded by its first sector: planning again
+    # with that sector finds the same region.
+    hint = region_given.start_lba if isinstance(region_given, FreeRegion) else region_given
     plan = Plan(
-        job="one-partition",
-        archive=ArchiveRef(path=archive_path, manifest_digest=manifest_digest),
+        choices=PlanChoices(
+            job="one-partition",
+            partition=partition_number,
+            region=hint,
+            new_ids=new_ids,
+            id_seed=id_seed,
+        ),
+        archive=ArchiveRef(path=archive_path, identity=backup_identity),
         target=TargetRef(
             device=target.device, identity=target.identity,
             table_fingerprint=target.table_fingerprint,
@@ -1002,7 +1079,6 @@ def plan_one_partition(
         before=table,
         after=placement.after,
         stages=stages,
-        new_ids=new_ids,
         warnings=tuple(warnings),
         erases=erases,
     )

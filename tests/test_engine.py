@@ -21,7 +21,7 @@ from test_engine_helpers import (
 )
 
 from layout.models import Partition, PartitionTable
-from layout.plan import Action, Stage
+from layout.plan import RestoreArea, Stage, WriteBytes
 from layout.table_io import read_table, table_fingerprint
 from restore_tui import writer as writer_module
 from restore_tui.engine import (
@@ -223,9 +223,7 @@ def test_hidden_sectors_patch_over_restored_data_verifies(tmp_path: Path) -> Non
             name="table",
             title="Partition table",
             actions=(
-                Action(
-                    kind="write-bytes",
-                    offset=0,
+                WriteBytes(offset=0,
                     length=SECTOR,
                     description="MBR",
                     data=sector0.hex(),
@@ -236,17 +234,13 @@ def test_hidden_sectors_patch_over_restored_data_verifies(tmp_path: Path) -> Non
             name="partition-1",
             title="Partition 1",
             actions=(
-                Action(
-                    kind="restore-area",
-                    offset=new_start * SECTOR,
+                RestoreArea(offset=new_start * SECTOR,
                     length=src.length_lba * SECTOR,
                     description="copy",
                     area=1,
                     source_offset=src.start_lba * SECTOR,
                 ),
-                Action(
-                    kind="write-bytes",
-                    offset=new_start * SECTOR + 0x1C,
+                WriteBytes(offset=new_start * SECTOR + 0x1C,
                     length=4,
                     description="hidden sectors",
                     data=patch.hex(),
@@ -355,7 +349,7 @@ def test_journal_of_another_plan_is_refused(tmp_path: Path) -> None:
         target_identity=plan.target.identity,
         location=tmp_path / "j.json",
     )
-    other = plan.model_copy(update={"warnings": ("different",)})
+    other = plan.model_copy(update={"erases": "different"})
     with pytest.raises(TargetChanged, match="different plan"):
         RestoreEngine(other, archive, str(target), journal=journal).run()
 

@@ -18,9 +18,16 @@ from archive.base import TRACK0, Archive, Area, Piece, ProgressCallback, VerifyR
 from archive.errors import CorruptData
 from archive.manifest import ArchiveManifest, BootArea, Chunk, PartitionImage, Role, SourceDisk
 from layout.models import DiskIdentity, Partition, PartitionTable
-from layout.plan import Action, ArchiveRef, Plan, Stage, TargetRef
+from layout.plan import (
+    ArchiveRef,
+    Plan,
+    PlanChoices,
+    RestoreArea,
+    Stage,
+    TargetRef,
+    WriteBytes,
+)
 from layout.table_io import render_mbr_entry, table_fingerprint
-from restore_tui.engine import manifest_digest
 
 SECTOR = 512
 CHUNK = 64 * 1024
@@ -157,16 +164,12 @@ def full_disk_plan(archive: MemoryArchive, target: Path, target_size: int) -> Pl
             name="table",
             title="Partition table, boot code and track 0",
             actions=(
-                Action(
-                    kind="write-bytes",
-                    offset=0,
+                WriteBytes(offset=0,
                     length=SECTOR,
                     description="MBR",
                     data=archive.disk[:SECTOR].hex(),
                 ),
-                Action(
-                    kind="restore-area",
-                    offset=SECTOR,
+                RestoreArea(offset=SECTOR,
                     length=track0_stop - SECTOR,
                     description="track 0",
                     area="track0",
@@ -182,9 +185,7 @@ def full_disk_plan(archive: MemoryArchive, target: Path, target_size: int) -> Pl
                 name=f"partition-{p.number}",
                 title=f"Partition {p.number}",
                 actions=(
-                    Action(
-                        kind="restore-area",
-                        offset=lo,
+                    RestoreArea(offset=lo,
                         length=p.length_lba * SECTOR,
                         description=f"partition {p.number}",
                         area=p.number,
@@ -206,10 +207,8 @@ def make_plan(
     before_fingerprint: str | None = None,
 ) -> Plan:
     return Plan(
-        job="full-disk",
-        archive=ArchiveRef(
-            path=str(archive.path), manifest_digest=manifest_digest(archive.manifest)
-        ),
+        choices=PlanChoices(job="full-disk"),
+        archive=ArchiveRef(path=str(archive.path), identity=archive.identity()),
         target=TargetRef(
             device=str(target),
             identity=DiskIdentity(size_bytes=target_size, bus="image"),

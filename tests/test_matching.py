@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 
 from archive.manifest import ArchiveManifest, BootArea, SourceDisk
 from layout.models import DiskIdentity, PartitionTable
+from layout.notices import codes
 from layout.probe import ProbedDisk, RecordedProbe, dump_disks
 from restore_tui.cli import main
 from restore_tui.matching import (
-    ARCHIVE_BLOCKER,
     Match,
     choice_explanation,
     choose_target,
@@ -79,8 +79,8 @@ def test_forum_laptop_finds_the_windows_disk_for_its_identity() -> None:
                for r in best.reasons)
     assert any('"System Reserved"' in r for r in best.reasons)
     usb = by_device(matches)["/dev/sdc"]
-    assert ARCHIVE_BLOCKER in usb.blockers
-    assert any("partition 1 is mounted at /media/usb" in b for b in usb.blockers)
+    assert "holds-backup" in codes(usb.blockers)
+    assert any("partition 1 is mounted at /media/usb" in b.text for b in usb.blockers)
     assert choose_target(matches) is best
     assert "Chose WDC WD10EZEX-08WN4A0" in choice_explanation(matches)
 
@@ -89,7 +89,7 @@ def test_blocked_disks_rank_below_usable_ones_without_evidence() -> None:
     matches = match_disks(WINDOWS_BACKUP, FORUM.disks(), "/dev/sdc")
     # The rescue stick is in use and too small; the backup drive holds the archive.
     stick = by_device(matches)["/dev/sda"]
-    assert any(b.startswith("too small: ") for b in stick.blockers)
+    assert any(b.text.startswith("too small: ") for b in stick.blockers)
     assert stick.reasons == ["nothing links this disk to the backup"]
 
 
@@ -109,16 +109,16 @@ def test_replaced_disk_nothing_is_chosen_and_the_reasons_say_why() -> None:
     assert any(r.startswith("larger than the backed-up disk by 931.5 GiB") for r in ssd.reasons)
     old = found["/dev/sdc"]
     assert "too small: 465.8 GiB smaller than the backed-up disk (465.8 GiB here, 931.5 GiB "\
-        "needed)" in old.blockers
+        "needed)" in [b.text for b in old.blockers]
     k4 = found["/dev/sdd"]
     assert (
         "uses 4096-byte sectors, but the backup was made from a disk with 512-byte sectors"
-        in k4.blockers
+        in [b.text for b in k4.blockers]
     )
     sd = found["/dev/mmcblk0"]
-    assert any(b.startswith("read-only: ") for b in sd.blockers)
+    assert any(b.text.startswith("read-only: ") for b in sd.blockers)
     system = found["/dev/nvme0n1"]
-    assert any("partition 2 is mounted at /" in b for b in system.blockers)
+    assert any("partition 2 is mounted at /" in b.text for b in system.blockers)
     text = choice_explanation(matches)
     assert "None of the attached disks is clearly the backed-up disk" in text
     for device in found:
@@ -171,7 +171,7 @@ def test_gpt_disk_guid_and_loop_archive_disk() -> None:
     )
     assert "partition GUIDs from the backup found on this disk: 2 of 2" in best.reasons
     loop = by_device(matches)["/dev/loop0"]
-    assert ARCHIVE_BLOCKER in loop.blockers
+    assert "holds-backup" in codes(loop.blockers)
     assert choose_target(matches) is best
 
 
@@ -269,7 +269,7 @@ def test_match_command_on_image_files(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "same disk signature 7490A9A7 as the backed-up disk" in ours[0]["reasons"]
     assert ours[2]["blockers"][0].startswith("too small: 48.0 MiB smaller")
     # The disk holding the archive file (whatever it is on this machine) is refused.
-    holding = [m for m in listed if ARCHIVE_BLOCKER in m["blockers"]]
+    holding = [m for m in listed if "holds-backup" in m["blocker_codes"]]
     from layout.probe import disks_holding
 
     assert [m["device"] for m in holding] == [
@@ -296,9 +296,13 @@ def test_size_words_only_for_a_whole_disk_job() -> None:
     backup = manifest_for(middle, table)
     whole_big, whole_small = judge(backup, big, set()), judge(backup, small, set())
     assert any("stays unallocated" in r for r in whole_big.reasons)
-    assert any(b.startswith("too small") for b in whole_small.blockers)
+    assert any(b.text.startswith("too small") for b in whole_small.blockers)
     for disk in (big, small):
         whole = judge(backup, disk, set())
         single = judge(backup, disk, set(), "one-partition")
         assert not any("stays unallocated" in r for r in single.reasons)
-        assert [b for b in whole.blockers if not b.startswith("too small")] == single.blockers
+        # A one-partition job adds its own free-space blockers; size is a whole-disk one.
+        room = {"no-table", "no-free-space", "no-room"}
+        assert [b for b in whole.blockers if b.code != "too-small"] == [
+            b for b in single.blockers if b.code not in room
+        ]

@@ -26,7 +26,7 @@ from planner_fixtures import (
 )
 
 from layout.models import FreeRegion, Partition, PartitionTable
-from layout.plan import Action, Plan, Stage
+from layout.plan import Action, Plan, RestoreArea, Stage, ZeroRange
 from layout.validate import check_plan, validate_plan
 from restore_tui.planner import PlanError, plan_full_disk, plan_one_partition
 
@@ -76,7 +76,7 @@ def test_full_disk_mbr_with_logicals_onto_larger_blank_disk() -> None:
     assert written is not None and written.mbr_signature == "7490A9A7"
     assert geometry(written) == geometry(manifest.table)
     assert plan.after.disk_size_lba == 4 * GiB // 512
-    assert any("2.0 GiB larger" in w for w in plan.warnings)
+    assert any("2.0 GiB larger" in w.text for w in plan.warnings)
     assert plan.erases.startswith("Everything on Samsung SSD 860 EVO 1TB, 4.0 GiB, serial …345X")
     assert plan.target.table_fingerprint == target.table_fingerprint
 
@@ -117,7 +117,7 @@ def test_full_disk_onto_same_size_disk_reproduces_the_source_sector0() -> None:
     manifest = make_manifest(gpt_table())
     plan = plan_full_disk(manifest, DIGEST, ARCHIVE, probed(None, GiB))
     assert bytes.fromhex(actions(plan, "table")[0].data or "") == manifest.sector0
-    assert not [w for w in plan.warnings if "larger" in w or "smaller" in w]
+    assert not [w for w in plan.warnings if w.code in ("target-larger", "target-smaller")]
 
 
 def test_new_ids_are_fresh_deterministic_and_explained() -> None:
@@ -131,7 +131,7 @@ def test_new_ids_are_fresh_deterministic_and_explained() -> None:
     source_guids = {p.gpt_guid for p in manifest.table.partitions}
     new_guids = {p.gpt_guid for p in one.after.partitions}
     assert not source_guids & new_guids and len(new_guids) == 4
-    assert any("PARTUUID" in w for w in one.warnings)
+    assert any("PARTUUID" in w.text for w in one.warnings)
     disk = SparseDisk(2 * GiB)
     disk.apply_table(one)
     assert disk.table() is not None
@@ -144,7 +144,7 @@ def test_new_ids_are_fresh_deterministic_and_explained() -> None:
     assert sector0[:440] == BOOT_CODE
     assert f"{struct.unpack_from('<I', sector0, 440)[0]:08X}" == fresh.after.mbr_signature
     assert sector0[446:] == mbr.sector0[446:]
-    assert any("drive letters" in w for w in fresh.warnings)
+    assert any("drive letters" in w.text for w in fresh.warnings)
 
 
 def test_identity_collision_with_another_attached_disk_is_warned() -> None:
@@ -152,11 +152,11 @@ def test_identity_collision_with_another_attached_disk_is_warned() -> None:
     original = probed(mbr_with_logicals(), 2 * GiB, device="/dev/sda", model="WDC WD5000AAKX")
     target = probed(None, 4 * GiB)
     plan = plan_full_disk(manifest, DIGEST, ARCHIVE, target, other_disks=[original, target])
-    (warning,) = [w for w in plan.warnings if "share an identity" in w]
+    (warning,) = [w.text for w in plan.warnings if w.code == "shared-disk-identity"]
     assert "7490A9A7" in warning and "/dev/sda" in warning and "--new-ids" in warning
     # The disk itself is not "another" disk.
     again = plan_full_disk(manifest, DIGEST, ARCHIVE, original, other_disks=[original])
-    assert not [w for w in again.warnings if "share an identity" in w]
+    assert not [w for w in again.warnings if w.code == "shared-disk-identity"]
 
 
 def test_full_disk_refusals_say_why() -> None:
@@ -179,7 +179,7 @@ def test_partition_missing_from_backup_is_warned_and_not_restored() -> None:
     manifest = make_manifest(mbr_with_logicals(), stored={1, 2, 3, 5})
     plan = plan_full_disk(manifest, DIGEST, ARCHIVE, probed(None, 2 * GiB))
     assert "partition-6" not in [s.name for s in plan.stages]
-    assert any(w.startswith("Partition 6 was not in the backup") for w in plan.warnings)
+    assert any(w.text.startswith("Partition 6 was not in the backup") for w in plan.warnings)
 
 
 # --- one partition ------------------------------------------------------------
@@ -285,7 +285,7 @@ def test_one_partition_into_gpt_writes_entries_and_headers_only() -> None:
     disk.apply_table(plan)
     written = disk.table()  # parses only when both CRCs are right
     assert geometry(written) == geometry(plan.after)
-    assert any("hidden sectors" in w for w in plan.warnings)
+    assert any("hidden sectors" in w.text for w in plan.warnings)
 
 
 def test_one_partition_gpt_guid_already_on_disk_gets_a_fresh_one() -> None:
@@ -296,7 +296,7 @@ def test_one_partition_gpt_guid_already_on_disk_gets_a_fresh_one() -> None:
     plan = plan_one_partition(manifest, DIGEST, ARCHIVE, target, 4, target.free[-1], id_seed=1)
     new = plan.after.partition(5)
     assert new.gpt_guid != source.partition(4).gpt_guid
-    assert any("already used" in w for w in plan.warnings)
+    assert any("already used" in w.text for w in plan.warnings)
 
 
 def test_one_partition_refusals() -> None:
@@ -361,14 +361,14 @@ def test_validate_refuses_overlaps_outside_and_gpt_areas() -> None:
         extra = Stage(name="extra", title="extra", actions=(action,))
         return plan.model_copy(update={"stages": (*plan.stages, extra)})
 
-    overlap = with_extra(Action(kind="zero", offset=1048576, length=512, description="x"))
+    overlap = with_extra(ZeroRange(offset=1048576, length=512, description="x"))
     assert any("overlaps" in p for p in validate_plan(overlap, size))
-    outside = with_extra(Action(kind="zero", offset=size - 256, length=512, description="x"))
+    outside = with_extra(ZeroRange(offset=size - 256, length=512, description="x"))
     assert any("past the end" in p for p in validate_plan(outside, size))
-    backup = with_extra(Action(kind="zero", offset=size - 4096, length=512, description="x"))
+    backup = with_extra(ZeroRange(offset=size - 4096, length=512, description="x"))
     assert any("backup GPT" in p for p in validate_plan(backup, size))
     stray = with_extra(
-        Action(kind="restore-area", area=4, offset=size - 100 * MiB, length=MiB,
+        RestoreArea(area=4, offset=size - 100 * MiB, length=MiB,
                source_offset=0, description="x")
     )
     assert any("outside every partition" in p for p in validate_plan(stray, size))
@@ -382,7 +382,7 @@ def test_validate_one_partition_never_touches_kept_partitions() -> None:
     plan = plan_one_partition(manifest, DIGEST, ARCHIVE, target, 5, target.free[0])
     bad = Stage(
         name="extra", title="x",
-        actions=(Action(kind="zero", offset=4096 * 512, length=512, description="x"),),
+        actions=(ZeroRange(offset=4096 * 512, length=512, description="x"),),
     )
     problems = validate_plan(plan.model_copy(update={"stages": (*plan.stages, bad)}), 2 * GiB)
     assert any("partition 1, which must stay untouched" in p for p in problems)

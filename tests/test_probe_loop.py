@@ -17,8 +17,9 @@ import pytest
 from conftest import attach_loop, detach_loop, needs_loop
 
 from archive.manifest import ArchiveManifest, BootArea, SourceDisk
+from layout.notices import codes
 from layout.probe import ImageProbe, ProbedDisk, SystemProbe
-from restore_tui.matching import ARCHIVE_BLOCKER, match_disks
+from restore_tui.matching import match_disks
 
 pytestmark = [needs_loop, pytest.mark.root]
 MiB = 1024 * 1024
@@ -222,7 +223,7 @@ def test_read_only_loop(udev: None, tmp_path: Path, loop_device: Callable[..., s
     disk = SystemProbe().disk(device)
     assert disk.read_only
     (m,) = match_disks(backup_like(disk), [disk], None)
-    assert any(b.startswith("read-only: ") for b in m.blockers)
+    assert any(b.text.startswith("read-only: ") for b in m.blockers)
 
 
 def test_disk_holding_a_file_through_loop_backing_files(
@@ -259,8 +260,8 @@ def test_disk_holding_a_file_through_loop_backing_files(
 
         disks = [probe.disk(outer), probe.disk(inner)]
         matches = {m.device: m for m in match_disks(backup_like(disks[0]), disks, chain)}
-        assert ARCHIVE_BLOCKER in matches[outer].blockers
-        assert ARCHIVE_BLOCKER in matches[inner].blockers
+        assert "holds-backup" in codes(matches[outer].blockers)
+        assert "holds-backup" in codes(matches[inner].blockers)
         assert f"the whole disk is mounted at {inner_mnt}" in matches[inner].disk.in_use
         assert f"partition 1 is mounted at {outer_mnt}" in matches[outer].disk.in_use
     finally:
@@ -319,7 +320,7 @@ def test_match_picks_the_backed_up_loop_disk_and_refuses_the_archive_disk(
     assert mine[0]["device"] == devices["source"]
     assert mine[0]["strong"] and mine[0]["blockers"] == []
     assert f"same disk signature {signature.upper()} as the backed-up disk" in mine[0]["reasons"]
-    assert ARCHIVE_BLOCKER in by_name["holder"]["blockers"]
+    assert "holds-backup" in by_name["holder"]["blocker_codes"]
     assert any("partition 1 is mounted at" in b for b in by_name["holder"]["blockers"])
     assert by_name["blank"]["blockers"] == []
     assert [m["device"] for m in mine] == [devices["source"], devices["blank"], devices["holder"]]

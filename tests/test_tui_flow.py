@@ -34,7 +34,7 @@ from layout.probe import ImageProbe, RecordedProbe
 from layout.table_io import read_table
 from restore_tui.app import candidate_for
 from restore_tui.demo import DemoSetup
-from restore_tui.engine import ProgressEvent, RestoreCancelled, RestoreEngine, manifest_digest
+from restore_tui.engine import ProgressEvent, RestoreCancelled, RestoreEngine
 from restore_tui.journal import Journal, find_unfinished
 from restore_tui.matching import match_disks
 from restore_tui.planner import plan_full_disk
@@ -112,7 +112,7 @@ async def test_full_disk_restore_puts_the_backup_on_the_target(demo: DemoSetup) 
         assert header(confirm) == "Step 6 of 8 · Confirm"
         await pilot.press("enter")  # nothing typed: Enter must not start anything
         assert app.screen is confirm
-        await pilot.press(*confirm.word, "enter")
+        await pilot.press(*confirm.wanted.word, "enter")
         assert header(await on_screen(pilot, DoneScreen)) == "Step 8 of 8 · Done"
         await pilot.press("enter")
     assert app.return_value == 0
@@ -153,7 +153,7 @@ async def test_one_partition_restore_leaves_the_other_partition_alone(demo: Demo
         confirm = await on_screen(pilot, ConfirmScreen)
         assert isinstance(confirm, ConfirmScreen)
         assert header(confirm) == "Step 7 of 9 · Confirm"
-        await pilot.press(*confirm.word, "enter")
+        await pilot.press(*confirm.wanted.word, "enter")
         assert header(await on_screen(pilot, DoneScreen)) == "Step 9 of 9 · Done"
         await pilot.press("enter")
     assert app.return_value == 0
@@ -243,7 +243,7 @@ def start_and_stop_restore(demo: DemoSetup) -> None:
             for m in match_disks(arc.manifest, disks, None)
             if m.disk.device == str(demo.new_disk)
         )
-        plan = plan_full_disk(arc.manifest, manifest_digest(arc.manifest), str(arc.path), target)
+        plan = plan_full_disk(arc.manifest, arc.identity(), str(arc.path), target)
         cancel = threading.Event()
 
         def progress(event: ProgressEvent) -> None:
@@ -294,7 +294,7 @@ async def test_new_identifiers_are_a_choice_on_the_preview_and_reach_the_disk(
         first = await on_screen(pilot, PreviewScreen)
         assert isinstance(first, PreviewScreen)
         assert not first.plan.new_ids
-        assert any("share an identity" in w for w in first.plan.warnings)
+        assert any("share an identity" in w.text for w in first.plan.warnings)
         shown = screen_text(first)
         assert "Give the restored disk new identifiers" in shown
         assert "--new-ids" not in shown
@@ -319,7 +319,7 @@ async def test_new_identifiers_are_a_choice_on_the_preview_and_reach_the_disk(
         confirm = await on_screen(pilot, ConfirmScreen)
         assert isinstance(confirm, ConfirmScreen)
         assert "gets new identifiers" in screen_text(confirm)
-        await pilot.press(*confirm.word, "enter")
+        await pilot.press(*confirm.wanted.word, "enter")
         done = await on_screen(pilot, DoneScreen)
         shown = screen_text(done)
         assert "New identifiers:" in shown and "--new-ids" not in shown
@@ -365,7 +365,7 @@ async def test_stop_safely_leaves_a_checkpoint_that_the_next_start_resumes(
         await pilot.press("enter")
         confirm = await on_screen(pilot, ConfirmScreen)
         assert isinstance(confirm, ConfirmScreen)
-        await pilot.press(*confirm.word, "enter")
+        await pilot.press(*confirm.wanted.word, "enter")
         progress_screen = await on_screen(pilot, ProgressScreen)
         assert header(progress_screen) == "Step 7 of 8 · Restoring"
         await until(pilot, reached.is_set, "the restore to reach the system partition")
@@ -447,7 +447,7 @@ async def test_planner_warnings_in_wizard_words_never_name_the_command_line(
     disks = ImageProbe([str(p) for p in built_demo.disk_images]).disks()
     target = next(d for d in disks if d.device == str(built_demo.new_disk))
     with open_archive(archive_path) as arc:
-        digest = manifest_digest(arc.manifest)
+        digest = arc.identity()
         for new_ids in (False, True):
             plan = plan_full_disk(
                 arc.manifest, digest, str(arc.path), target, new_ids=new_ids, other_disks=disks

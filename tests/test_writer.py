@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from test_engine_helpers import SECTOR, MemoryArchive, expected_bytes, make_plan
 
 from layout.models import Partition, PartitionTable
-from layout.plan import Action, Stage
+from layout.plan import RestoreArea, Stage, WriteBytes, ZeroRange
 from restore_tui import writer as writer_module
 from restore_tui.engine import RestoreEngine
 from restore_tui.writer import CheckedWriter, ExtentFence, OutsidePlan, TargetOpenError
@@ -223,8 +223,7 @@ def test_engine_writes_only_inside_random_plans(
             length = min(length, DISK - offset)
             if kind == "write-bytes":
                 built.append(
-                    Action(
-                        kind=kind,
+                    WriteBytes(
                         offset=offset,
                         length=length,
                         description="bytes",
@@ -232,12 +231,11 @@ def test_engine_writes_only_inside_random_plans(
                     )
                 )
             elif kind == "zero":
-                built.append(Action(kind=kind, offset=offset, length=length, description="zeros"))
+                built.append(ZeroRange(offset=offset, length=length, description="zeros"))
             else:
                 length = min(length, PART_STOP - src)
                 built.append(
-                    Action(
-                        kind=kind,
+                    RestoreArea(
                         offset=offset,
                         length=length,
                         description="copy",

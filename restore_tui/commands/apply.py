@@ -1,7 +1,8 @@
-"""`restore-tui apply PLAN.json`: execute a saved plan, after checking it still fits the disk.
+"""`restore-tui apply PLAN.json`: execute a saved plan, once planning it again gives the same.
 
-The target must still be the disk the plan names (identity, size) with the table
-it had when planned; then the same staged engine as `restore` runs.
+The file records the choices and, for review, what they lead to. Apply plans those
+choices again from the backup and the disk as they are now and runs only when the
+result equals the file: an edited, stale or truncated plan is refused, nothing written.
 """
 
 from __future__ import annotations
@@ -10,12 +11,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from archive import open_archive
-from layout.plan import Plan
-from restore_tui.commands.restore import add_run_options, execute, probe_target
-from restore_tui.errors import UserError
+from restore_tui.commands.restore import add_run_options, execute, target_probe
+from restore_tui.flow import Flow, load_plan_file
 from restore_tui.journal import find_for_archive
 
 
@@ -41,31 +39,21 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
-def load_plan(path: str) -> Plan:
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise UserError(f"cannot read the plan {path}: {exc.strerror}") from exc
-    try:
-        return Plan.from_json(text)
-    except ValidationError as exc:
-        raise UserError(
-            f"{path} is not a restore-tui plan or it is damaged ({exc.error_count()} problems); "
-            "make it again with `restore-tui plan ... --out PLAN.json`"
-        ) from exc
-
-
 def run(args: argparse.Namespace) -> int:
-    plan = load_plan(args.plan)
-    with open_archive(args.archive or plan.archive.path) as archive:
-        probe, disk = probe_target(args.target or plan.target.device)
+    saved = load_plan_file(args.plan)
+    target = args.target or saved.target.device
+    with open_archive(args.archive or saved.archive.path) as archive:
+        flow = Flow(archive, target_probe(target))
+        disk = flow.disk(target)
         journal = find_for_archive(archive.path)
-        if journal is not None and journal.record.plan_digest != plan.digest():
+        if journal is not None and journal.record.plan_digest != saved.digest():
             journal = None  # another plan's record: this apply starts afresh and replaces it
+        if journal is None or not journal.record.started_writing:
+            # Only what planning gives now runs, and only when it is what the file shows.
+            saved = flow.rederive(saved, disk)
         return execute(
-            plan,
-            archive,
-            probe,
+            flow,
+            saved,
             disk,
             args,
             journal=journal,

@@ -12,10 +12,10 @@ from typing import Any
 
 from archive import open_archive
 from archive.manifest import ArchiveManifest
-from layout.probe import Probe, ProbeError, archive_disks, human_size
+from layout.probe import Probe, human_size
 from restore_tui.commands.disk_options import add_disk_options, probe_from_args
-from restore_tui.errors import UserError
-from restore_tui.matching import Match, choice_explanation, match_disks
+from restore_tui.flow import Flow
+from restore_tui.matching import Match, choice_explanation
 
 
 def register(subparsers: Any) -> None:
@@ -33,17 +33,9 @@ def register(subparsers: Any) -> None:
 
 
 def find_matches(archive_path: str, probe: Probe) -> tuple[ArchiveManifest, list[Match]]:
-    """Open the archive, probe the disks and rank them."""
+    """Open the archive, probe the disks and rank them for a whole-disk restore."""
     with open_archive(archive_path) as archive:
-        manifest = archive.manifest
-        archive_file = str(archive.path)
-    try:
-        disks = probe.disks()
-        # Every disk the archive depends on (through loop backing files too) is refused.
-        holding = archive_disks(probe, archive_file)
-    except ProbeError as exc:
-        raise UserError(str(exc)) from exc
-    return manifest, match_disks(manifest, disks, holding)
+        return archive.manifest, Flow(archive, probe).candidates("full-disk")
 
 
 def match_to_json(m: Match) -> dict[str, Any]:
@@ -53,7 +45,8 @@ def match_to_json(m: Match) -> dict[str, Any]:
         "score": m.score,
         "strong": m.strong,
         "reasons": list(m.reasons),
-        "blockers": list(m.blockers),
+        "blockers": [b.text for b in m.blockers],
+        "blocker_codes": [b.code for b in m.blockers],
         "disk": json.loads(m.disk.model_dump_json()),
     }
 
@@ -66,7 +59,7 @@ def render_match(rank: int, m: Match) -> str:
     )
     lines = [f"{rank}. {m.disk.headline} — {verdict}", f"   {m.disk.device_note}"]
     lines.extend(f"   • {r}" for r in m.reasons)  # evidence for and against alike
-    lines.extend(f"   ✗ {b}" for b in m.blockers)
+    lines.extend(f"   ✗ {b.text}" for b in m.blockers)
     return "\n".join(lines)
 
 

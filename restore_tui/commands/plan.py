@@ -15,15 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from archive import open_archive
-from archive.manifest import ArchiveManifest
 from layout.plan import Plan
-from layout.probe import ProbedDisk, ProbeError, archive_disks
+from layout.probe import ProbedDisk
 from restore_tui.commands.disk_options import add_disk_options, probe_from_args
-from restore_tui.engine import manifest_digest
+from restore_tui.commands.restore import choices_from
 from restore_tui.errors import UserError
-from restore_tui.matching import Job, choice_explanation, choose_target, judge, match_disks
+from restore_tui.flow import Flow
+from restore_tui.matching import Job, choice_explanation, choose_target
 from restore_tui.plan_text import render_text
-from restore_tui.planner import PlanError, plan_full_disk, plan_one_partition
 
 
 def register(subparsers: Any) -> None:
@@ -79,27 +78,10 @@ def _same_device(a: str, b: str) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _pick_target(
-    args: argparse.Namespace,
-    manifest: ArchiveManifest,
-    disks: list[ProbedDisk],
-    holding: list[str],
-    probe_disk: Any,
-) -> ProbedDisk:
+def _pick_target(args: argparse.Namespace, flow: Flow, job: Job) -> ProbedDisk:
     if args.target:
-        found = next((d for d in disks if _same_device(d.device, args.target)), None)
-        try:
-            target = found if found is not None else probe_disk(args.target)
-        except ProbeError as exc:
-            raise UserError(str(exc)) from exc
-        job: Job = "full-disk" if args.partition is None else "one-partition"
-        blockers = judge(manifest, target, set(holding), job).blockers
-        if blockers:
-            raise UserError(
-                f"{target.headline} ({target.device}) cannot be the target: " + "; ".join(blockers)
-            )
-        return target
-    matches = match_disks(manifest, disks, holding)
+        return flow.disk(args.target)  # planning refuses it if it is blocked for the job
+    matches = flow.candidates(job)
     chosen = choose_target(matches)
     if chosen is None:
         raise UserError(choice_explanation(matches))
@@ -129,39 +111,11 @@ def _save(plan: Plan, out: str) -> None:
 
 def make_plan(args: argparse.Namespace) -> Plan:
     """Open the archive, probe the disks, pick the target and plan; raises UserError."""
-    with open_archive(args.archive) as archive:
-        manifest = archive.manifest
-        # Absolute, like the target: a saved plan is applied later, maybe from another folder.
-        archive_file = str(Path(archive.path).absolute())
+    choices = choices_from(args)
     extra = [args.target] if args.target and _is_image(args.target) else []
-    probe = probe_from_args(args, extra)
-    try:
-        disks = probe.disks()
-        holding = archive_disks(probe, archive_file)
-    except ProbeError as exc:
-        raise UserError(str(exc)) from exc
-    target = _pick_target(args, manifest, disks, holding, probe.disk)
-    others = [d for d in disks if not _same_device(d.device, target.device)]
-    digest = manifest_digest(manifest)
-    try:
-        if args.partition is None:
-            if args.region is not None:
-                raise UserError("--region only applies with --partition N")
-            return plan_full_disk(
-                manifest, digest, archive_file, target, new_ids=args.new_ids, other_disks=others
-            )
-        return plan_one_partition(
-            manifest,
-            digest,
-            archive_file,
-            target,
-            args.partition,
-            args.region,
-            new_ids=args.new_ids,
-            other_disks=others,
-        )
-    except PlanError as exc:
-        raise UserError(f"cannot plan this restore: {exc}") from exc
+    with open_archive(args.archive) as archive:
+        flow = Flow(archive, probe_from_args(args, extra))
+        return flow.plan(_pick_target(args, flow, choices.job), choices)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,25 +11,21 @@ import os
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any, TextIO
 
 from archive import open_archive
-from archive.base import Archive
-from layout.plan import Plan
-from layout.probe import Probe, ProbedDisk, ProbeError, archive_disks, probe_for
+from layout.plan import Plan, PlanChoices
+from layout.probe import Probe, ProbedDisk, probe_for
 from restore_tui.engine import (
     EngineError,
     ProgressEvent,
     RestoreCancelled,
     RestoreEngine,
-    manifest_digest,
 )
 from restore_tui.errors import UserError
+from restore_tui.flow import Flow, Refused, confirmation_for, is_restore_target
 from restore_tui.journal import Journal, find_for_archive
-from restore_tui.planner import PlanError, plan_full_disk, plan_one_partition
 from restore_tui.progress import human_bytes, human_duration
-from restore_tui.safety import disk_blockers, journal_refusals, plan_refusals
 
 
 def register(subparsers: Any) -> None:
@@ -78,34 +74,18 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-seconds", type=float, default=None, help=argparse.SUPPRESS)
 
 
-# -- probing and refusing ----------------------------------------------------------------
+# -- probing and confirming --------------------------------------------------------------
 
 
-def probe_target(device: str) -> tuple[Probe, ProbedDisk]:
-    probe = probe_for([device] if os.path.isfile(device) else [])
-    try:
-        return probe, probe.disk(device)
-    except ProbeError as exc:
-        raise UserError(str(exc)) from exc
+def target_probe(*targets: str | None) -> Probe:
+    """This machine's disks, plus any target given as a disk image file."""
+    return probe_for([t for t in targets if t and os.path.isfile(t)])
 
 
-def refuse_if_blocked(disk: ProbedDisk, reasons: list[str]) -> None:
-    if reasons:
-        raise UserError(f"will not write to {disk.headline} ({disk.device}): " + "; ".join(reasons))
-
-
-def archive_holders(probe: Probe, archive: Archive) -> list[str]:
-    try:
-        return archive_disks(probe, str(archive.path))
-    except ProbeError:
-        return []
-
-
-# -- confirmation ------------------------------------------------------------------------
-
-
-def confirm(disk: ProbedDisk, what: str, *, yes: bool, stream: TextIO | None = None) -> None:
-    """A confirmation that cannot happen by accident: type the serial's end, or "erase"."""
+def confirm(
+    plan: Plan, disk: ProbedDisk, what: str, *, yes: bool, stream: TextIO | None = None
+) -> None:
+    """A confirmation that cannot happen by accident: the words come from the flow."""
     if yes:
         return
     out = stream or sys.stderr
@@ -114,19 +94,20 @@ def confirm(disk: ProbedDisk, what: str, *, yes: bool, stream: TextIO | None = N
             f"restore-tui needs your confirmation before it {what}, and there is no terminal "
             "to ask on; add --yes to confirm without a terminal"
         )
-    serial = (disk.identity.serial or "").strip()
-    if len(serial) >= 4:
-        word, hint = serial[-4:], f"the last 4 characters of its serial number ({serial})"
-    else:
-        word, hint = "erase", "the word erase"
+    wanted = confirmation_for(plan)
+    hint = (
+        f"the last {len(wanted.word)} characters of its serial number ({disk.identity.serial})"
+        if wanted.kind == "serial"
+        else f"the word {wanted.word}"
+    )
     out.write(f"\nThis {what} on {disk.headline} — {disk.device_note}.\n")
     out.write(f"To go ahead, type {hint} and press Enter (anything else cancels): ")
     out.flush()
     try:
-        answer = sys.stdin.readline().strip()
+        answer = sys.stdin.readline()
     except KeyboardInterrupt:
         answer = ""
-    if answer.lower() != word.lower():
+    if not wanted.matches(answer):
         raise UserError("not confirmed; nothing was written")
 
 
@@ -135,7 +116,7 @@ def show_plan(plan: Plan, disk: ProbedDisk, out: TextIO) -> None:
     if plan.erases:
         out.write(f"What is replaced: {plan.erases}\n")
     for warning in plan.warnings:
-        out.write(f"Note: {warning}\n")
+        out.write(f"Note: {warning.text}\n")
     out.write("Stages (a checkpoint after each):\n")
     for i, stage in enumerate(plan.stages, 1):
         out.write(f"  {i}. {stage.title}\n")
@@ -234,9 +215,8 @@ def run_engine(engine: RestoreEngine) -> None:
 
 
 def execute(
+    flow: Flow,
     plan: Plan,
-    archive: Archive,
-    probe: Probe,
     disk: ProbedDisk,
     args: argparse.Namespace,
     *,
@@ -245,27 +225,20 @@ def execute(
     what: str = "erases what is described above",
 ) -> int:
     """Refuse, show, confirm, run; the common tail of restore, apply and resume."""
-    reasons = disk_blockers(archive.manifest, disk, archive_holders(probe, archive))
-    reasons += plan_refusals(plan, disk, journal.record if journal else None)
-    if journal is not None:
-        reasons += journal_refusals(journal.record, disk)
-    refuse_if_blocked(disk, reasons)
+    reasons = flow.refusals(plan, disk, journal.record if journal else None)
+    if reasons:
+        raise Refused(disk, reasons)
     out = sys.stderr
     show_plan(plan, disk, out)
-    confirm(disk, what, yes=args.yes)
-    kwargs: dict[str, Any] = {}
-    if getattr(args, "checkpoint_seconds", None) is not None:
-        kwargs["checkpoint_seconds"] = args.checkpoint_seconds
-    engine = RestoreEngine(
+    confirm(plan, disk, what, yes=args.yes)
+    engine = flow.engine(
         plan,
-        archive,
         disk.device,
-        verify=not args.no_verify,
         journal=journal,
-        plan_path=plan_path,
-        target_identity=disk.identity,
         progress=ProgressLines(out),
-        **kwargs,
+        verify=not args.no_verify,
+        plan_path=plan_path,
+        checkpoint_seconds=getattr(args, "checkpoint_seconds", None),
     )
     try:
         run_engine(engine)
@@ -275,55 +248,30 @@ def execute(
         if engine.journal is not None:
             raise EngineError(f"{exc} (progress record: {engine.journal.path})") from exc
         raise
-    where = engine.journal.path if engine.journal else None
     print(f"Restored onto {disk.headline} ({disk.device}).")
-    if where:
-        print(f"The record of this restore is kept in {where}.")
+    if engine.journal is not None:
+        print(f"The record of this restore is kept in {engine.journal.path}.")
     return 0
 
 
-def make_plan(archive: Archive, probe: Probe, disk: ProbedDisk, args: argparse.Namespace) -> Plan:
-    manifest = archive.manifest
-    digest = manifest_digest(manifest)
-    try:
-        others = [d for d in probe.disks() if d.device != disk.device]
-    except ProbeError:
-        others = []
-    try:
-        if args.partition is None:
-            if args.region is not None:
-                raise UserError("--region only goes with --partition N")
-            return plan_full_disk(
-                manifest,
-                digest,
-                str(archive.path),
-                disk,
-                new_ids=args.new_ids,
-                other_disks=others,
-            )
-        return plan_one_partition(
-            manifest,
-            digest,
-            str(archive.path),
-            disk,
-            args.partition,
-            args.region,
-            new_ids=args.new_ids,
-            other_disks=others,
-        )
-    except PlanError as exc:
-        raise UserError(str(exc)) from exc
+def choices_from(args: argparse.Namespace) -> PlanChoices:
+    if args.partition is None and args.region is not None:
+        raise UserError("--region only goes with --partition N")
+    return PlanChoices(
+        job="full-disk" if args.partition is None else "one-partition",
+        partition=args.partition,
+        region=args.region,
+        new_ids=args.new_ids,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    choices = choices_from(args)
     with open_archive(args.archive) as archive:
-        probe, disk = probe_target(args.target)
+        flow = Flow(archive, target_probe(args.target))
+        disk = flow.disk(args.target)
         unfinished = find_for_archive(archive.path)
-        if (
-            unfinished is not None
-            and not journal_refusals(unfinished.record, disk)
-            and (Path(unfinished.record.target_path).resolve() == Path(disk.device).resolve())
-        ):
+        if unfinished is not None and is_restore_target(unfinished.record, disk):
             # The same backup onto the same disk was interrupted: continue it with the plan
             # it was following (a fresh plan would see the half-written disk instead).
             sys.stderr.write(
@@ -332,24 +280,19 @@ def run(args: argparse.Namespace) -> int:
                 f"(to start over instead, delete {unfinished.path}).\n"
             )
             return execute(
+                flow,
                 unfinished.record.plan,
-                archive,
-                probe,
                 disk,
                 args,
                 journal=unfinished,
                 plan_path=unfinished.record.plan_path,
                 what="continues the interrupted restore",
             )
-        # Refuse a disk that can never be the target (it holds the backup, is in use) before
-        # planning, whose "too small" would otherwise hide the real reason.
-        holders = archive_holders(probe, archive)
-        refuse_if_blocked(disk, disk_blockers(archive.manifest, disk, holders))
-        plan = make_plan(archive, probe, disk, args)
+        plan = flow.plan(disk, choices)
         if unfinished is not None:
             sys.stderr.write(
                 f"Note: an unfinished restore of this backup onto another disk is recorded in "
                 f"{unfinished.path} ({unfinished.summary().describe()}); starting this restore "
                 "replaces that record.\n"
             )
-        return execute(plan, archive, probe, disk, args)
+        return execute(flow, plan, disk, args)

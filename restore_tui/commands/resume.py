@@ -13,13 +13,14 @@ from typing import Any
 
 from archive import open_archive
 from archive.errors import ArchiveError
-from restore_tui.commands.restore import add_run_options, execute, probe_target
-from restore_tui.engine import manifest_digest
+from restore_tui.commands.restore import add_run_options, execute, target_probe
 from restore_tui.errors import UserError
+from restore_tui.flow import Flow
 from restore_tui.journal import (
     Journal,
     JournalError,
     candidate_paths,
+    describe_disk,
     find_for_archive,
     find_unfinished,
 )
@@ -42,7 +43,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--target",
         metavar="DISK",
-        help="where the disk is now, if its /dev name changed (its identity must match)",
+        help="the disk being restored, when more than one attached disk could be it (its "
+        "identity must match; without it, the disk is found by what it is)",
     )
     add_run_options(parser)
     parser.set_defaults(run=run)
@@ -52,7 +54,7 @@ def _journal_for_copy(archive_path: str) -> Journal | None:
     """An unfinished journal for this backup's contents, recorded under another path."""
     try:
         with open_archive(archive_path) as archive:
-            digest = manifest_digest(archive.manifest)
+            identity = archive.identity()
     except ArchiveError:
         return None
     for summary in find_unfinished():
@@ -60,7 +62,7 @@ def _journal_for_copy(archive_path: str) -> Journal | None:
             journal = Journal.load(summary.path)
         except JournalError:
             continue
-        if journal.record.plan.archive.manifest_digest == digest:
+        if journal.record.plan.archive.identity == identity:
             return journal
     return None
 
@@ -115,17 +117,27 @@ def run(args: argparse.Namespace) -> int:
     journal = find_journal(args)
     record = journal.record
     if record.finished:
-        print(f"That restore already finished (record: {journal.path}); nothing to do.")
+        onto = describe_disk(record.target_identity, record.target_path)
+        print(
+            f"The last restore of this backup, onto {onto}, finished "
+            f"{record.updated:%Y-%m-%d %H:%M} UTC (record: {journal.path}); there is nothing "
+            "to resume. To restore again, use `restore-tui restore`."
+        )
         return 0
     summary = journal.summary()
     sys.stderr.write(f"{summary.describe()}\nRecord: {journal.path}\n")
-    archive_path = args.archive or record.archive_path
-    with open_archive(archive_path) as archive:
-        probe, disk = probe_target(args.target or record.target_path)
+    with open_archive(args.archive or record.archive_path) as archive:
+        flow = Flow(archive, target_probe(args.target, record.target_path))
+        if args.target:
+            disk = flow.disk(args.target)
+        else:
+            located = flow.locate(record)
+            disk = located.disk
+            if located.renamed is not None:
+                sys.stderr.write(f"The disk's name changed: {located.renamed.text}.\n")
         return execute(
+            flow,
             record.plan,
-            archive,
-            probe,
             disk,
             args,
             journal=journal,

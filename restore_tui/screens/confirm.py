@@ -16,22 +16,18 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Static
 
 from layout.plan import Plan
+from restore_tui.flow import Confirmation, Located, confirmation_for
 from restore_tui.screens.common import TERMS, Step, StepHeader, disk_name
 
-SERIAL_DIGITS = 4
 
-
-def confirmation_word(plan: Plan) -> tuple[str, str]:
-    """(what to type, how the request is worded)."""
-    serial = (plan.target.identity.serial or "").strip()
-    if len(serial) >= SERIAL_DIGITS:
-        word = serial[-SERIAL_DIGITS:]
-        return word, (
-            f"type the last {SERIAL_DIGITS} characters of the disk's serial number "
-            f"(printed on its label): [b]{word}[/b]"
+def request_words(wanted: Confirmation) -> str:
+    """How the wizard asks for the flow's confirmation."""
+    if wanted.kind == "serial":
+        return (
+            f"type the last {len(wanted.word)} characters of the disk's serial number "
+            f"(printed on its label): [b]{wanted.word}[/b]"
         )
-    word = "ERASE" if plan.job == "full-disk" else "WRITE"
-    return word, f"type the word [b]{word}[/b]"
+    return f"type the word [b]{wanted.word}[/b]"
 
 
 class ConfirmScreen(Screen[bool]):
@@ -39,18 +35,29 @@ class ConfirmScreen(Screen[bool]):
         Binding("escape", "back", "Go back"),
     ]
 
-    def __init__(self, step: Step, plan: Plan) -> None:
+    def __init__(self, step: Step, plan: Plan, *, resuming: Located | None = None) -> None:
         super().__init__()
         self.step = step
         self.plan = plan
-        self.word, self.request = confirmation_word(plan)
+        self.resuming = resuming
+        self.wanted = confirmation_for(plan)
+        self.request = request_words(self.wanted)
 
     def compose(self) -> ComposeResult:
         plan = self.plan
         target = disk_name(plan.target.identity)
         yield StepHeader(self.step, "Last check before anything is written.")
         with VerticalScroll(id="body"):
-            if plan.job == "full-disk":
+            if self.resuming is not None:
+                disk = self.resuming.disk
+                yield Static(
+                    f"[b]Continue the interrupted restore onto {disk.headline}.[/b]\n"
+                    "The disk was found by what it is, not by its name.",
+                    classes="warning",
+                )
+                if self.resuming.renamed is not None:
+                    yield Static(self.resuming.renamed.text + ".", id="renamed")
+            elif plan.job == "full-disk":
                 # The disk by what it is; its /dev name follows once, on its own line.
                 has_partitions = plan.before is not None and bool(plan.before.partitions)
                 replaced = (
@@ -97,7 +104,7 @@ class ConfirmScreen(Screen[bool]):
         self.query_one("#word", Input).focus()
 
     def _matches(self) -> bool:
-        return self.query_one("#word", Input).value.strip().upper() == self.word.upper()
+        return self.wanted.matches(self.query_one("#word", Input).value)
 
     @on(Input.Changed, "#word")
     def _typed(self) -> None:

@@ -14,9 +14,12 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Static
 
 from restore_tui.screens.common import Step, StepHeader, disk_name
-from restore_tui.screens.preview import wizard_words
+from restore_tui.screens.preview import NEW_ID_CODES, wizard_words
 from restore_tui.screens.progress import Outcome, RestoreJob
 
+# Engine notes the Done screen does not repeat: where the record is kept is shown on
+# the progress screen, and a finished restore needs no resume.
+SAID_ELSEWHERE = frozenset({"journal-location"})
 DEFAULT_NEXT_STEPS = (
     "Remove the rescue USB stick or CD, so the computer does not start from it again.",
     "Restart the computer. It should start from the restored disk as before.",
@@ -75,12 +78,12 @@ class DoneScreen(Screen[None]):
             if plan.new_ids:
                 # What the chosen new identifiers mean for starting the computer again.
                 for w in plan.warnings:
-                    if "--new-ids" in w:
+                    if w.code in NEW_ID_CODES:
                         yield Static(f"Note: {wizard_words(w, plan)}", classes="hint")
             for note in self.outcome.notes:
-                if "recorded in" in note:
+                if note.code in SAID_ELSEWHERE:
                     continue
-                yield Static(f"Note: {note}", classes="hint")
+                yield Static(f"Note: {note.text}", classes="hint")
         with Horizontal(classes="buttons"):
             yield Button("Close", id="close", variant="primary")
         yield Footer()

@@ -20,9 +20,9 @@ from textual.widgets import Button, DataTable, Footer, Label, Static
 
 from archive.manifest import ArchiveManifest, Role
 from archive.roles import plain_name
-from layout.gaps import MiB, align_up
 from layout.models import FreeRegion, Partition
 from layout.probe import ProbedDisk
+from restore_tui.matching import room_in
 from restore_tui.screens.common import TERMS, Step, StepHeader, human_size
 
 
@@ -33,13 +33,6 @@ class PartitionChoice:
 
 
 PartitionResult = PartitionChoice | Literal["back"]
-
-
-def room_in(region: FreeRegion) -> int:
-    """Sectors a new partition can use in ``region`` once its start is 1 MiB aligned."""
-    align = max(1, MiB // region.sector_size)
-    start = align_up(region.start_lba, align)
-    return max(0, region.start_lba + region.length_lba - start)
 
 
 def fits(partition: Partition, region: FreeRegion) -> bool:

@@ -8,7 +8,6 @@ with new identifiers instead of naming the command line's --new-ids.
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar, Literal
 
 from rich.text import Text
@@ -21,6 +20,7 @@ from textual.widget import Widget
 from textual.widgets import Button, DataTable, Footer, Label, Static
 
 from layout.models import PartitionTable
+from layout.notices import Notice
 from layout.plan import Plan
 from restore_tui.plan_text import LayoutRow, Status, bar_segments, layout_rows, plan_statuses
 from restore_tui.screens.common import TERMS, Step, StepHeader, disk_name, human_size
@@ -105,9 +105,13 @@ def exact_lines(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+# Planner notices that suggest fresh identifiers (two disks or partitions would share one).
+SHARED_ID_CODES = frozenset({"shared-disk-identity", "shared-partition-guid"})
+NEW_ID_CODES = frozenset({"new-disk-ids", "new-partition-guid"})
+
+
 def offers_new_ids(plan: Plan) -> bool:
-    """The planner suggests fresh identifiers (two disks or partitions would share one)."""
-    return plan.new_ids or any("--new-ids" in w for w in plan.warnings)
+    return plan.new_ids or any(w.code in SHARED_ID_CODES for w in plan.warnings)
 
 
 def new_ids_label(plan: Plan) -> str:
@@ -116,14 +120,26 @@ def new_ids_label(plan: Plan) -> str:
     return NEW_IDS_FULL if plan.job == "full-disk" else NEW_IDS_ONE
 
 
-def wizard_words(text: str, plan: Plan) -> str:
-    """A planner sentence as the wizard says it: the command line's --new-ids is the
-    choice on this screen here (the planner's words are shared with the command line)."""
+def wizard_words(said: Notice, plan: Plan) -> str:
+    """A planner notice as the wizard says it: where the command line names --new-ids,
+    the wizard names the choice on this screen."""
     choice = f"choose “{NEW_IDS_FULL if plan.job == 'full-disk' else NEW_IDS_ONE}” (key n)"
-    text = re.sub(r"plan again with --new-ids\b[^.;]*", choice, text)
-    text = text.replace("Fresh identifiers (--new-ids):", "New identifiers:")
-    text = re.sub(r"\s*\(--new-ids\)", "", text)
-    return text.replace("--new-ids", "new identifiers")
+    p = said.params
+    if said.code == "shared-disk-identity":
+        return (
+            f"Two disks would share an identity: {p['other']} still carries the backed-up "
+            f"disk's {p['identifier']}. Windows takes one of them offline and boot loaders may "
+            f"pick the wrong one. Unplug that disk before starting the computer, or {choice}."
+        )
+    if said.code == "shared-partition-guid":
+        return (
+            f"Two partitions would share partition GUID {p['guid']}: partition "
+            f"{p['partition']} of {p['other']} has it. Boot entries naming that GUID may pick "
+            f"the wrong one; {choice} for a fresh one."
+        )
+    if said.code in NEW_ID_CODES:
+        return said.text.replace("Fresh identifiers (--new-ids):", "New identifiers:")
+    return said.text
 
 
 def one_partition_words(plan: Plan, *, dry_run: bool = False) -> str:
@@ -228,7 +244,8 @@ class PreviewScreen(Screen[PreviewResult]):
                 yield Static(f"[b]Note:[/b] {note}", classes="warning note")
             if self.offer_ids:
                 yield Static(identity_words(plan, self.source_table), id="identity")
-            if any(w in " ".join(notes) for w in ("GUID", "UUID", "signature")):
+            if any(w.code in SHARED_ID_CODES | NEW_ID_CODES | {"shared-fs-uuid"}
+                   for w in plan.warnings):
                 yield Static(TERMS["ids"], classes="hint")
             if self.offer_ids:
                 yield Button(f"{new_ids_label(plan)} (n)", id="new-ids")

@@ -22,8 +22,11 @@ from textual.widgets import Button, Footer, Label, ProgressBar, Static
 
 from archive.base import Archive
 from archive.errors import ArchiveError
+from layout.notices import Notice
 from layout.plan import Plan
-from restore_tui.engine import EngineError, ProgressEvent, RestoreCancelled, RestoreEngine
+from restore_tui.engine import EngineError, ProgressEvent, RestoreCancelled
+from restore_tui.errors import UserError
+from restore_tui.flow import Flow
 from restore_tui.journal import Journal
 from restore_tui.screens.common import (
     TERMS,
@@ -42,13 +45,18 @@ MAX_CHECKPOINT_LINES = 4
 
 @dataclass
 class RestoreJob:
-    """Everything the engine needs, as chosen in the earlier steps (or read from a journal)."""
+    """What was chosen in the earlier steps (or read from a journal); the flow builds the
+    engine from it, after checking the disk once more."""
 
     plan: Plan
-    archive: Archive
+    flow: Flow
     target_path: str
     verify: bool = True
     journal: Journal | None = None
+
+    @property
+    def archive(self) -> Archive:
+        return self.flow.archive
 
 
 @dataclass
@@ -58,7 +66,7 @@ class Outcome:
     message: str = ""
     journal_path: str | None = None
     stages_done: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    notes: list[Notice] = field(default_factory=list)
 
 
 class ProgressScreen(Screen[Outcome]):
@@ -136,16 +144,19 @@ class ProgressScreen(Screen[Outcome]):
             self.post_message(self.Event(event))
 
         job = self.job
-        engine = RestoreEngine(
-            job.plan,
-            job.archive,
-            job.target_path,
-            verify=job.verify,
-            journal=job.journal,
-            progress=progress,
-            cancel=self.cancel,
-        )
         outcome: Outcome
+        try:
+            engine = job.flow.engine(
+                job.plan,
+                job.target_path,
+                journal=job.journal,
+                progress=progress,
+                cancel=self.cancel,
+                verify=job.verify,
+            )
+        except UserError as exc:  # refused on the disk as it is now: nothing was written
+            self.post_message(self.Finished(Outcome(ok=False, message=str(exc))))
+            return
         try:
             engine.run()
         except RestoreCancelled as exc:
