@@ -1111,7 +1111,8 @@ class ClonezillaArchive(Archive):
         if not covered(self._file(f"{self.disk}-mbr")):
             add("boot-code", "format-keeps-no-checksum")
         source, _shift = self._track0_source
-        if m.boot.track0 and m.boot.track0_stop > self._track0_checked_stop and not covered(source):
+        stored_stop = max((c.stop for c in m.boot.track0), default=0)
+        if stored_stop > self._track0_checked_stop and not covered(source):
             add("track0", "format-keeps-no-checksum")
         # EBRs are rebuilt from the table file and the saved first EBR (when there is one).
         ebr_sources = [self._file(f"{self.disk}-pt.sf"), self._ebr_file]

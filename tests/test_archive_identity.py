@@ -12,6 +12,7 @@ checksum covers it.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -48,6 +49,7 @@ from archive.base import (
 from archive.clonezilla import ClonezillaArchive, open_clonezilla, recorded_time
 from archive.manifest import ArchiveManifest
 from archive.partclone import HEADER_V2
+from restore_tui.commands import verify as verify_command
 
 needs_tools = pytest.mark.skipif(bool(MISSING_TOOLS), reason=f"missing tools: {MISSING_TOOLS}")
 LONG_AGO = 1_000_000_000  # 2001-09-09: a modification time no fresh file has
@@ -149,6 +151,17 @@ def test_native_changed_chunk_digest_is_another_backup(native: Path, tmp_path: P
     obj["created"] = "2024-05-02T12:00:00Z"
     rewrite_manifest(other, json.dumps(obj).encode())
     assert identity_of(other) not in (original, changed)
+
+
+def test_native_archive_leaves_nothing_unchecked(
+    native: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with open_archive(native) as arc:
+        assert arc.unchecked() == ()
+    capsys.readouterr()
+    assert verify_command.run(argparse.Namespace(archive=str(native))) == 0
+    out = capsys.readouterr().out
+    assert "The backup is sound" in out and "Not covered" not in out
 
 
 # ---------------------------------------------------------------- Clonezilla folders

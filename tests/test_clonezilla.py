@@ -7,6 +7,7 @@ ocs-sr itself.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from clonezilla_fixtures import MISSING_TOOLS, FsSpec, build_disk_and_image, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archive.base import TRACK0
+from archive.base import TRACK0, Unchecked
 from archive.clonezilla import (
     looks_like_clonezilla,
     open_clonezilla,
@@ -39,6 +40,7 @@ from archive.manifest import Role
 from archive.partclone import HEADER_V2
 from layout.blockio import DiskReader
 from layout.table_io import read_table
+from restore_tui.commands import verify as verify_command
 
 pytestmark = pytest.mark.skipif(bool(MISSING_TOOLS), reason=f"missing tools: {MISSING_TOOLS}")
 
@@ -294,6 +296,139 @@ def test_damaged_folders_are_refused_clearly(mbr: tuple[Path, Path], tmp_path: P
     (missing / "sda6.vfat-ptcl-img.xz").unlink()
     with pytest.raises(NotAnArchive, match="no image file for it"):
         open_clonezilla(missing)
+
+
+# ---------------------------------------------------------------- what no checksum covers
+
+
+def _flipped(original: Path, tmp_path: Path, name: str, offset: int, mask: int = 0x01) -> Path:
+    """A copy of the folder with one bit of ``name`` flipped at ``offset``."""
+    folder = tmp_path / f"flip-{name}-{offset}"
+    shutil.copytree(original, folder)
+    raw = bytearray((folder / name).read_bytes())
+    raw[offset] ^= mask
+    (folder / name).write_bytes(bytes(raw))
+    return folder
+
+
+def verify_output(folder: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    capsys.readouterr()
+    code = verify_command.run(argparse.Namespace(archive=str(folder)))
+    return code, capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("offset", "message"),
+    [
+        (446 + 8, "sda-mbr's partition entry 1 says start 2049, sda-pt.sf says start 2048"),
+        (462 + 12, "sda-mbr's partition entry 2 says size 96257, sda-pt.sf says size 96256"),
+        (462 + 4, "sda-mbr's partition entry 2 says type 0x04, sda-pt.sf says type 0x05"),
+        (446, "sda-mbr's partition entry 1 says not bootable, sda-pt.sf says bootable"),
+        (478 + 4, "sda-mbr's partition entry 3 holds a partition (type 0x01, start 0)"),
+        (440, "sda-mbr's disk signature says 0x7490a9a6, sda-pt.sf says 0x7490a9a7"),
+        (511, "sda-mbr does not end with the 55 AA mark"),
+    ],
+)
+def test_first_sector_that_disagrees_with_the_table_is_refused(
+    mbr: tuple[Path, Path], tmp_path: Path, offset: int, message: str
+) -> None:
+    _disk, original = mbr
+    folder = _flipped(original, tmp_path, "sda-mbr", offset)
+    with pytest.raises(ManifestInvalid) as err:
+        open_clonezilla(folder)
+    assert message in str(err.value)
+    assert "damaged or from another disk" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("offset", "message"),
+    [
+        (446 + 8, "sda2-ebr's entry for partition 5 says start 36865, sda-pt.sf says 36864"),
+        (446 + 4, "sda2-ebr's entry for partition 5 says type 0x82, sda-pt.sf says 0x83"),
+        (462 + 8, "sda2-ebr's link to partition 6 says sectors"),
+        (462 + 4, "sda2-ebr's link to the next extended boot record is missing"),
+    ],
+)
+def test_saved_ebr_that_disagrees_with_the_table_is_refused(
+    mbr: tuple[Path, Path], tmp_path: Path, offset: int, message: str
+) -> None:
+    _disk, original = mbr
+    folder = _flipped(original, tmp_path, "sda2-ebr", offset)
+    with pytest.raises(ManifestInvalid, match="damaged or from another disk") as err:
+        open_clonezilla(folder)
+    assert message in str(err.value)
+
+
+def test_gpt_first_sector_must_be_a_protective_mbr(gpt: tuple[Path, Path], tmp_path: Path) -> None:
+    _disk, original = gpt
+    folder = _flipped(original, tmp_path, "nvme0n1-mbr", 446 + 4)  # 0xEE -> 0xEF
+    with pytest.raises(ManifestInvalid, match=r"nvme0n1-mbr has no protective entry \(type 0xEE"):
+        open_clonezilla(folder)
+
+
+def test_flipped_boot_code_byte_is_not_detectable_and_verify_says_so(
+    mbr: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _disk, original = mbr
+    folder = _flipped(original, tmp_path, "sda-mbr", 100)
+    archive = open_clonezilla(folder)
+    assert archive.manifest.boot_code != open_clonezilla(original).manifest.boot_code
+    assert archive.verify().ok  # nothing can tell
+    assert archive.unchecked() == (
+        Unchecked(area="boot-code", reason="format-keeps-no-checksum"),
+        Unchecked(area="track0", reason="format-keeps-no-checksum"),
+        Unchecked(area="ebrs", reason="format-keeps-no-checksum"),
+    )
+    code, out = verify_output(folder, capsys)
+    assert code == 0
+    result, unchecked = out.strip().splitlines()[-2:]
+    assert result.startswith("The backup is sound")
+    assert unchecked.startswith(
+        "Not covered by any checksum: the boot code, the 1.0 MiB before the first partition "
+        "and the records that link the logical partitions (Clonezilla keeps no checksum for "
+        "these); restore-tui restores them as stored."
+    )
+    assert "the space before the first partition" in unchecked
+
+
+def test_gpt_unchecked_is_the_boot_code_and_the_raw_copy(
+    gpt: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _disk, original = gpt
+    archive = open_clonezilla(original)
+    # Track 0 of a GPT disk is its header and entries, under the GPT's own CRC32s.
+    assert archive.unchecked() == (
+        Unchecked(area="boot-code", reason="format-keeps-no-checksum"),
+        Unchecked(area="partition", partition=3, reason="raw-copy"),
+    )
+    code, out = verify_output(original, capsys)
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert lines[-2] == (
+        "Not covered by any checksum: the boot code (Clonezilla keeps no checksum for this); "
+        "restore-tui restores it as stored. The boot code is the start-up code in the disk's "
+        "first sector."
+    )
+    assert lines[-1].startswith("Not covered by any checksum: the data of partition 3 (")
+    assert "saved as a raw copy, which Clonezilla keeps no checksum for" in lines[-1]
+
+    # A damaged GPT header: its CRC no longer vouches for track 0.
+    damaged = _flipped(original, tmp_path, "nvme0n1-gpt-1st", 512 + 40)
+    areas = [u.area for u in open_clonezilla(damaged).unchecked()]
+    assert areas == ["boot-code", "track0", "partition"]
+
+
+def test_files_under_checksum_files_are_covered(gpt: tuple[Path, Path], tmp_path: Path) -> None:
+    """``md5sum * > MD5SUMS``, as ocs-sr -gmf does: verify checks every file, so all is covered."""
+    _disk, original = gpt
+    folder = tmp_path / "img"
+    shutil.copytree(original, folder)
+    names = sorted(p.name for p in folder.iterdir())
+    lines = [f"{hashlib.md5((folder / n).read_bytes()).hexdigest()}  {n}" for n in names]
+    (folder / "MD5SUMS").write_text("\n".join(lines) + "\n")
+    archive = open_clonezilla(folder)
+    assert archive.unchecked() == ()
+    assert archive.verify().ok
 
 
 # ---------------------------------------------------------------- text parsers

@@ -465,3 +465,43 @@ def test_real_image_flipped_byte_names_partition_and_block(tmp_path: Path) -> No
         list(archive.pieces(1))
     assert err.value.partition == 1
     assert per_cs == 10240  # Clonezilla's -z 10485760 over 1 KiB blocks
+
+
+# ---------------------------------------------------------------- identity and what is unchecked
+
+
+@pytest.mark.parametrize(
+    ("kind", "unchecked"),
+    [("crc32", ()), ("none", (1,)), ("0001", (1,))],
+)
+def test_lone_image_unchecked_only_without_usable_checksums(
+    tmp_path: Path, kind: str, unchecked: tuple[int, ...]
+) -> None:
+    blocks = sample_blocks(random.Random(5), 200, 512)
+    if kind == "0001":
+        data = build_v1(blocks, 200, 512)
+    else:
+        data = build_v2(blocks, 200, 512, mode=0x20 if kind == "crc32" else 0)
+    path = tmp_path / "sdb1.ext4-ptcl-img.uncomp"
+    path.write_bytes(data)
+    archive = open_partclone_image(path)
+    assert tuple(u.partition for u in archive.unchecked()) == unchecked
+    assert all(
+        u.area == "partition" and u.reason == "image-has-no-checksums" for u in archive.unchecked()
+    )
+
+
+def test_lone_image_identity_is_header_names_and_sizes_not_the_path(tmp_path: Path) -> None:
+    blocks = sample_blocks(random.Random(6), 200, 512)
+    data = build_v2(blocks, 200, 512)
+    first = tmp_path / "a" / "sdb1.ext4-ptcl-img.uncomp"
+    second = tmp_path / "b" / "sdb1.ext4-ptcl-img.uncomp"
+    for path in (first, second):
+        path.parent.mkdir()
+        path.write_bytes(data)
+    assert open_partclone_image(first).identity() == open_partclone_image(second).identity()
+    # One more block stored (its header and chunk list change): another backup.
+    other = dict(blocks)
+    other[next(b for b in range(200) if b not in blocks)] = bytes(512)
+    second.write_bytes(build_v2(other, 200, 512))
+    assert open_partclone_image(first).identity() != open_partclone_image(second).identity()
