@@ -77,7 +77,9 @@ PREVIEW_STEPS = (
 )
 ONE_PREVIEW_STEPS = (*ONE_STEPS[:5], "What would change")
 # Resuming skips from choosing straight to restoring.
-RESUME_STEPS = ("Choose the backup", "Continue", "Restoring", "Done")
+RESUME_STEPS = ("Choose the backup", "Restoring", "Done")
+# When the disk's /dev name changed, the person confirms the disk found by identity first.
+RESUME_RENAMED_STEPS = ("Choose the backup", "Continue", "Restoring", "Done")
 
 
 def steps_for(kind: str, dry_run: bool) -> tuple[str, ...]:
@@ -407,9 +409,11 @@ class RestoreWizard(App[int]):
             self.notify(f"Cannot resume yet: {exc}", severity="error", timeout=20)
             return None
         record = journal.record
+        steps = RESUME_STEPS
         if located.renamed is not None:
+            steps = RESUME_RENAMED_STEPS
             confirmed = await self.push_screen_wait(
-                ConfirmScreen(step_of(RESUME_STEPS, "Continue"), record.plan, resuming=located)
+                ConfirmScreen(step_of(steps, "Continue"), record.plan, resuming=located)
             )
             if not confirmed:
                 return None
@@ -421,7 +425,7 @@ class RestoreWizard(App[int]):
                 verify=self.options.verify_after_write,
                 journal=journal,
             ),
-            RESUME_STEPS,
+            steps,
         )
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from archive.base import Archive
+from layout.models import DiskIdentity
 from layout.notices import Notice, joined, notice
 from layout.plan import Plan, PlanChoices, RestoreArea, canonical_json
 from layout.probe import ImageProbe, Probe, ProbedDisk, ProbeError, archive_disks
@@ -48,7 +49,8 @@ class Refused(UserError):
         self.disk = disk
         self.reasons = tuple(reasons)
         super().__init__(
-            f"will not write to {disk.headline} ({disk.device}): {joined(self.reasons)}"
+            f"will not write to {disk.headline} ({disk.device}): it cannot be the target "
+            f"now: {joined(self.reasons)}"
         )
 
 
@@ -71,13 +73,13 @@ class Confirmation:
         return typed.strip().upper() == self.word.upper()
 
 
-def confirmation_for(plan: Plan) -> Confirmation:
+def confirmation_for(identity: DiskIdentity, job: Job) -> Confirmation:
     """The end of the disk's serial number (on its label, so the right disk is in hand),
     or a word that says what happens when the disk has no serial to read."""
-    serial = (plan.target.identity.serial or "").strip()
+    serial = (identity.serial or "").strip()
     if len(serial) >= SERIAL_DIGITS:
         return Confirmation(serial[-SERIAL_DIGITS:], "serial")
-    return Confirmation("ERASE" if plan.job == "full-disk" else "WRITE", "word")
+    return Confirmation("ERASE" if job == "full-disk" else "WRITE", "word")
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from archive import open_archive
 from archive.manifest import ArchiveManifest
 from archive.partclone import HEADER_V2
 from layout.models import Partition, PartitionTable
+from layout.plan import RestoreArea
 from layout.table_io import read_table
 from restore_tui import sample
 from restore_tui.cli import main
@@ -254,7 +255,11 @@ def journal_position(journal: Path) -> Checkpoint | None:
 
 def stage_of(record: Checkpoint, number: int) -> str:
     """The plan's stage restoring partition ``number`` (named by role: "system", ...)."""
-    return next(s.name for s in record.plan.stages if any(a.area == number for a in s.actions))
+    return next(
+        s.name
+        for s in record.plan.stages
+        if any(isinstance(a, RestoreArea) and a.area == number for a in s.actions)
+    )
 
 
 def kill_mid_partition(command: list[str], journal: Path, number: int, rng: random.Random) -> None:

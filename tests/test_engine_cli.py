@@ -33,26 +33,27 @@ def disk(serial: str | None) -> ProbedDisk:
 def test_confirmation_wants_the_serials_end(monkeypatch: pytest.MonkeyPatch) -> None:
     out = io.StringIO()
     monkeypatch.setattr("sys.stdin", FakeTerminal("7XK2\n"))
-    confirm(disk("WD-WCAV5Z187XK2"), "restore erases it", yes=False, stream=out)
+    confirm(disk("WD-WCAV5Z187XK2"), "full-disk", "restore erases it", yes=False, stream=out)
     assert "last 4 characters of its serial number (WD-WCAV5Z187XK2)" in out.getvalue()
 
     monkeypatch.setattr("sys.stdin", FakeTerminal("yes\n"))
     with pytest.raises(UserError, match="not confirmed; nothing was written"):
-        confirm(disk("WD-WCAV5Z187XK2"), "restore erases it", yes=False, stream=out)
+        confirm(disk("WD-WCAV5Z187XK2"), "full-disk", "restore erases it", yes=False, stream=out)
 
 
 def test_without_a_serial_the_word_is_erase(monkeypatch: pytest.MonkeyPatch) -> None:
     out = io.StringIO()
     monkeypatch.setattr("sys.stdin", FakeTerminal("ERASE\n"))
-    confirm(disk(None), "restore erases it", yes=False, stream=out)
-    assert "the word erase" in out.getvalue()
+    confirm(disk(None), "full-disk", "restore erases it", yes=False, stream=out)
+    assert "the word ERASE" in out.getvalue()
 
 
 def test_no_terminal_means_no_restore_without_yes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sys.stdin", io.StringIO("7XK2\n"))  # a pipe, not a person
     with pytest.raises(UserError, match="add --yes to confirm without a terminal"):
-        confirm(disk("WD-WCAV5Z187XK2"), "restore erases it", yes=False)
-    confirm(disk("WD-WCAV5Z187XK2"), "restore erases it", yes=True)  # --yes: no question
+        confirm(disk("WD-WCAV5Z187XK2"), "full-disk", "restore erases it", yes=False)
+    # --yes: no question
+    confirm(disk("WD-WCAV5Z187XK2"), "full-disk", "restore erases it", yes=True)
 
 
 def event(kind: str, **kw: object) -> ProgressEvent:

@@ -338,10 +338,10 @@ async def test_stop_safely_leaves_a_checkpoint_that_the_next_start_resumes(
 ) -> None:
     """The engine is held inside the system partition's stage (through its progress
     callback) until the stop key has been pressed, so the stop lands mid-stage every time."""
-    import restore_tui.screens.progress as progress_module
+    import restore_tui.flow as flow_module
 
     reached, release = threading.Event(), threading.Event()
-    real_engine = progress_module.RestoreEngine
+    real_engine = flow_module.RestoreEngine
 
     def held_engine(*args, progress, **kwargs):  # type: ignore[no-untyped-def]
         def hold(event: ProgressEvent) -> None:
@@ -352,7 +352,7 @@ async def test_stop_safely_leaves_a_checkpoint_that_the_next_start_resumes(
 
         return real_engine(*args, progress=hold, **kwargs)
 
-    monkeypatch.setattr(progress_module, "RestoreEngine", held_engine)
+    monkeypatch.setattr(flow_module, "RestoreEngine", held_engine)
     app = wizard(demo)
     async with app.run_test(size=SIZE) as pilot:
         await choose_backup(pilot, demo.windows_archive)
@@ -385,7 +385,7 @@ async def test_stop_safely_leaves_a_checkpoint_that_the_next_start_resumes(
     assert journal.record.current_stage == "system"
     assert journal.record.done_in_action > 0
 
-    monkeypatch.setattr(progress_module, "RestoreEngine", real_engine)
+    monkeypatch.setattr(flow_module, "RestoreEngine", real_engine)
     again = wizard(demo)
     async with again.run_test(size=SIZE) as pilot:
         screen = await on_screen(pilot, ChooseBackupScreen)
@@ -420,9 +420,9 @@ async def test_the_disk_table_fits_80_columns(built_demo: DemoSetup, machine: st
     the reasons are under the table, for the highlighted disk."""
     disks = RecordedProbe(MACHINES / machine).disks()
     with open_archive(built_demo.windows_archive) as arc:
-        job = JobChoice("full-disk", dry_run=False)
+        JobChoice("full-disk", dry_run=False)
         matches = match_disks(arc.manifest, disks, None)
-        candidates = [candidate_for(m, job, arc.manifest) for m in matches]
+        candidates = [candidate_for(m) for m in matches]
     screen = TargetScreen(Step(4, 8, "The target disk"), candidates, job_words="Which disk?")
     app = _TargetOnly(screen)
     async with app.run_test(size=SIZE) as pilot:
@@ -452,7 +452,7 @@ async def test_planner_warnings_in_wizard_words_never_name_the_command_line(
             plan = plan_full_disk(
                 arc.manifest, digest, str(arc.path), target, new_ids=new_ids, other_disks=disks
             )
-            cli = [w for w in plan.warnings if "--new-ids" in w]
+            cli = [w for w in plan.warnings if "--new-ids" in w.text]
             assert cli, "the planner no longer suggests --new-ids here: update offers_new_ids"
             assert offers_new_ids(plan)
             for warning in cli:

@@ -25,6 +25,7 @@ from restore_tui.engine import (
 from restore_tui.errors import UserError
 from restore_tui.flow import Flow, Refused, confirmation_for, is_restore_target
 from restore_tui.journal import Journal, find_for_archive
+from restore_tui.matching import Job
 from restore_tui.progress import human_bytes, human_duration
 
 
@@ -83,7 +84,7 @@ def target_probe(*targets: str | None) -> Probe:
 
 
 def confirm(
-    plan: Plan, disk: ProbedDisk, what: str, *, yes: bool, stream: TextIO | None = None
+    disk: ProbedDisk, job: Job, what: str, *, yes: bool, stream: TextIO | None = None
 ) -> None:
     """A confirmation that cannot happen by accident: the words come from the flow."""
     if yes:
@@ -94,7 +95,7 @@ def confirm(
             f"restore-tui needs your confirmation before it {what}, and there is no terminal "
             "to ask on; add --yes to confirm without a terminal"
         )
-    wanted = confirmation_for(plan)
+    wanted = confirmation_for(disk.identity, job)
     hint = (
         f"the last {len(wanted.word)} characters of its serial number ({disk.identity.serial})"
         if wanted.kind == "serial"
@@ -230,7 +231,7 @@ def execute(
         raise Refused(disk, reasons)
     out = sys.stderr
     show_plan(plan, disk, out)
-    confirm(plan, disk, what, yes=args.yes)
+    confirm(disk, plan.job, what, yes=args.yes)
     engine = flow.engine(
         plan,
         disk.device,
@@ -256,7 +257,7 @@ def execute(
 
 def choices_from(args: argparse.Namespace) -> PlanChoices:
     if args.partition is None and args.region is not None:
-        raise UserError("--region only goes with --partition N")
+        raise UserError("--region only applies with --partition N")
     return PlanChoices(
         job="full-disk" if args.partition is None else "one-partition",
         partition=args.partition,

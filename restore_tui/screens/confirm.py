@@ -40,7 +40,7 @@ class ConfirmScreen(Screen[bool]):
         self.step = step
         self.plan = plan
         self.resuming = resuming
-        self.wanted = confirmation_for(plan)
+        self.wanted = confirmation_for(plan.target.identity, plan.job)
         self.request = request_words(self.wanted)
 
     def compose(self) -> ComposeResult:
