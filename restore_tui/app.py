@@ -409,7 +409,7 @@ class RestoreWizard(App[int]):
             self.notify(f"Cannot resume yet: {exc}", severity="error", timeout=20)
             return None
         record = journal.record
-        steps = RESUME_STEPS
+        steps: tuple[str, ...] = RESUME_STEPS
         if located.renamed is not None:
             steps = RESUME_RENAMED_STEPS
             confirmed = await self.push_screen_wait(
