@@ -11,6 +11,7 @@ import hashlib
 import random
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -412,3 +413,31 @@ def test_image_made_by_the_real_ocs_sr_restores(tmp_path: Path, loop_device: Loo
     device = old_disk(tmp_path / "target.img", disk.stat().st_size, loop_device)
     assert restore(folder, "--target", device) == 0
     assert_full_restore(disk, manifest, device)
+
+
+def test_a_copied_folder_resumes_the_interrupted_restore(
+    mbr: tuple[Path, Path], tmp_path: Path, loop_device: Loop
+) -> None:
+    """`cp -r` gives the folder new modification times; it is still the same backup."""
+    disk, original = mbr
+    size = disk.stat().st_size
+    ref_dir, run_dir, copy_dir = tmp_path / "ref", tmp_path / "run", tmp_path / "copy"
+    for d in (ref_dir, run_dir, copy_dir):
+        d.mkdir()
+    reference = ref_dir / "target.img"
+    reference.write_bytes(OLD * size)
+    assert restore(copy_folder(original, ref_dir), "--target", reference) == 0
+
+    folder = copy_folder(original, run_dir)
+    device = old_disk(run_dir / "target.img", size, loop_device)
+    kill_mid_partition(
+        ["restore", str(folder), "--target", device], beside_path(folder), 1, random.Random(5)
+    )
+    time.sleep(1.1)  # so every copied file's modification time differs from the original's
+    copied = copy_dir / folder.name
+    subprocess.run(["cp", "-r", str(folder), str(copied)], check=True)
+    shutil.copy(beside_path(folder), beside_path(copied))
+    assert (copied / "parts").stat().st_mtime != (folder / "parts").stat().st_mtime
+    shutil.rmtree(folder)  # the original is gone: only the copy can finish it
+    assert main(["resume", str(copied), "--yes"]) == 0
+    assert file_hash(Path(device)) == file_hash(reference)

@@ -51,18 +51,20 @@ def register(subparsers: Any) -> None:
 
 
 def _journal_for_copy(archive_path: str) -> Journal | None:
-    """An unfinished journal for this backup's contents, recorded under another path."""
+    """An unfinished journal for this backup's contents, recorded under another path: a
+    copy of the backup (with its record copied beside it, or found in the usual places)."""
     try:
         with open_archive(archive_path) as archive:
             identity = archive.identity()
     except ArchiveError:
         return None
-    for summary in find_unfinished():
+    places = [*candidate_paths(archive_path), *(s.path for s in find_unfinished())]
+    for path in places:
         try:
-            journal = Journal.load(summary.path)
+            journal = Journal.load(path)
         except JournalError:
             continue
-        if journal.record.plan.archive.identity == identity:
+        if not journal.record.finished and journal.record.plan.archive.identity == identity:
             return journal
     return None
 
