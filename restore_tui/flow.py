@@ -250,6 +250,13 @@ class Flow:
         A saved plan is a record for review, not instructions: what runs is always
         what planning gives now, and only when that is what the person reviewed.
         """
+        moved = identity_differences(saved.target.identity, disk.identity)
+        if moved:
+            raise PlanMismatch(
+                f"{disk.headline} ({disk.device}) is not the disk the plan was made for: "
+                + "; ".join(moved)
+                + ". Nothing was written; make a new plan for the disk attached now"
+            )
         if saved.archive.identity != self.archive.identity():
             raise PlanMismatch(
                 f"the plan was made from another backup than {self.archive.path} (its "

@@ -180,7 +180,7 @@ def test_mounted_swap_and_mapped_partitions_are_in_use(
     backup = backup_like(disk)
     (m,) = match_disks(backup, [disk], None)
     assert m.strong
-    assert m.blockers == [
+    assert [b.text for b in m.blockers] == [
         f"in use: partition 2 is mounted at {mnt} — stop using it (unmount, swapoff) and try again"
     ]
 

@@ -74,7 +74,8 @@ async def to_target(pilot: Pilot[object], demo: DemoSetup) -> None:
 
 async def _choose_disk(pilot: Pilot[object], screen: TargetScreen, device: Path) -> None:
     index = [c.device for c in screen.candidates].index(str(device))
-    await pilot.press(*["down"] * index, "enter")
+    # The cursor starts on the recommended disk: count from the top.
+    await pilot.press(*["up"] * len(screen.candidates), *["down"] * index, "enter")
 
 
 async def to_partition(pilot: Pilot[object], demo: DemoSetup) -> None:

@@ -129,13 +129,13 @@ def wizard_words(said: Notice, plan: Plan) -> str:
         return (
             f"Two disks would share an identity: {p['other']} still carries the backed-up "
             f"disk's {p['identifier']}. Windows takes one of them offline and boot loaders may "
-            f"pick the wrong one. Unplug that disk before starting the computer, or {choice}."
+            f"pick the wrong one. Unplug that disk before starting the computer, or {choice}"
         )
     if said.code == "shared-partition-guid":
         return (
             f"Two partitions would share partition GUID {p['guid']}: partition "
             f"{p['partition']} of {p['other']} has it. Boot entries naming that GUID may pick "
-            f"the wrong one; {choice} for a fresh one."
+            f"the wrong one; {choice} for a fresh one"
         )
     if said.code in NEW_ID_CODES:
         return said.text.replace("Fresh identifiers (--new-ids):", "New identifiers:")
