@@ -43,6 +43,7 @@ VERIFY_BLOCK = 4 * 1024 * 1024
 CHECKPOINT_SECONDS = 3.0
 LOCK_WAIT_SECONDS = 10.0
 
+# How the command line says "continue later"; the wizard has a button for it instead.
 RESUME_HINT = "run `restore-tui resume` — it continues from the last checkpoint"
 
 
@@ -50,7 +51,14 @@ RESUME_HINT = "run `restore-tui resume` — it continues from the last checkpoin
 
 
 class EngineError(UserError):
-    """A restore that stopped; the message says what happened and what to do."""
+    """A restore that stopped. ``text`` says what happened and what to check, in words
+    any front-end can show; ``resumable`` says whether resuming continues it (the
+    command line then adds how, as ``str()`` of the error)."""
+
+    def __init__(self, text: str, *, resumable: bool = False) -> None:
+        self.text = text
+        self.resumable = resumable
+        super().__init__(f"{text}. Then {RESUME_HINT}" if resumable else text)
 
 
 class RestoreCancelled(EngineError):
@@ -510,8 +518,8 @@ class RestoreEngine:
         except OSError as exc:
             raise WriteFailed(
                 f"the disk {self.target_path} did not confirm the data was stored "
-                f"({exc.strerror}); the disk or its cable may be failing. After checking it, "
-                f"{RESUME_HINT}"
+                f"({exc.strerror}); the disk or its cable may be failing. Check it",
+                resumable=True,
             ) from exc
 
     def _checkpoint(self, stage: Stage, ai: int, done: int, last: tuple[int, int] | None) -> None:
@@ -529,7 +537,8 @@ class RestoreEngine:
             self._checkpoint(stage, ai, done, last)
             raise RestoreCancelled(
                 f"the restore was stopped at your request during {stage.title!r}; the disk is "
-                f"not usable yet. To finish it, {RESUME_HINT}"
+                "not usable until it is finished",
+                resumable=True,
             )
 
     def _after_slice(self, stage: Stage, ai: int, done: int, last: tuple[int, int]) -> None:
@@ -552,8 +561,8 @@ class RestoreEngine:
         except OSError as exc:
             raise WriteFailed(
                 f"writing to {self.target_path} failed during {stage.title!r} "
-                f"({exc.strerror or exc}); the disk or its cable may be failing. After checking "
-                f"it, {RESUME_HINT}"
+                f"({exc.strerror or exc}); the disk or its cable may be failing. Check it",
+                resumable=True,
             ) from exc
 
     # The verbs of the actions (layout.plan.ActionRunner): ``self._at`` is the stage
@@ -629,7 +638,8 @@ class RestoreEngine:
         raise DamagedBackup(
             f"the backup's data for {where} at byte {exc.offset} is damaged; nothing from it "
             f"was written — restore-tui stopped before writing it ({exc}). Fix or replace "
-            "the backup file and run `restore-tui resume` — it continues from here"
+            "the backup file (a good copy of it will do)",
+            resumable=True,
         ) from exc
 
     # -- after the table stage ---------------------------------------------------------
@@ -696,15 +706,16 @@ class RestoreEngine:
         except TableError as exc:
             raise TableMismatch(
                 f"the partition table read back from {self.target_path} is damaged ({exc}). "
-                "The disk did not keep what was written; check the disk, then "
-                f"{RESUME_HINT}"
+                "The disk did not keep what was written; check the disk",
+                resumable=True,
             ) from exc
         problems = table_differences(self.plan.after, parsed.table if parsed else None)
         if problems:
             raise TableMismatch(
                 "the partition table read back does not match the plan: "
                 + "; ".join(problems)
-                + f". Nothing more was written. Check the disk, then {RESUME_HINT}"
+                + ". Nothing more was written. Check the disk",
+                resumable=True,
             )
 
     # -- verification ------------------------------------------------------------------
@@ -724,13 +735,15 @@ class RestoreEngine:
                         f"while checking what was written, the backup's data for "
                         f"{area_name(exc.partition)} at byte {exc.offset} turned out damaged "
                         f"({exc}). The backup file or the disk it is on is failing; copy the "
-                        "backup to another disk and run `restore-tui resume`"
+                        "backup to another disk",
+                        resumable=True,
                     ) from exc
                 if bad is not None:
                     raise VerifyFailed(
                         f"after writing {stage.title!r}, byte {bad} of {self.target_path} read "
                         "back different from what was written. The target disk may be failing; "
-                        f"check it (for example with `smartctl -a`), then {RESUME_HINT}"
+                        "check it (for example with `smartctl -a`)",
+                        resumable=True,
                     )
             self._emit("verify", f"checked {action.description}")
 

@@ -25,6 +25,7 @@ from layout.notices import Notice, joined, notice
 from layout.plan import Plan, PlanChoices, RestoreArea, canonical_json
 from layout.probe import ImageProbe, Probe, ProbedDisk, ProbeError, archive_disks
 from layout.validate import PlanError
+from restore_tui.coverage import unchecked_notices
 from restore_tui.engine import (
     ProgressCallback,
     RestoreEngine,
@@ -203,6 +204,14 @@ class Flow:
             # New identifiers come from this seed, recorded in the plan: planning again
             # (apply) gives the same ones.
             choices = choices.model_copy(update={"id_seed": secrets.randbits(63)})
+        plan = self._planned(disk, choices)
+        # Said in the plan itself, so the preview and `plan` show it before anything is written.
+        unchecked = unchecked_notices(self.archive, choices.partition)
+        if not unchecked:
+            return plan
+        return plan.model_copy(update={"warnings": (*plan.warnings, *unchecked)})
+
+    def _planned(self, disk: ProbedDisk, choices: PlanChoices) -> Plan:
         others = self._others(disk)
         path = str(Path(self.archive.path).absolute())
         try:

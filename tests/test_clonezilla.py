@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -40,6 +41,7 @@ from archive.manifest import Role
 from archive.partclone import HEADER_V2
 from layout.blockio import DiskReader
 from layout.table_io import read_table
+from restore_tui.cli import main
 from restore_tui.commands import verify as verify_command
 
 pytestmark = pytest.mark.skipif(bool(MISSING_TOOLS), reason=f"missing tools: {MISSING_TOOLS}")
@@ -597,3 +599,20 @@ def test_image_made_by_the_real_ocs_sr(loop_device, tmp_path: Path) -> None:  # 
     for area in (TRACK0, 1, 2):
         for piece in archive.pieces(area):
             assert piece.data == src[piece.offset : piece.stop]
+
+
+def test_the_plan_says_what_no_checksum_covers(
+    mbr: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before anything is written, the preview names what is restored unchecked; a
+    one-partition restore does not mention the boot code it does not write."""
+    disk, folder = mbr
+    target = tmp_path / "target.img"
+    target.write_bytes(bytes(disk.stat().st_size))
+    capsys.readouterr()
+    assert main(["plan", str(folder), "--target", str(target), "--json"]) == 0
+    plan = json.loads(capsys.readouterr().out)
+    (said,) = [w for w in plan["warnings"] if w["code"] == "not-checksummed"]
+    assert said["text"].startswith("Not covered by any checksum: the boot code, the 1.0 MiB")
+    assert main(["plan", str(folder), "--target", str(target)]) == 0
+    assert "Not covered by any checksum: the boot code" in capsys.readouterr().out

@@ -12,9 +12,9 @@ import sys
 from typing import Any
 
 from archive import open_archive
-from archive.base import Archive, Damage, Unchecked
+from archive.base import Archive, Damage
 from archive.roles import plain_name
-from layout.units import human_size
+from restore_tui.coverage import unchecked_lines
 from restore_tui.progress import ProgressPrinter, human_bytes
 
 
@@ -39,68 +39,6 @@ def damage_line(arc: Archive, damage: Damage) -> str:
         except KeyError:
             where = f"partition {damage.partition}"
     return f"{where}, byte offset {damage.offset}: {damage.message}"
-
-
-# Who keeps no checksum, for the sentence that says so.
-_MAKERS = {"Clonezilla image": "Clonezilla", "partclone image": "partclone"}
-
-
-def _join(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _partition_words(arc: Archive, number: int | None) -> str:
-    assert number is not None
-    try:
-        image = arc.manifest.image(number)
-        entry = arc.manifest.table.partition(number)
-    except KeyError:
-        return f"partition {number}"
-    return f"partition {number} ({plain_name(image.role, entry.filesystem)})"
-
-
-def unchecked_lines(arc: Archive, unchecked: tuple[Unchecked, ...] | None = None) -> list[str]:
-    """One sentence for the areas the format keeps no checksum for, one per such partition."""
-    items = arc.unchecked() if unchecked is None else unchecked
-    maker = _MAKERS.get(arc.format_name, "this kind of backup")
-    areas: list[str] = []
-    notes: list[str] = []
-    for item in items:
-        if item.area == "boot-code":
-            areas.append("the boot code")
-            notes.append("the boot code is the start-up code in the disk's first sector")
-        elif item.area == "track0":
-            areas.append(
-                f"the {human_size(arc.manifest.boot.track0_stop)} before the first partition"
-            )
-            notes.append("the space before the first partition can hold more start-up code")
-        elif item.area == "ebrs":
-            areas.append("the records that link the logical partitions")
-    lines: list[str] = []
-    if areas:
-        them = "it" if len(areas) == 1 else "them"
-        these = "this" if len(areas) == 1 else "these"
-        line = (
-            f"Not covered by any checksum: {_join(areas)} ({maker} keeps no checksum for "
-            f"{these}); restore-tui restores {them} as stored."
-        )
-        if notes:
-            note = "; ".join(notes)
-            line += f" {note[0].upper()}{note[1:]}."
-        lines.append(line)
-    for item in items:
-        if item.area != "partition":
-            continue
-        what = _partition_words(arc, item.partition)
-        if item.reason == "raw-copy":
-            why = f"it was saved as a raw copy, which {maker} keeps no checksum for"
-        else:
-            why = "its image carries no checksums"
-        lines.append(
-            f"Not covered by any checksum: the data of {what}, because {why}; restore-tui "
-            "restores it as stored."
-        )
-    return lines
 
 
 def run(args: argparse.Namespace) -> int:

@@ -160,8 +160,12 @@ class ProgressScreen(Screen[Outcome]):
         try:
             engine.run()
         except RestoreCancelled as exc:
-            outcome = Outcome(ok=False, cancelled=True, message=str(exc))
-        except (EngineError, ArchiveError, OSError) as exc:
+            outcome = Outcome(ok=False, cancelled=True, message=exc.text)
+        except EngineError as exc:
+            # The engine's own words, without the command line's "run restore-tui resume":
+            # the failure screen says how to continue here.
+            outcome = Outcome(ok=False, message=exc.text)
+        except (ArchiveError, OSError) as exc:
             outcome = Outcome(ok=False, message=str(exc))
         except Exception as exc:  # shown on the failure screen, never a crash
             outcome = Outcome(ok=False, message=f"an unexpected error stopped the restore: {exc!r}")
