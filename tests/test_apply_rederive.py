@@ -141,3 +141,21 @@ def test_the_plan_as_saved_restores(
     with target.open("rb") as f:
         f.seek(start)
         assert f.read(length) == photos  # the kept partition is untouched
+
+
+def test_resume_after_a_finished_restore_names_the_disk_it_went_onto(
+    saved: tuple[Path, Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive, _spare, _plan = saved
+    work = tmp_path / "copy"
+    work.mkdir()
+    local = work / archive.name
+    shutil.copyfile(archive, local)
+    onto = tmp_path / "restored.img"
+    sample.build_blank(onto, 64)
+    assert main(["restore", str(local), "--target", str(onto), "--yes"]) == 0
+    capsys.readouterr()
+    assert main(["resume", str(local)]) == 0
+    out = capsys.readouterr().out
+    assert f"The last restore of this backup, onto the disk image {onto}, finished" in out
+    assert "nothing to resume" in out

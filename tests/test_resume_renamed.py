@@ -12,16 +12,24 @@ import contextlib
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from conftest import LOOP_SKIP_REASON
 from test_crash_resume import busy_disk, file_hash, let_go, next_checkpoint, spawn
+from tui_support import header, on_screen, screen_text
 
 from archive.backup import backup
+from layout.probe import SystemProbe
 from restore_tui import sample
+from restore_tui.app import RestoreWizard, WizardOptions
 from restore_tui.cli import main
 from restore_tui.journal import Checkpoint, beside_path
+from restore_tui.screens.choose import ChooseBackupScreen
+from restore_tui.screens.confirm import ConfirmScreen
+from restore_tui.screens.end import DoneScreen
 
 pytestmark = pytest.mark.skipif(LOOP_SKIP_REASON is not None, reason=LOOP_SKIP_REASON or "")
 
@@ -66,7 +74,26 @@ def kill_after_the_table(target: str, archive: Path, journal: Path) -> None:
         proc.wait()
 
 
-def test_resume_follows_the_disk_not_its_name(tmp_path: Path) -> None:
+@dataclass
+class Interrupted:
+    """A restore onto X killed after its table stage, X and Y detached again."""
+
+    archive: Path
+    clean: Path  # the same restore, uninterrupted, onto an image file
+    x_image: Path
+    y_image: Path
+    y_hash: str
+    x_dev: str  # the names they had during the restore
+    y_dev: str
+    attached: list[str] = field(default_factory=list)
+
+    def attach(self, device: str, image: Path) -> None:
+        attach_at(device, image)
+        self.attached.append(device)
+
+
+@pytest.fixture
+def interrupted(tmp_path: Path) -> Iterator[Interrupted]:
     if shutil.which("mkfs.vfat") is None:
         pytest.skip("needs mkfs.vfat for the sample disk")
     source = busy_disk(tmp_path / "src.img")
@@ -76,44 +103,78 @@ def test_resume_follows_the_disk_not_its_name(tmp_path: Path) -> None:
     sample.build_blank(clean, 64)
     assert main(["restore", str(archive), "--target", str(clean), "--yes"]) == 0
     beside_path(archive).unlink()
-
     x_image, y_image = tmp_path / "x.img", tmp_path / "y.img"
     sample.build_blank(x_image, 64)
-    y = sample.build_disk(
+    sample.build_disk(
         y_image, 64, "msdos",
         [sample.SamplePartition(number=1, start_lba=2048, length_lba=60 * 2048, fs="ext4",
                                 label="other", mbr_type=0x83, files={"y.txt": b"mine\n"})],
         seed=9, signature="0DDBA115",
     )  # fmt: skip
-    y_hash = file_hash(y.path)
-    attached: list[str] = []
+    state = Interrupted(archive, clean, x_image, y_image, file_hash(y_image), "", "")
     try:
-        x_dev = attach_free(x_image)
-        attached.append(x_dev)
-        y_dev = attach_free(y_image)
-        attached.append(y_dev)
-        kill_after_the_table(x_dev, archive, beside_path(archive))
-        for device in attached:
+        state.x_dev = attach_free(x_image)
+        state.attached.append(state.x_dev)
+        state.y_dev = attach_free(y_image)
+        state.attached.append(state.y_dev)
+        kill_after_the_table(state.x_dev, archive, beside_path(archive))
+        for device in state.attached:
             detach(device)
-        attached.clear()
-
-        # After the "reboot" only Y is back, under X's old name: nothing to find, nothing written.
-        attach_at(x_dev, y_image)
-        attached.append(x_dev)
-        code, said = run_cli(["resume", str(archive), "--yes"])
-        assert code == 1 and "is not attached" in said and "nothing was written" in said, said
-        assert file_hash(y.path) == y_hash
-
-        # X comes back under Y's old name.
-        attach_at(y_dev, x_image)
-        attached.append(y_dev)
-        code, said = run_cli(["resume", str(archive), "--yes"])
-        assert code == 0, said
-        assert "The disk's name changed" in said and f"is now {y_dev}" in said
-        assert f"{x_dev} is now" in said
-        assert file_hash(x_image) == file_hash(clean)
-        assert file_hash(y.path) == y_hash
+        state.attached.clear()
+        yield state
     finally:
-        for device in reversed(attached):
+        for device in reversed(state.attached):
             with contextlib.suppress(OSError):
                 detach(device)
+
+
+def test_resume_follows_the_disk_not_its_name(interrupted: Interrupted) -> None:
+    s = interrupted
+    # After the "reboot" only Y is back, under X's old name: nothing to find, nothing written.
+    s.attach(s.x_dev, s.y_image)
+    code, said = run_cli(["resume", str(s.archive), "--yes"])
+    assert code == 1 and "is not attached" in said and "nothing was written" in said, said
+    assert file_hash(s.y_image) == s.y_hash
+
+    # X comes back under Y's old name.
+    s.attach(s.y_dev, s.x_image)
+    code, said = run_cli(["resume", str(s.archive), "--yes"])
+    assert code == 0, said
+    assert "The disk's name changed" in said and f"is now {s.y_dev}" in said
+    assert f"{s.x_dev} is now" in said
+    assert file_hash(s.x_image) == file_hash(s.clean)
+    assert file_hash(s.y_image) == s.y_hash
+
+
+@pytest.mark.asyncio
+async def test_the_wizard_resumes_on_the_disk_under_its_new_name(
+    interrupted: Interrupted,
+) -> None:
+    s = interrupted
+    s.attach(s.x_dev, s.y_image)
+    s.attach(s.y_dev, s.x_image)
+    app = RestoreWizard(
+        WizardOptions(
+            probe=SystemProbe(),
+            backup_roots=lambda: [s.archive.parent],
+            journal_dirs=[s.archive.parent],
+        )
+    )
+    app.animation_level = "none"
+    async with app.run_test(size=(80, 24)) as pilot:
+        choose = await on_screen(pilot, ChooseBackupScreen)
+        label = str(choose.query_one("#resume-0").label)  # type: ignore[attr-defined]
+        assert "src.rtui" in label and f"it was {s.x_dev} then" in label
+        await pilot.press("enter")
+        confirm = await on_screen(pilot, ConfirmScreen)
+        assert isinstance(confirm, ConfirmScreen)
+        shown = screen_text(confirm)
+        assert f"{s.x_dev} is now" in shown and f"is now {s.y_dev}" in shown
+        assert header(confirm) == "Step 2 of 4 · Continue"
+        await pilot.press(*confirm.wanted.word, "enter")
+        done = await on_screen(pilot, DoneScreen)
+        assert header(done) == "Step 4 of 4 · Done"
+        await pilot.press("enter")
+    assert app.return_value == 0
+    assert file_hash(s.x_image) == file_hash(s.clean)
+    assert file_hash(s.y_image) == s.y_hash
