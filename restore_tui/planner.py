@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import struct
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -885,6 +885,57 @@ def _hidden_sectors_patches(
     return actions, note
 
 
+def _holders_of(
+    disks: Iterable[TargetDisk], has_it: Callable[[Partition], bool]
+) -> Iterator[tuple[TargetDisk, Partition]]:
+    """Every (disk, partition) whose partition ``has_it``."""
+    for disk in disks:
+        for p in disk.table.partitions if disk.table is not None else ():
+            if has_it(p):
+                yield disk, p
+
+
+def _shared_id_warnings(
+    src: Partition,
+    new: Partition,
+    disks: Sequence[TargetDisk],
+    others: Sequence[TargetDisk],
+    new_ids: bool,
+) -> list[Notice]:
+    """A filesystem UUID or partition GUID the new partition would share with another."""
+    out: list[Notice] = []
+    if src.fs_uuid:
+        same_uuid = _holders_of(disks, lambda p: p.kind != "extended" and p.fs_uuid == src.fs_uuid)
+        for disk, p in same_uuid:
+            other = f"{disk_summary(disk.identity)} ({disk.device})"
+            out.append(
+                notice(
+                    "shared-fs-uuid",
+                    f"Two partitions would share file system UUID {src.fs_uuid}: partition "
+                    f"{p.number} of {other} has it too. Linux may mount the wrong one; change "
+                    "one of them after the restore",
+                    uuid=src.fs_uuid,
+                    partition=p.number,
+                    other=other,
+                )
+            )
+    if new.gpt_guid and not new_ids:
+        for disk, p in _holders_of(others, lambda p: p.gpt_guid == new.gpt_guid):
+            other = f"{disk_summary(disk.identity)} ({disk.device})"
+            out.append(
+                notice(
+                    "shared-partition-guid",
+                    f"Two partitions would share partition GUID {new.gpt_guid}: partition "
+                    f"{p.number} of {other} has it. Boot entries naming that GUID may pick the "
+                    "wrong one; plan again with --new-ids for a fresh GUID",
+                    guid=new.gpt_guid,
+                    partition=p.number,
+                    other=other,
+                )
+            )
+    return out
+
+
 def plan_one_partition(
     manifest: ArchiveManifest,
     backup_identity: str,
@@ -1005,44 +1056,7 @@ def plan_one_partition(
             )
         )
     others = [d for d in other_disks if d.device != target.device]
-    disks: list[TargetDisk] = [target, *others]
-    if src.fs_uuid:
-        for disk in disks:
-            if disk.table is None:
-                continue
-            for p in disk.table.data_partitions:
-                if p.fs_uuid == src.fs_uuid:
-                    other = f"{disk_summary(disk.identity)} ({disk.device})"
-                    warnings.append(
-                        notice(
-                            "shared-fs-uuid",
-                            f"Two partitions would share file system UUID {src.fs_uuid}: "
-                            f"partition {p.number} of {other} has it too. Linux may mount the "
-                            "wrong one; change one of them after the restore",
-                            uuid=src.fs_uuid,
-                            partition=p.number,
-                            other=other,
-                        )
-                    )
-    if table.scheme == "gpt" and not new_ids and new.gpt_guid:
-        for disk in others:
-            if disk.table is None:
-                continue
-            for p in disk.table.partitions:
-                if p.gpt_guid == new.gpt_guid:
-                    other = f"{disk_summary(disk.identity)} ({disk.device})"
-                    warnings.append(
-                        notice(
-                            "shared-partition-guid",
-                            f"Two partitions would share partition GUID {new.gpt_guid}: "
-                            f"partition {p.number} of {other} has it. Boot entries naming that "
-                            "GUID may pick the wrong one; plan again with --new-ids for a "
-                            "fresh GUID",
-                            guid=new.gpt_guid,
-                            partition=p.number,
-                            other=other,
-                        )
-                    )
+    warnings += _shared_id_warnings(src, new, [target, *others], others, new_ids)
     if new_ids and table.scheme == "gpt":
         warnings.append(
             notice(
