@@ -50,8 +50,8 @@ class Refused(UserError):
         self.disk = disk
         self.reasons = tuple(reasons)
         super().__init__(
-            f"will not write to {disk.headline} ({disk.device}): it cannot be the target "
-            f"now: {joined(self.reasons)}"
+            f"{disk.headline} ({disk.device}) cannot be the target now, so nothing is "
+            f"written to it: {joined(self.reasons)}"
         )
 
 
@@ -297,12 +297,8 @@ class Flow:
         ``journal``: the record of this plan's interrupted run, when resuming.
         """
         resuming = journal is not None and journal.plan_digest == plan.digest()
-        out = [
-            b
-            for b in self.judge(disk, plan.job).blockers
-            if not (resuming and journal is not None and journal.started_writing
-                    and b.code in ROOM_CODES)
-        ]
+        passed = ROOM_CODES if resuming and journal and journal.started_writing else frozenset()
+        out = [b for b in self.judge(disk, plan.job).blockers if b.code not in passed]
         out += [
             notice("other-disk", f"this is not the disk the plan was made for: {d}", detail=d)
             for d in identity_differences(plan.target.identity, disk.identity)

@@ -294,7 +294,8 @@ def test_busy_archive_holding_and_read_only_disks_are_refused(
         capsys.readouterr()
         rc = main(["restore", str(mountpoint / "src.rtui"), "--target", device, "--yes"])
         err = capsys.readouterr().err
-        assert rc == 1 and err.startswith("error: will not write to")
+        assert rc == 1 and err.startswith("error: ") and "cannot be the target now" in err
+        assert "nothing is written to it" in err
         assert "holds the backup you are restoring from" in err
         assert "in use" in err and str(mountpoint) in err
         assert digest(device, 0, busy.size_bytes) == before
