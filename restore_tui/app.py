@@ -23,7 +23,7 @@ from archive import open_archive
 from archive.base import Archive
 from archive.errors import ArchiveError
 from layout.plan import Plan, PlanChoices
-from layout.probe import Probe, ProbedDisk, ProbeError
+from layout.probe import Probe, ProbeError
 from restore_tui.errors import UserError
 from restore_tui.flow import Flow, Located
 from restore_tui.journal import Journal, JournalError, JournalSummary, find_unfinished
@@ -247,9 +247,9 @@ class RestoreWizard(App[int]):
         while True:
             self.busy("Looking at the disks…")
             try:
-                candidates, disks = await asyncio.to_thread(self._candidates, archive, job)
+                candidates = await asyncio.to_thread(self._candidates, archive, job)
             except ProbeError as exc:
-                candidates, disks = [], []
+                candidates = []
                 self.notify(str(exc), severity="error", timeout=10)
             target = await self.push_screen_wait(
                 TargetScreen(
@@ -262,15 +262,12 @@ class RestoreWizard(App[int]):
             if target == "back":
                 return None
             assert isinstance(target, TargetCandidate)
-            code = await self._plan_and_run(archive, job, steps, target, disks)
+            code = await self._plan_and_run(archive, job, steps, target)
             if code is not None:
                 return code
 
-    def _candidates(
-        self, archive: Archive, job: JobChoice
-    ) -> tuple[list[TargetCandidate], list[ProbedDisk]]:
-        matches = self._flow(archive).candidates(job.kind)
-        return [candidate_for(m) for m in matches], [m.disk for m in matches]
+    def _candidates(self, archive: Archive, job: JobChoice) -> list[TargetCandidate]:
+        return [candidate_for(m) for m in self._flow(archive).candidates(job.kind)]
 
     def _flow(self, archive: Archive) -> Flow:
         return Flow(archive, self._probe())
@@ -288,7 +285,6 @@ class RestoreWizard(App[int]):
         job: JobChoice,
         steps: tuple[str, ...],
         target: TargetCandidate,
-        disks: list[ProbedDisk],
     ) -> int | None:
         """From the chosen target to the end; None goes back to choosing the target."""
         while True:
@@ -313,7 +309,7 @@ class RestoreWizard(App[int]):
                     self.busy("Working out the plan…")
                     try:
                         plan = await asyncio.to_thread(
-                            self._make_plan, archive, job, target, part, disks, new_ids
+                            self._make_plan, archive, job, target, part, new_ids
                         )
                     except UserError as exc:
                         self.notify(f"This cannot be done: {exc}", severity="error", timeout=15)
@@ -362,7 +358,6 @@ class RestoreWizard(App[int]):
         job: JobChoice,
         target: TargetCandidate,
         part: PartitionChoice | None,
-        disks: list[ProbedDisk],
         new_ids: bool = False,
     ) -> Plan:
         choices = PlanChoices(
