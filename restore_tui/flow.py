@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from archive.base import Archive
+from layout.fsinfo import probe_filesystem
 from layout.models import DiskIdentity
 from layout.notices import Notice, joined, notice
 from layout.plan import Plan, PlanChoices, RestoreArea, canonical_json
@@ -186,12 +187,31 @@ class Flow:
         return found
 
     def judge(self, disk: ProbedDisk, job: Job) -> Match:
-        return judge(self.archive.manifest, disk, self.holders([disk]), job)
+        holders = self.holders([disk])
+        return judge(self.archive.manifest, disk, holders, job, self.in_place(disk, holders))
 
     def candidates(self, job: Job) -> list[Match]:
         """Every disk judged for ``job``, best first."""
         disks = self.disks()
-        return match_disks(self.archive.manifest, disks, self.holders(disks), job)
+        holders = self.holders(disks)
+        found = {d.device: self.in_place(d, holders) for d in disks}
+        return match_disks(self.archive.manifest, disks, holders, job, found)
+
+    def in_place(self, disk: ProbedDisk, holders: set[str]) -> tuple[int, ...]:
+        """Backed-up partitions whose filesystem is still at its old offset on a disk whose
+        partition table is gone or damaged (read-only, by signature and UUID)."""
+        if disk.table is not None or disk.device in holders:
+            return ()
+        table = self.archive.manifest.table
+        ss = table.sector_size
+        found = []
+        for p in table.data_partitions:
+            if not p.fs_uuid or p.stop_lba * ss > disk.identity.size_bytes:
+                continue
+            there = probe_filesystem(disk.device, p.start_lba * ss, p.length_lba * ss)
+            if there.uuid and there.uuid.lower() == p.fs_uuid.lower():
+                found.append(p.number)
+        return tuple(found)
 
     # -- plans -------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ sentence a person can read.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Literal
 
 from archive.manifest import ArchiveManifest
@@ -249,15 +249,34 @@ def _blockers(
     return blockers
 
 
+def _in_place_reason(disk: ProbedDisk, in_place: Sequence[int]) -> str:
+    """Why filesystems found at the backed-up partitions' places are strong evidence."""
+    numbers = sorted(in_place)
+    if len(numbers) == 1:
+        said = f"backed-up partition {numbers[0]} is still on this disk at its old place"
+    else:
+        listed = ", ".join(str(n) for n in numbers[:-1]) + f" and {numbers[-1]}"
+        said = f"backed-up partitions {listed} are still on this disk at their old places"
+    gone = "; only the partition table is gone" if disk.table is None else ""
+    return f"{said} (same filesystem UUID){gone}"
+
+
 def judge(
     manifest: ArchiveManifest,
     disk: ProbedDisk,
     archive_disks: set[str],
     job: Job = "full-disk",
+    in_place: Sequence[int] = (),
 ) -> Match:
-    """One disk's evidence and blockers for ``job`` (size matters only for a full disk)."""
+    """One disk's evidence and blockers for ``job`` (size matters only for a full disk).
+
+    ``in_place``: backed-up partitions whose filesystem (same UUID) was found on the disk
+    at exactly its backed-up offset — what a disk whose table was wiped still shows.
+    """
     source = manifest.source.identity
     strong, contrary = _strong_reasons(source, manifest.table, disk)
+    if in_place:
+        strong.append(_in_place_reason(disk, in_place))
     supporting, points = _supporting_reasons(source, manifest.table, disk, job)
     reasons = [*strong, *supporting, *contrary]
     if not reasons:
@@ -306,6 +325,7 @@ def match_disks(
     disks: Sequence[ProbedDisk],
     archive_disk: str | Iterable[str] | None,
     job: Job = "full-disk",
+    in_place: Mapping[str, Sequence[int]] | None = None,
 ) -> list[Match]:
     """Every disk judged against the backup's source disk, best first.
 
@@ -318,7 +338,8 @@ def match_disks(
         archive_disks = {archive_disk}
     else:
         archive_disks = set(archive_disk)
-    matches = [judge(manifest, d, archive_disks, job) for d in disks]
+    found = in_place or {}
+    matches = [judge(manifest, d, archive_disks, job, found.get(d.device, ())) for d in disks]
     return sorted(matches, key=rank_key)
 
 
