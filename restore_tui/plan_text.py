@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from archive.manifest import Role
 from archive.roles import infer_role, plain_name
 from layout.gaps import MiB, usable_area
 from layout.models import DiskIdentity, Partition, PartitionTable
@@ -79,17 +80,33 @@ def _gaps(
     return [(a, b) for a, b in spans if b - a >= min_lba]
 
 
-def _partition_row(p: Partition, table: PartitionTable, status: Status) -> LayoutRow:
-    # A partition already on the target may be anything: no guessing that the
-    # largest one is a system; only what its type and label say.
-    role, _evidence = infer_role(p, table, guess_system=status != "kept")
+def _partition_row(
+    p: Partition, table: PartitionTable, status: Status, on_disk_now: bool
+) -> LayoutRow:
+    # A partition already on the target may be anything: no guessing that the largest
+    # one is a system (his 'photos' partition is not), only what its type and label say.
+    role, _evidence = infer_role(p, table, guess_system=not on_disk_now)
+    name = plain_name(role, p.filesystem)
+    if on_disk_now and role is Role.DATA:
+        name = held_now(p)
     kind: Literal["primary", "extended", "logical"] = p.kind
     return LayoutRow(
-        number=p.number, kind=kind, name=plain_name(role, p.filesystem),
+        number=p.number, kind=kind, name=name,
         label=p.label or p.gpt_name or None,
         filesystem=p.filesystem, start_lba=p.start_lba, length_lba=p.length_lba,
         sector_size=table.sector_size, status=status,
     )
+
+
+FS_WORDS = {"ntfs": "NTFS", "vfat": "FAT", "exfat": "exFAT", "swap": "swap"}
+
+
+def held_now(p: Partition) -> str:
+    """What a partition on the target holds now, by its filesystem alone: "NTFS partition",
+    "ext4 partition" — neither "System" nor "your files", which would be guesses."""
+    if not p.filesystem:
+        return "Partition (no filesystem recognised)"
+    return f"{FS_WORDS.get(p.filesystem, p.filesystem)} partition"
 
 
 def _free_row(start: int, stop: int, sector_size: int, name: str) -> LayoutRow:
@@ -105,8 +122,13 @@ def layout_rows(
     sector_size: int,
     statuses: Mapping[int, Status] | None = None,
     default_status: Status = "kept",
+    *,
+    on_disk_now: bool = False,
 ) -> list[LayoutRow]:
     """Partitions and unallocated space (1 MiB or more) in disk order.
+
+    ``on_disk_now``: the table is what the target holds now (named only by what its
+    types and labels say), not the backed-up layout.
 
     Logical partitions follow their extended container; free space inside the
     container is listed there too, since only a logical partition can use it.
@@ -126,14 +148,20 @@ def layout_rows(
         (a, 1, _free_row(a, b, sector_size, "Unallocated")) for a, b in free_top
     ]
     for p in top:
-        items.append((p.start_lba, 0, _partition_row(p, table, statuses.get(p.number,
-                                                                              default_status))))
+        status = statuses.get(p.number, default_status)
+        items.append((p.start_lba, 0, _partition_row(p, table, status, on_disk_now)))
         if p.kind == "extended":
             logicals = sorted(
                 (q for q in table.partitions if q.kind == "logical"), key=lambda q: q.start_lba
             )
             inner: list[tuple[int, int, LayoutRow]] = [
-                (q.start_lba, 0, _partition_row(q, table, statuses.get(q.number, default_status)))
+                (
+                    q.start_lba,
+                    0,
+                    _partition_row(
+                        q, table, statuses.get(q.number, default_status), on_disk_now
+                    ),
+                )
                 for q in logicals
             ]
             # The EBR sector before each logical is not free space worth showing.
@@ -186,6 +214,20 @@ def plan_statuses(plan: Plan) -> tuple[dict[int, Status], dict[int, Status]]:
     )
 
 
+def plan_rows(plan: Plan, which: Literal["before", "after"]) -> list[LayoutRow]:
+    """The target's layout now or after the plan, with what happens to each partition:
+    what the wizard's tables and bars and `plan`'s text both show."""
+    ident = plan.target.identity
+    ss = ident.logical_sector_size
+    before_status, after_status = plan_statuses(plan)
+    if which == "before":
+        default: Status = "replaced" if plan.job == "full-disk" else "kept"
+        return layout_rows(
+            plan.before, ident.size_bytes // ss, ss, before_status, default, on_disk_now=True
+        )
+    return layout_rows(plan.after, ident.size_bytes // ss, ss, after_status, "kept")
+
+
 def disk_line(identity: DiskIdentity) -> str:
     """"model · size · serial · bus"."""
     parts = [identity.model or "Unknown model", human_size(identity.size_bytes)]
@@ -223,16 +265,9 @@ def _row_cells(row: LayoutRow, exact: bool) -> list[str]:
 
 
 def render_layout(
-    title: str,
-    table: PartitionTable | None,
-    disk_size_lba: int,
-    sector_size: int,
-    statuses: Mapping[int, Status],
-    default_status: Status,
-    exact: bool = False,
+    title: str, table: PartitionTable | None, rows: Sequence[LayoutRow], exact: bool = False
 ) -> list[str]:
     """A heading, the proportional bar, and one aligned line per row."""
-    rows = layout_rows(table, disk_size_lba, sector_size, statuses, default_status)
     header = ["#", "What", "Label", "Files", "Size", "Status"]
     if exact:
         header.append("Where")
@@ -287,10 +322,7 @@ def _wrap(text: str, first: str, rest: str) -> list[str]:
 def render_text(plan: Plan, exact: bool = False) -> str:
     """The whole preview as text: target, before, after, what is destroyed, steps, warnings."""
     ident = plan.target.identity
-    ss = ident.logical_sector_size
-    size_lba = ident.size_bytes // ss
     job = "the whole disk" if plan.job == "full-disk" else "one partition into free space"
-    before_status, after_status = plan_statuses(plan)
     lines = [
         f"Restore plan: {job}. Nothing has been written yet.",
         f"Backup: {plan.archive.path}",
@@ -300,12 +332,9 @@ def render_text(plan: Plan, exact: bool = False) -> str:
            "now (a /dev name can change between boots)"),
         "",
     ]
-    lines += render_layout(
-        "Before", plan.before, size_lba, ss, before_status,
-        "replaced" if plan.job == "full-disk" else "kept", exact,
-    )
+    lines += render_layout("Before", plan.before, plan_rows(plan, "before"), exact)
     lines.append("")
-    lines += render_layout("After", plan.after, size_lba, ss, after_status, "kept", exact)
+    lines += render_layout("After", plan.after, plan_rows(plan, "after"), exact)
     lines.append("")
     lines.append("What will be destroyed:")
     lines += _wrap(plan.erases, "  ", "  ")

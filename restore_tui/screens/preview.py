@@ -22,7 +22,7 @@ from textual.widgets import Button, DataTable, Footer, Label, Static
 from layout.models import PartitionTable
 from layout.notices import Notice
 from layout.plan import Plan
-from restore_tui.plan_text import LayoutRow, Status, bar_segments, layout_rows, plan_statuses
+from restore_tui.plan_text import LayoutRow, bar_segments, plan_rows
 from restore_tui.screens.common import TERMS, Step, StepHeader, disk_name, human_size
 
 PreviewResult = Literal["go", "back", "done", "new-ids", "same-ids"]
@@ -36,17 +36,6 @@ STATUS_WORDS: dict[str, str] = {
     "created": "created from the backup",
     "unallocated": "free space",
 }
-
-
-def rows_of(plan: Plan, which: Literal["before", "after"]) -> list[LayoutRow]:
-    """The target's layout before or after the plan, with what happens to each partition."""
-    ident = plan.target.identity
-    ss = ident.logical_sector_size
-    before_status, after_status = plan_statuses(plan)
-    if which == "before":
-        default: Status = "replaced" if plan.job == "full-disk" else "kept"
-        return layout_rows(plan.before, ident.size_bytes // ss, ss, before_status, default)
-    return layout_rows(plan.after, ident.size_bytes // ss, ss, after_status, "kept")
 
 
 class DiskBar(Widget):
@@ -236,8 +225,8 @@ class PreviewScreen(Screen[PreviewResult]):
             yield Static(stages, id="stages")
             if plan.stages and plan.stages[0].name == "table" and plan.job == "full-disk":
                 yield Static(TERMS["track0"], classes="hint")
-            yield DiskBar("Before", rows_of(plan, "before"))
-            yield DiskBar("After", rows_of(plan, "after"))
+            yield DiskBar("Before", plan_rows(plan, "before"))
+            yield DiskBar("After", plan_rows(plan, "after"))
             yield Static("[grey50]░ free space (unallocated)[/grey50]", classes="hint")
             notes = [wizard_words(w, plan) for w in plan.warnings]
             for note in notes:
@@ -270,7 +259,7 @@ class PreviewScreen(Screen[PreviewResult]):
             # Tables to read, not to pick from: the arrow keys scroll the page instead.
             table.can_focus = False
             table.add_columns("#", "Partition", "Size", "What happens")
-            for row in rows_of(self.plan, which):
+            for row in plan_rows(self.plan, which):
                 table.add_row(*table_cells(row), key=f"{row.start_lba}")
         self.query_one("#exact", Static).display = False
         self.query_one("#done" if self.dry_run else "#go", Button).focus()
