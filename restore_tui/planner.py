@@ -18,6 +18,7 @@ from archive.roles import (
     BASIC_DATA_GUID,
     ESP_GUID,
     LINUX_DATA_GUID,
+    LINUX_FILESYSTEMS,
     LINUX_SWAP_GUID,
     RESERVED_ROLES,
     WINDOWS_RECOVERY_GUID,
@@ -936,6 +937,42 @@ def _shared_id_warnings(
     return out
 
 
+def _back_in_its_place(
+    source: PartitionTable, target: PartitionTable, src: Partition, new: Partition
+) -> bool:
+    """The partition goes back to exactly its sectors on the disk it was backed up from
+    (same disk signature or GPT GUID): whatever pointed to it before still does."""
+    same_disk = (
+        source.scheme == target.scheme
+        and (source.mbr_signature or source.gpt_disk_guid) is not None
+        and (source.mbr_signature, source.gpt_disk_guid)
+        == (target.mbr_signature, target.gpt_disk_guid)
+    )
+    return same_disk and (new.start_lba, new.length_lba) == (src.start_lba, src.length_lba)
+
+
+def _boot_repair_notice(src: Partition) -> Notice:
+    """A system partition somewhere new: what to do if the computer does not start."""
+    if (src.filesystem or "") in LINUX_FILESYSTEMS:
+        steps = (
+            "If the computer does not start from it, start a Linux live system, and from "
+            "the restored system (chroot) run `grub-install` for the disk and `update-grub`"
+        )
+    else:
+        steps = (
+            "If Windows does not start, start from a Windows installation or repair disc "
+            "(or USB stick), choose Repair your computer, then Startup Repair; if that does "
+            "not help, open its Command Prompt there and run: bcdboot C:\\Windows"
+        )
+    return notice(
+        "system-partition-alone",
+        "This is a system partition restored on its own, at a new place: the computer's boot "
+        "files (System Reserved or EFI partition) may still point to its old place, so it "
+        f"may not start until its boot configuration is repaired. {steps}",
+        steps=steps,
+    )
+
+
 def plan_one_partition(
     manifest: ArchiveManifest,
     backup_identity: str,
@@ -1046,15 +1083,8 @@ def plan_one_partition(
     warnings: list[Notice] = list(placement.notes)
     if patch_note:
         warnings.append(patch_note)
-    if role == Role.SYSTEM:
-        warnings.append(
-            notice(
-                "system-partition-alone",
-                "This is a system partition restored on its own: the computer's boot files "
-                "(System Reserved or EFI partition) may still point to its old place, so it "
-                "may not start until its boot configuration is repaired",
-            )
-        )
+    if role == Role.SYSTEM and not _back_in_its_place(manifest.table, table, src, new):
+        warnings.append(_boot_repair_notice(src))
     others = [d for d in other_disks if d.device != target.device]
     warnings += _shared_id_warnings(src, new, [target, *others], others, new_ids)
     if new_ids and table.scheme == "gpt":

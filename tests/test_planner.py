@@ -402,3 +402,47 @@ def test_plan_json_round_trip_has_the_promised_fields() -> None:
         assert stage["name"] and stage["actions"]
         for action in stage["actions"]:
             assert {"kind", "offset", "length"} <= set(action)
+
+
+def _without(table: PartitionTable, number: int) -> PartitionTable:
+    kept = tuple(p for p in table.partitions if p.number != number)
+    return table.model_copy(update={"partitions": kept})
+
+
+def test_system_partition_back_in_its_own_place_needs_no_boot_repair() -> None:
+    """C: deleted, then restored to exactly its sectors on the disk it came from: whatever
+    pointed to it still does, so no warning (it was false there)."""
+    table = mbr_with_logicals()
+    manifest = make_manifest(table)
+    target = probed_from_disk(disk_from_table(_without(table, 2), 2 * GiB))
+    plan = plan_one_partition(manifest, DIGEST, ARCHIVE, target, 2, 206848)
+    new = plan.after.partition(2)
+    assert (new.start_lba, new.length_lba) == (206848, 1228800)
+    assert "system-partition-alone" not in [w.code for w in plan.warnings]
+
+
+def test_system_partition_elsewhere_gives_the_repair_steps() -> None:
+    manifest = make_manifest(mbr_with_logicals())
+    target = probed_from_disk(disk_from_table(small_mbr_target(), 2 * GiB))
+    plan = plan_one_partition(manifest, DIGEST, ARCHIVE, target, 2, target.free[0])
+    (said,) = [w for w in plan.warnings if w.code == "system-partition-alone"]
+    assert "Repair your computer, then Startup Repair" in said.text
+    assert "bcdboot C:\\Windows" in said.text
+
+
+def test_done_screen_next_steps_for_a_restored_system_partition() -> None:
+    """C: restored on its own is where the computer starts, not 'a new drive'."""
+    from types import SimpleNamespace
+
+    from restore_tui.screens.end import (
+        ONE_PARTITION_NEXT_STEPS,
+        SYSTEM_PARTITION_NEXT_STEPS,
+        default_next_steps,
+    )
+
+    manifest = make_manifest(mbr_with_logicals())
+    target = probed_from_disk(disk_from_table(small_mbr_target(), 2 * GiB))
+    for number, wanted in ((2, SYSTEM_PARTITION_NEXT_STEPS), (5, ONE_PARTITION_NEXT_STEPS)):
+        plan = plan_one_partition(manifest, DIGEST, ARCHIVE, target, number, target.free[0])
+        job = SimpleNamespace(plan=plan, archive=SimpleNamespace(manifest=manifest))
+        assert default_next_steps(job) == wanted  # type: ignore[arg-type]

@@ -13,6 +13,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Static
 
+from archive.manifest import Role
 from restore_tui.screens.common import Step, StepHeader, disk_name
 from restore_tui.screens.preview import NEW_ID_CODES, wizard_words
 from restore_tui.screens.progress import Outcome, RestoreJob
@@ -31,6 +32,26 @@ ONE_PARTITION_NEXT_STEPS = (
     "(Windows may give it a new drive letter).",
     "Check that your files are there before you delete any other copy of them.",
 )
+# A restored system partition is the drive the computer starts from, not a new drive.
+SYSTEM_PARTITION_NEXT_STEPS = (
+    "Remove the rescue USB stick or CD, so the computer does not start from it again.",
+    "Restart the computer. If it does not start, follow the note below.",
+    "Check that your files are there before you delete any other copy of them.",
+)
+# Planner notes worth saying again once the restore is done: they say what to do next.
+REPEATED_CODES = NEW_ID_CODES | {"system-partition-alone"}
+
+
+def default_next_steps(job: RestoreJob) -> tuple[str, ...]:
+    plan = job.plan
+    if plan.job == "full-disk":
+        return DEFAULT_NEXT_STEPS
+    number = plan.choices.partition
+    try:
+        role = job.archive.manifest.image(number).role if number is not None else None
+    except KeyError:
+        role = None
+    return SYSTEM_PARTITION_NEXT_STEPS if role is Role.SYSTEM else ONE_PARTITION_NEXT_STEPS
 
 
 class DoneScreen(Screen[None]):
@@ -51,10 +72,7 @@ class DoneScreen(Screen[None]):
         self.step = step
         self.job = job
         self.outcome = outcome
-        default = (
-            ONE_PARTITION_NEXT_STEPS if job.plan.job == "one-partition" else DEFAULT_NEXT_STEPS
-        )
-        self.next_steps = next_steps or default
+        self.next_steps = next_steps or default_next_steps(job)
 
     def compose(self) -> ComposeResult:
         plan = self.job.plan
@@ -75,11 +93,9 @@ class DoneScreen(Screen[None]):
                 )
             steps = "\n".join(f" {i}. {text}" for i, text in enumerate(self.next_steps, 1))
             yield Static(f"[b]What to do next:[/b]\n{steps}", id="next-steps")
-            if plan.new_ids:
-                # What the chosen new identifiers mean for starting the computer again.
-                for w in plan.warnings:
-                    if w.code in NEW_ID_CODES:
-                        yield Static(f"Note: {wizard_words(w, plan)}", classes="hint")
+            for w in plan.warnings:
+                if w.code in REPEATED_CODES:
+                    yield Static(f"Note: {wizard_words(w, plan)}", classes="hint")
             for note in self.outcome.notes:
                 if note.code in SAID_ELSEWHERE:
                     continue
