@@ -25,8 +25,15 @@ from archive.errors import ArchiveError
 from layout.plan import Plan, PlanChoices
 from layout.probe import Probe, ProbeError
 from restore_tui.errors import UserError
-from restore_tui.flow import Flow, Located
-from restore_tui.journal import Journal, JournalError, JournalSummary, find_unfinished
+from restore_tui.flow import Flow, Located, is_restore_target
+from restore_tui.journal import (
+    Checkpoint,
+    Journal,
+    JournalError,
+    JournalSummary,
+    find_unfinished,
+    summarize,
+)
 from restore_tui.matching import Match, room_in
 from restore_tui.screens.backup import BackupScreen
 from restore_tui.screens.choose import (
@@ -44,6 +51,7 @@ from restore_tui.screens.partition import PartitionChoice, PartitionScreen
 from restore_tui.screens.preview import PreviewScreen
 from restore_tui.screens.progress import Outcome, ProgressScreen, RestoreJob
 from restore_tui.screens.target import TargetCandidate, TargetScreen
+from restore_tui.screens.unfinished import UnfinishedScreen
 
 # The steps of each job, so the header can say "Step 4 of 8" truthfully. The first
 # three steps come before the job is chosen, so they are numbered without a total.
@@ -131,6 +139,8 @@ class RestoreWizard(App[int]):
         self.archive: Archive | None = None
         self.plan: Plan | None = None
         self.outcome: Outcome | None = None
+        #: the unfinished restore of the chosen backup, if any
+        self.unfinished: Journal | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="busy-box"):
@@ -212,6 +222,19 @@ class RestoreWizard(App[int]):
     async def _with_archive(self, archive: Archive) -> int | None:
         """Steps 2 onwards; None means "back to choosing the backup"."""
         opts = self.options
+        unfinished = await asyncio.to_thread(self._flow(archive).unfinished, opts.journal_dirs)
+        if unfinished is not None and not opts.dry_run:
+            choice = await self.push_screen_wait(
+                UnfinishedScreen(early_step("The backup"), unfinished.summary())
+            )
+            if choice == "back":
+                return None
+            if choice == "resume":
+                summary = unfinished.summary()
+                code = await self._resume(ResumeOffer(summary.describe(), summary))
+                if code is not None:
+                    return code
+        self.unfinished = unfinished
         while True:
             seen = await self.push_screen_wait(
                 BackupScreen(early_step("The backup"), archive, dry_run=opts.dry_run)
@@ -267,7 +290,8 @@ class RestoreWizard(App[int]):
                 return code
 
     def _candidates(self, archive: Archive, job: JobChoice) -> list[TargetCandidate]:
-        return [candidate_for(m) for m in self._flow(archive).candidates(job.kind)]
+        record = self.unfinished.record if self.unfinished is not None else None
+        return [candidate_for(m, record) for m in self._flow(archive).candidates(job.kind)]
 
     def _flow(self, archive: Archive) -> Flow:
         return Flow(archive, self._probe())
@@ -424,11 +448,18 @@ class RestoreWizard(App[int]):
         )
 
 
-def candidate_for(match: Match) -> TargetCandidate:
-    """A judged disk as the target step lists it (the judging is the flow's)."""
+def candidate_for(match: Match, unfinished: Checkpoint | None = None) -> TargetCandidate:
+    """A judged disk as the target step lists it (the judging is the flow's); the disk an
+    unfinished restore of this backup was writing says so."""
     notes: list[str] = []
     disk = match.disk
-    if match.job == "one-partition" and disk.free:
+    if unfinished is not None and is_restore_target(unfinished, disk):
+        summary = summarize(unfinished, Path())
+        notes.append(
+            f"half restored: a restore of this backup onto it stopped at {summary.percent} % "
+            "(go back to continue it, or choose it to start over)"
+        )
+    if match.job == "one-partition" and disk.free and not match.blockers:
         # What a new partition can really use: its start moves to the next MiB.
         largest = max(room_in(r) * r.sector_size for r in disk.free)
         notes.append(f"largest free space: {human_size(largest)}")

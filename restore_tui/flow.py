@@ -34,7 +34,14 @@ from restore_tui.engine import (
     table_state_refusals,
 )
 from restore_tui.errors import UserError
-from restore_tui.journal import Checkpoint, Journal, describe_disk
+from restore_tui.journal import (
+    Checkpoint,
+    Journal,
+    JournalError,
+    candidate_paths,
+    describe_disk,
+    find_unfinished,
+)
 from restore_tui.matching import Job, Match, identity_differences, judge, match_disks
 from restore_tui.planner import plan_full_disk, plan_one_partition
 
@@ -348,6 +355,23 @@ class Flow:
         return out
 
     # -- resuming ----------------------------------------------------------------------
+
+    def unfinished(self, search_dirs: Sequence[Path] | None = None) -> Journal | None:
+        """The newest unfinished restore of this backup, by content: recorded beside this
+        copy of it, in the state folder, or in ``search_dirs`` (default: the usual places)."""
+        identity = self.archive.identity()
+        places = [*candidate_paths(self.archive.path)]
+        places += [s.path for s in find_unfinished([], search_dirs)]
+        found: list[Journal] = []
+        for path in dict.fromkeys(places):
+            try:
+                journal = Journal.load(path)
+            except JournalError:
+                continue
+            record = journal.record
+            if not record.finished and record.plan.archive.identity == identity:
+                found.append(journal)
+        return max(found, key=lambda j: j.record.updated, default=None)
 
     def locate(self, record: Checkpoint) -> Located:
         """The disk the interrupted restore was writing, by identity, never by /dev name."""

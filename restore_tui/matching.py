@@ -171,11 +171,12 @@ def room_in(region: FreeRegion) -> int:
 def _room_blockers(manifest: ArchiveManifest, disk: ProbedDisk) -> list[Notice]:
     """One partition needs free space on a disk with a table, room for at least one."""
     if disk.table is None:
+        whole = disk.identity.size_bytes >= required_bytes(manifest)
         return [
             notice(
                 "no-table",
-                "has no partition table, so there is no free space to put a partition into "
-                "(restore the whole disk onto it instead)",
+                "has no partition table, so there is no free space to put a partition into"
+                + (" (a whole-disk restore onto it would work)" if whole else ""),
             )
         ]
     if not disk.free:
@@ -308,12 +309,14 @@ def _identity_key(disk: ProbedDisk) -> tuple[str, ...]:
 
 
 def rank_key(match: Match) -> tuple[object, ...]:
-    # Strong evidence first; among equals, disks that can be targets before blocked
-    # ones; then more evidence; then identity. The /dev name only separates disks
-    # identical in every other respect, whose order then cannot matter to anyone.
+    # A whole disk goes back onto the backed-up disk: strong evidence first, then disks
+    # that can be targets before blocked ones. One partition goes wherever there is
+    # room, so usable disks come first there. Then more evidence; then identity. The
+    # /dev name only separates disks identical in every other respect.
+    usable_first = match.job == "one-partition"
     return (
-        not match.strong,
-        bool(match.blockers),
+        bool(match.blockers) if usable_first else not match.strong,
+        not match.strong if usable_first else bool(match.blockers),
         -match.score,
         _identity_key(match.disk),
         match.device,

@@ -10,10 +10,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import LOOP_SKIP_REASON
 
 from archive import open_archive
 from archive.backup import backup
-from conftest import LOOP_SKIP_REASON
 from layout.probe import ImageProbe, SystemProbe
 from restore_tui import sample
 from restore_tui.flow import Flow

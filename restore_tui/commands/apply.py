@@ -14,7 +14,6 @@ from typing import Any
 from archive import open_archive
 from restore_tui.commands.restore import add_run_options, execute, target_probe
 from restore_tui.flow import Flow, load_plan_file
-from restore_tui.journal import find_for_archive
 
 
 def register(subparsers: Any) -> None:
@@ -45,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     with open_archive(args.archive or saved.archive.path) as archive:
         flow = Flow(archive, target_probe(target))
         disk = flow.disk(target)
-        journal = find_for_archive(archive.path)
+        journal = flow.unfinished()
         if journal is not None and journal.record.plan_digest != saved.digest():
             journal = None  # another plan's record: this apply starts afresh and replaces it
         if journal is None or not journal.record.started_writing:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from archive import open_archive
-from archive.errors import ArchiveError
 from restore_tui.commands.restore import add_run_options, execute, target_probe
 from restore_tui.errors import UserError
 from restore_tui.flow import Flow
@@ -21,7 +20,6 @@ from restore_tui.journal import (
     JournalError,
     candidate_paths,
     describe_disk,
-    find_for_archive,
     find_unfinished,
 )
 
@@ -50,25 +48,6 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(run=run)
 
 
-def _journal_for_copy(archive_path: str) -> Journal | None:
-    """An unfinished journal for this backup's contents, recorded under another path: a
-    copy of the backup (with its record copied beside it, or found in the usual places)."""
-    try:
-        with open_archive(archive_path) as archive:
-            identity = archive.identity()
-    except ArchiveError:
-        return None
-    places = [*candidate_paths(archive_path), *(s.path for s in find_unfinished())]
-    for path in places:
-        try:
-            journal = Journal.load(path)
-        except JournalError:
-            continue
-        if not journal.record.finished and journal.record.plan.archive.identity == identity:
-            return journal
-    return None
-
-
 def _finished_journal(archive_path: str) -> Journal | None:
     """The record of a restore of this backup that already finished, if any."""
     for path in candidate_paths(archive_path):
@@ -88,7 +67,8 @@ def find_journal(args: argparse.Namespace) -> Journal:
         except JournalError as exc:
             raise UserError(str(exc)) from exc
     if args.archive:
-        journal = find_for_archive(args.archive) or _journal_for_copy(args.archive)
+        with open_archive(args.archive) as archive:
+            journal = Flow(archive, target_probe()).unfinished()
         if journal is None:
             done = _finished_journal(args.archive)
             if done is not None:

@@ -1,0 +1,64 @@
+"""Resume is offered however the backup is chosen, and the half-restored disk says so.
+
+A restore of the demo's Windows backup is stopped after stage 2; then the wizard is
+started on that backup by name, or the backup is picked from the list.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_tui_flow import SIZE, built_demo, demo, start_and_stop_restore
+from textual.widgets import Input
+from tui_support import assert_full_restore, header, on_screen, screen_text, wizard
+
+from restore_tui.demo import DemoSetup
+from restore_tui.journal import find_unfinished
+from restore_tui.screens.backup import BackupScreen
+from restore_tui.screens.choose import ChooseBackupScreen
+from restore_tui.screens.end import DoneScreen
+from restore_tui.screens.job import JobScreen
+from restore_tui.screens.target import TargetScreen
+from restore_tui.screens.unfinished import UnfinishedScreen
+
+pytestmark = pytest.mark.asyncio
+__all__ = ["built_demo", "demo"]  # fixtures used by name below
+
+
+async def test_a_backup_named_at_start_offers_its_unfinished_restore(demo: DemoSetup) -> None:
+    start_and_stop_restore(demo)
+    app = wizard(demo, archive_path=str(demo.windows_archive))
+    async with app.run_test(size=SIZE) as pilot:
+        offer = await on_screen(pilot, UnfinishedScreen)
+        shown = screen_text(offer)
+        assert "A restore of this backup did not finish" in shown
+        assert "stage 3 of 3" in shown and "new-disk-80MiB.img" in shown
+        assert header(offer) == "Step 2 · The backup"
+        await pilot.press("enter")  # "Continue the restore" has the focus
+        done = await on_screen(pilot, DoneScreen)
+        assert isinstance(done, DoneScreen)
+        await pilot.press("enter")
+    assert app.return_value == 0
+    assert_full_restore(demo.new_disk, demo.windows_archive)
+    assert find_unfinished([], [demo.folder]) == []
+
+
+async def test_starting_over_marks_the_half_restored_disk(demo: DemoSetup) -> None:
+    start_and_stop_restore(demo)
+    app = wizard(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        # Typed on step 1 (the resume button there has the focus, so not Enter on it).
+        choose = await on_screen(pilot, ChooseBackupScreen)
+        assert isinstance(choose, ChooseBackupScreen)
+        choose.query_one("#path", Input).value = str(demo.windows_archive)
+        choose.open_path(str(demo.windows_archive))
+        offer = await on_screen(pilot, UnfinishedScreen)
+        offer.query_one("#start-over").press()  # type: ignore[attr-defined]
+        backup = await on_screen(pilot, BackupScreen)
+        backup.query_one("#next").press()  # type: ignore[attr-defined]
+        await on_screen(pilot, JobScreen)
+        await pilot.press("enter")
+        target = await on_screen(pilot, TargetScreen)
+        assert isinstance(target, TargetScreen)
+        (half,) = [c for c in target.candidates if any("half restored" in n for n in c.notes)]
+        assert half.device == str(demo.new_disk)
+        await pilot.press("ctrl+q")
