@@ -12,6 +12,7 @@ import fcntl
 import hashlib
 import os
 import shutil
+import stat
 import subprocess
 import threading
 import time
@@ -32,7 +33,7 @@ from restore_tui.datapath import check_copy
 from restore_tui.errors import UserError
 from restore_tui.journal import Checkpoint, Journal, lost_at_restart
 from restore_tui.matching import identity_differences
-from restore_tui.progress import RateMeter
+from restore_tui.progress import RateMeter, WaitingOn, percent
 from restore_tui.writer import CheckedWriter, OutsidePlan, TargetOpenError
 
 # Data is written in slices of this size: progress, cancellation and checkpoints
@@ -42,6 +43,11 @@ ZERO_SLICE = 64 * 1024 * 1024
 VERIFY_BLOCK = 4 * 1024 * 1024
 CHECKPOINT_SECONDS = 3.0
 LOCK_WAIT_SECONDS = 10.0
+# No byte moved for this long while waiting on a disk: say so ("stalled"), and which disk.
+STALL_SECONDS = 30.0
+# The read-back check hands the target to a digest check this much at a time, so a
+# stall watch sees bytes move during a long partition too.
+VERIFY_BATCH = 32 * 1024 * 1024
 
 # How the command line says "continue later"; the wizard has a button for it instead.
 RESUME_HINT = "run `restore-tui resume` — it continues from the last checkpoint"
@@ -94,13 +100,23 @@ def area_name(area: int | str | None) -> str:
 # -- progress ----------------------------------------------------------------------------
 
 EventKind = Literal[
-    "note", "stage-start", "write", "verify", "checkpoint", "stage-done", "finished"
+    "note",
+    "stage-start",
+    "stage-already-done",  # a resume skips a stage an earlier run finished (and checked)
+    "write",
+    "verify",
+    "checkpoint",
+    "stage-done",
+    "stalled",  # no byte moved for the stall time: ``waiting_on`` says which disk, ``stalled_s``
+    "moving",  # bytes move again after "stalled" (``stalled_s``: how long nothing moved)
+    "finished",
 ]
 
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """One report for the CLI and the wizard; byte counts are of the plan's work."""
+    """One report for the CLI and the wizard; byte counts are of the plan's work (the
+    engine's units: stored bytes for copies), the same the journal records."""
 
     kind: EventKind
     stage_index: int  # 0-based; -1 before the first stage
@@ -116,10 +132,20 @@ class ProgressEvent:
     message: str = ""
     notice: Notice | None = None
     journal_path: str | None = None
+    waiting_on: WaitingOn | None = None  # "stalled"/"moving": the backup, or the target disk
+    stalled_s: float | None = None  # "stalled"/"moving": seconds without a byte moved
 
     @property
     def stage_number(self) -> int:
         return self.stage_index + 1
+
+    @property
+    def overall_percent(self) -> int:
+        return percent(self.overall_done, self.overall_total)
+
+    @property
+    def stage_percent(self) -> int:
+        return percent(self.stage_done, self.stage_total)
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -224,6 +250,64 @@ def _stored_overlap(chunks: tuple[Chunk, ...], lo: int, hi: int) -> int:
     return sum(max(0, min(c.stop, hi) - max(c.offset, lo)) for c in chunks)
 
 
+def chunk_batches(chunks: Iterable[Chunk], lo: int, hi: int, size: int) -> list[tuple[int, int]]:
+    """[lo, hi) cut at chunk starts into ranges holding about ``size`` stored bytes each
+    (a chunk is never cut, so a digest check of each range checks the same chunks whole)."""
+    out: list[tuple[int, int]] = []
+    start, held = lo, 0
+    for c in chunks:
+        if c.stop <= lo or c.offset >= hi:
+            continue
+        a, b = max(c.offset, lo), min(c.stop, hi)
+        if held and held + (b - a) > size:
+            out.append((start, a))
+            start, held = a, 0
+        held += b - a
+    out.append((start, hi))
+    return out
+
+
+# -- how much moves on a disk, as the kernel counts it -----------------------------------
+
+IoCounter = Callable[[], int | None]
+
+
+def _unknown() -> int | None:
+    return None
+
+
+def device_io_counter(path: str) -> IoCounter:
+    """A function counting sectors read + written so far on the block device ``path`` is
+    (or whose filesystem holds ``path``), from /sys; it returns None when that is unknown
+    (a FUSE or in-memory filesystem). Flushing a large write cache, or reading back a long
+    run, moves bytes the engine does not see one by one: this sees them."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return _unknown
+    dev = st.st_rdev if stat.S_ISBLK(st.st_mode) else st.st_dev
+    counters = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat")
+    if not counters.exists():
+        return _unknown
+
+    def count() -> int | None:
+        try:
+            fields = counters.read_text().split()
+            return int(fields[2]) + int(fields[6])  # sectors read, sectors written
+        except (OSError, ValueError, IndexError):
+            return None
+
+    return count
+
+
+def _same_filesystem(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    """Do ``a`` and ``b`` live on one filesystem (the journal beside the backup)?"""
+    try:
+        return os.stat(a).st_dev == os.stat(b).st_dev
+    except OSError:
+        return False
+
+
 # -- the engine --------------------------------------------------------------------------
 
 
@@ -242,6 +326,12 @@ class RestoreEngine:
     beside the archive (``journal_location`` overrides where). ``cancel`` is
     checked between slices; when set, the engine records a checkpoint and
     raises :class:`RestoreCancelled`.
+
+    While it runs, a watch thread reports a "stalled" event when no byte has moved
+    for ``stall_seconds`` while the engine waits on the backup or on the target (even
+    when the engine thread is stuck inside a read or write call), and "moving" when
+    bytes move again. ``device_activity`` gives the kernel's count of what moves on a
+    disk (None: only what the engine itself sees counts).
 
     Verification re-reads the archive rather than keeping hashes of what was
     written: the archive re-checks every chunk's digest as it is read, and a
@@ -263,6 +353,8 @@ class RestoreEngine:
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
+        stall_seconds: float = STALL_SECONDS,
+        device_activity: Callable[[str], IoCounter] | None = device_io_counter,
     ) -> None:
         self.plan = plan
         self.archive = archive
@@ -286,6 +378,21 @@ class RestoreEngine:
         self._last_checkpoint = time.monotonic()
         self._writer: CheckedWriter | None = None
         self._at: tuple[Stage, int] | None = None  # the action being executed
+        if journal is not None:
+            # Events before the first stage starts say where the last checkpoint was.
+            self._overall_done = self._units_at(journal.record)
+        # The stall watch. ``_state_lock`` guards what the engine is waiting on and when
+        # a byte last moved; ``_emit_lock`` keeps events from both threads in order.
+        self.stall_seconds = stall_seconds
+        self.device_activity = device_activity
+        self._state_lock = threading.Lock()
+        self._emit_lock = threading.RLock()
+        self._side: WaitingOn | None = None
+        self._moved_at = time.monotonic()
+        self._stall_side: WaitingOn | None = None  # set while a stall has been announced
+        self._stall_since = 0.0
+        self._stall_said = 0.0
+        self._journal_on_backup = False
 
     # -- weights: stored bytes for copies (what actually moves), length otherwise --------
 
@@ -300,6 +407,19 @@ class RestoreEngine:
             return None
         return None
 
+    def _units_at(self, record: Checkpoint) -> int:
+        """Work units on the target at ``record``'s position (what its checkpoint vouches for)."""
+        done = 0
+        for i, stage in enumerate(self.plan.stages):
+            if stage.name in record.completed_stages:
+                done += self._stage_totals[i]
+            elif stage.name == record.current_stage:
+                ai = record.action_index
+                done += sum(self._weights[i][:ai])
+                if ai < len(stage.actions):
+                    done += self._action_weight(stage.actions[ai], record.done_in_action)
+        return done
+
     def _action_weight(self, action: Action, done: int | None = None) -> int:
         """Work units of ``action`` (of its first ``done`` bytes when given)."""
         length = action.length if done is None else done
@@ -313,9 +433,29 @@ class RestoreEngine:
 
     # -- events ------------------------------------------------------------------------
 
-    def _emit(self, kind: EventKind, message: str = "", said: Notice | None = None) -> None:
+    def _emit(
+        self,
+        kind: EventKind,
+        message: str = "",
+        said: Notice | None = None,
+        *,
+        waiting_on: WaitingOn | None = None,
+        stalled_s: float | None = None,
+    ) -> None:
         if self.progress is None:
             return
+        with self._emit_lock:  # the engine thread and the stall watch both report
+            self._emit_locked(kind, message, said, waiting_on, stalled_s)
+
+    def _emit_locked(
+        self,
+        kind: EventKind,
+        message: str,
+        said: Notice | None,
+        waiting_on: WaitingOn | None,
+        stalled_s: float | None,
+    ) -> None:
+        assert self.progress is not None
         snap = self._meter.update(self._overall_done)
         i = self._stage_index
         stage = self.plan.stages[i] if 0 <= i < len(self.plan.stages) else None
@@ -335,6 +475,8 @@ class RestoreEngine:
                 message=message,
                 notice=said,
                 journal_path=str(self.journal.path) if self.journal else None,
+                waiting_on=waiting_on,
+                stalled_s=stalled_s,
             )
         )
 
@@ -342,6 +484,95 @@ class RestoreEngine:
         said = notice(code, message, **params)
         self.notes.append(said)
         self._emit("note", message, said)
+
+    # -- the stall watch -----------------------------------------------------------------
+
+    @property
+    def stalled_on(self) -> WaitingOn | None:
+        """The disk a stall was announced for, while nothing moves (else None)."""
+        with self._state_lock:
+            return self._stall_side
+
+    @contextlib.contextmanager
+    def _waiting(self, side: WaitingOn | None) -> Iterator[None]:
+        """The engine waits on ``side`` inside this block (None: on no disk, e.g. thinking,
+        or reporting progress). Waiting starts the stall clock when nothing was awaited."""
+        with self._state_lock:
+            before = self._side
+            if before is None and side is not None:
+                self._moved_at = time.monotonic()
+            self._side = side
+        try:
+            yield
+        finally:
+            with self._state_lock:
+                self._side = before
+
+    def _moved(self) -> None:
+        """Bytes moved (read from the backup, written to or read back from the target)."""
+        now = time.monotonic()
+        with self._state_lock:
+            self._moved_at = now
+            stalled = self._stall_side is not None
+        if stalled:
+            with self._emit_lock:
+                with self._state_lock:
+                    side, since = self._stall_side, self._stall_since
+                    self._stall_side = None
+                if side is not None:
+                    self._emit("moving", waiting_on=side, stalled_s=now - since)
+
+    def _check_stall(self, now: float) -> None:
+        """Announce a stall once nothing moved for ``stall_seconds``, and again every third of
+        that (with how long it has been) while it lasts."""
+        repeat = self.stall_seconds / 3
+        with self._emit_lock:
+            with self._state_lock:
+                side, since = self._side, self._moved_at
+                quiet = now - since
+                if side is None or quiet < self.stall_seconds:
+                    return
+                if self._stall_side is not None and now - self._stall_said < repeat:
+                    return
+                self._stall_side, self._stall_since, self._stall_said = side, since, now
+            self._emit("stalled", waiting_on=side, stalled_s=quiet)
+
+    def _watch(self, stop: threading.Event, counters: dict[WaitingOn, IoCounter]) -> None:
+        interval = min(1.0, self.stall_seconds / 4)
+        seen = {side: count() for side, count in counters.items()}
+        while not stop.wait(interval):
+            for side, count in counters.items():
+                now_count = count()
+                if now_count is None or now_count == seen[side]:
+                    continue
+                seen[side] = now_count
+                with self._state_lock:
+                    awaited = self._side == side
+                if awaited:  # the disk being waited on is working: not a stall
+                    self._moved()
+            self._check_stall(time.monotonic())
+
+    def _start_watch(self) -> tuple[threading.Thread, threading.Event]:
+        counters: dict[WaitingOn, IoCounter] = {}
+        if self.device_activity is not None:
+            counters = {
+                "backup": self.device_activity(str(self.archive.path)),
+                "target": self.device_activity(self.target_path),
+            }
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=self._watch, args=(stop, counters), name="restore-stall-watch", daemon=True
+        )
+        thread.start()
+        return thread, stop
+
+    def _save(self, **changes: object) -> None:
+        """A journal record with the engine's progress units (the percent shown now)."""
+        assert self.journal is not None
+        changes.update(done_units=self._overall_done, total_units=self.overall_total)
+        with self._waiting("backup" if self._journal_on_backup else None):
+            self.journal.save(**changes)
+        self._moved()
 
     # -- entry point -------------------------------------------------------------------
 
@@ -373,6 +604,7 @@ class RestoreEngine:
         except OutsidePlan as exc:
             raise TargetChanged(str(exc)) from exc
         self._writer = writer
+        watch, stop_watch = self._start_watch()
         try:
             self._lock(writer)
             self._preflight(writer)
@@ -395,6 +627,7 @@ class RestoreEngine:
                     moved["target_path"] = self.target_path
                 if moved:
                     self.journal.save(**moved)
+            self._journal_on_backup = _same_filesystem(self.journal.path, self.archive.path)
             self._note(
                 "journal-location",
                 f"progress is recorded in {self.journal.path}",
@@ -404,8 +637,10 @@ class RestoreEngine:
             if volatile:
                 self._note("journal-volatile", volatile, path=str(self.journal.path))
             self._run_stages(writer)
-            self.journal.save(finished=True, current_stage=None, last_extent=None)
+            self._save(finished=True, current_stage=None, last_extent=None)
         finally:
+            stop_watch.set()
+            watch.join(timeout=5)
             writer.close()
             self._writer = None
         # The lock is gone with the descriptor: now udev may look at the finished disk.
@@ -439,7 +674,9 @@ class RestoreEngine:
                     f"is for {sector}-byte sectors; a restore would misplace every partition"
                 )
         try:
-            parsed = read_table(writer.read, writer.size, sector)
+            with self._waiting("target"):
+                parsed = read_table(writer.read, writer.size, sector)
+            self._moved()
             found: PartitionTable | None = parsed.table if parsed else None
             fingerprint = table_fingerprint(parsed)
         except TableError as exc:
@@ -471,9 +708,14 @@ class RestoreEngine:
         assert self.journal is not None
         start = self._start_position()
         completed = list(self.journal.record.completed_stages)
+        self._overall_done = 0
         for i, stage in enumerate(self.plan.stages):
             if stage.name in completed:
+                # Finished (and checked) by an earlier run: shown done, not "waiting".
+                self._stage_index = i
+                self._stage_done = self._stage_totals[i]
                 self._overall_done += self._stage_totals[i]
+                self._emit("stage-already-done", stage.title)
                 continue
             self._stage_index = i
             action_index, done = 0, 0
@@ -488,7 +730,7 @@ class RestoreEngine:
             if self.journal.record.current_stage != stage.name:
                 # Recorded before the stage writes its first byte: a kill from here on
                 # leaves a journal that says this plan may have changed the disk.
-                self.journal.save(
+                self._save(
                     current_stage=stage.name, action_index=0, done_in_action=0, last_extent=None
                 )
             self._emit("stage-start", stage.title)
@@ -501,7 +743,7 @@ class RestoreEngine:
             if self.verify:
                 self._verify_stage(stage, writer)
             completed.append(stage.name)
-            self.journal.save(
+            self._save(
                 completed_stages=tuple(completed),
                 current_stage=None,
                 action_index=0,
@@ -514,7 +756,9 @@ class RestoreEngine:
 
     def _flush(self, writer: CheckedWriter) -> None:
         try:
-            writer.sync()
+            with self._waiting("target"):
+                writer.sync()
+            self._moved()
         except OSError as exc:
             raise WriteFailed(
                 f"the disk {self.target_path} did not confirm the data was stored "
@@ -526,9 +770,7 @@ class RestoreEngine:
         assert self.journal is not None and self._writer is not None
         # Data first, then the record that vouches for it.
         self._flush(self._writer)
-        self.journal.save(
-            current_stage=stage.name, action_index=ai, done_in_action=done, last_extent=last
-        )
+        self._save(current_stage=stage.name, action_index=ai, done_in_action=done, last_extent=last)
         self._last_checkpoint = time.monotonic()
         self._emit("checkpoint", "safe to resume from here")
 
@@ -573,7 +815,9 @@ class RestoreEngine:
         assert self._at is not None
         stage, ai = self._at
         if start_done < action.length:
-            self._writer.write(action.offset + start_done, action.payload[start_done:])
+            with self._waiting("target"):
+                self._writer.write(action.offset + start_done, action.payload[start_done:])
+            self._moved()
             self._advance(action.length - start_done)
             self._after_slice(stage, ai, action.length, (action.offset + start_done, action.stop))
 
@@ -584,7 +828,9 @@ class RestoreEngine:
         pos = action.offset + start_done
         while pos < action.stop:
             n = min(ZERO_SLICE, action.stop - pos)
-            self._writer.zero(pos, n)
+            with self._waiting("target"):
+                self._writer.zero(pos, n)
+            self._moved()
             self._advance(n)
             pos += n
             self._after_slice(stage, ai, pos - action.offset, (pos - n, pos))
@@ -599,9 +845,16 @@ class RestoreEngine:
         delta = action.offset - action.source_offset
         counted = self._area_chunks(action.area) is not None
         pieces = self.archive.pieces(action.area, src_lo)
+        source = iter(pieces)
         reached = src_lo
         try:
-            for piece in pieces:
+            while True:
+                # Reading and decompressing the backup: a stall here is the backup's disk.
+                with self._waiting("backup"):
+                    piece = next(source, None)
+                if piece is None:
+                    break
+                self._moved()
                 if piece.offset >= src_hi:
                     break
                 lo, hi = max(piece.offset, src_lo), min(piece.stop, src_hi)
@@ -609,11 +862,13 @@ class RestoreEngine:
                 step = WRITE_SLICE if piece.data is not None else ZERO_SLICE
                 while pos < hi:
                     end = min(pos + step, hi)
-                    if piece.data is None:
-                        writer.zero(pos + delta, end - pos)
-                    else:
-                        view = memoryview(piece.data)[pos - piece.offset : end - piece.offset]
-                        writer.write(pos + delta, view)
+                    with self._waiting("target"):
+                        if piece.data is None:
+                            writer.zero(pos + delta, end - pos)
+                        else:
+                            view = memoryview(piece.data)[pos - piece.offset : end - piece.offset]
+                            writer.write(pos + delta, view)
+                    self._moved()
                     self._advance(end - pos if counted else end - reached)
                     reached = pos = end
                     self._after_slice(
@@ -702,7 +957,9 @@ class RestoreEngine:
         sector = self.plan.after.sector_size
         writer.drop_cache(0, writer.size)
         try:
-            parsed = read_table(writer.read, writer.size, sector)
+            with self._waiting("target"):
+                parsed = read_table(writer.read, writer.size, sector)
+            self._moved()
         except TableError as exc:
             raise TableMismatch(
                 f"the partition table read back from {self.target_path} is damaged ({exc}). "
@@ -772,16 +1029,23 @@ class RestoreEngine:
         chunks = self._area_chunks(action.area)
         if chunks is not None:
             # Whole chunks are checked against the manifest's digests: no second
-            # decompression; the byte comparison below handles the rest.
-            return check_copy(
-                writer.fd,
-                chunks,
-                delta,
-                lo - delta,
-                hi - delta,
-                lambda a, b: self._compare_pieces(writer, action, a, b),
-                sparse_file=not writer.is_block_device,
-            )
+            # decompression; the byte comparison below handles the rest. A batch at a
+            # time, ascending, so the first bad byte found is the lowest.
+            for a, b in chunk_batches(chunks, lo - delta, hi - delta, VERIFY_BATCH):
+                with self._waiting("target"):
+                    bad = check_copy(
+                        writer.fd,
+                        chunks,
+                        delta,
+                        a,
+                        b,
+                        lambda x, y: self._compare_pieces(writer, action, x, y),
+                        sparse_file=not writer.is_block_device,
+                    )
+                self._moved()
+                if bad is not None:
+                    return bad
+            return None
         return self._compare_pieces(writer, action, lo, hi)
 
     def _compare_pieces(
@@ -800,8 +1064,14 @@ class RestoreEngine:
         self, action: RestoreArea, src_lo: int, src_hi: int
     ) -> Iterator[tuple[int, int, bytes | None]]:
         pieces = self.archive.pieces(action.area, src_lo)
+        source = iter(pieces)
         try:
-            for piece in pieces:
+            while True:
+                with self._waiting("backup"):
+                    piece = next(source, None)
+                if piece is None:
+                    break
+                self._moved()
                 if piece.offset >= src_hi:
                     break
                 if piece.stop <= src_lo:
@@ -812,14 +1082,15 @@ class RestoreEngine:
             if close is not None:
                 close()
 
-    @staticmethod
     def _compare(
-        writer: CheckedWriter, lo: int, hi: int, data: bytes | None, data_start: int
+        self, writer: CheckedWriter, lo: int, hi: int, data: bytes | None, data_start: int
     ) -> int | None:
         pos = lo
         while pos < hi:
             n = min(VERIFY_BLOCK, hi - pos)
-            got = writer.read(pos, n)
+            with self._waiting("target"):
+                got = writer.read(pos, n)
+            self._moved()
             if data is None:
                 want: bytes | memoryview = bytes(n)
             else:

@@ -22,6 +22,7 @@ from layout.models import DiskIdentity, Frozen
 from layout.plan import Plan, RestoreArea, Stage
 from layout.probe import MountEntry, read_mounts
 from layout.units import human_size
+from restore_tui.progress import percent
 
 JOURNAL_SUFFIX = ".restore-journal.json"
 JOURNAL_VERSION = 1
@@ -52,6 +53,11 @@ class Checkpoint(Frozen):
     # Target byte range written last before this record: re-verified on resume.
     last_extent: tuple[int, int] | None = None
     finished: bool = False
+    # The engine's own progress units at this record (stored bytes for copies, so what
+    # really moves): the percent the progress screen and lines showed, for the resume
+    # offer to repeat. Absent in records of older versions (then ``bytes_done`` is used).
+    done_units: int | None = Field(default=None, ge=0)
+    total_units: int | None = Field(default=None, ge=0)
 
     @property
     def started_writing(self) -> bool:
@@ -68,6 +74,16 @@ class Checkpoint(Frozen):
                 done += sum(a.length for a in stage.actions[: self.action_index])
                 done += self.done_in_action
         return done
+
+    def percent_done(self) -> int:
+        """How far the restore is, as every front-end shows it (100 only when finished)."""
+        if self.finished:
+            return 100
+        if self.done_units is not None and self.total_units:
+            done, total = self.done_units, self.total_units
+        else:
+            done, total = self.bytes_done(), sum(s.bytes_to_write for s in self.plan.stages)
+        return min(99, percent(done, total))
 
     def source_offset(self) -> int | None:
         """The archive's source-disk offset reached in the current action, when it copies data."""
@@ -128,8 +144,6 @@ def summarize(record: Checkpoint, path: Path) -> JournalSummary:
             number = i
             break
     title = stages[number - 1].title if stages else ""
-    total = sum(s.bytes_to_write for s in stages) or 1
-    percent = 100 if record.finished else min(99, record.bytes_done() * 100 // total)
     return JournalSummary(
         path=path,
         archive_path=record.archive_path,
@@ -138,7 +152,7 @@ def summarize(record: Checkpoint, path: Path) -> JournalSummary:
         stage_number=number,
         stage_count=len(stages),
         stage_title=title,
-        percent=percent,
+        percent=record.percent_done(),
         updated=record.updated,
         finished=record.finished,
     )

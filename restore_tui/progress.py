@@ -11,9 +11,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TextIO
+from typing import Literal, TextIO
 
 from layout.units import human_size as human_bytes
+
+#: the side a restore waits on when no byte moves: reading the backup, or the disk written
+WaitingOn = Literal["backup", "target"]
 
 #: throughput is measured over this many recent seconds, so a slow start or a
 #: burst of zero extents does not distort the estimate for long
@@ -81,6 +84,40 @@ def human_duration(seconds: float) -> str:
     if s < 3600:
         return f"{s // 60} min {s % 60:02d} s"
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def percent(done: int, total: int) -> int:
+    """Whole percent done, rounded down: 100 only when everything is done. The one way every
+    front-end (progress lines, progress screen, the resume offer) turns work into a number."""
+    if total <= 0 or done >= total:
+        return 100
+    return max(0, min(99, done * 100 // total))
+
+
+def rough_duration(seconds: float) -> str:
+    """How long nothing has happened, as a person says it: ``40 s``, ``2 min``, ``1 h 05 min``."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min"
+    return human_duration(s)
+
+
+def stall_words(waiting_on: WaitingOn, stalled_s: float, what_now: str) -> str:
+    """What a stall means, for a person: which disk is not answering, what may be wrong,
+    and (``what_now``, each front-end's own words) what he can do."""
+    if waiting_on == "backup":
+        who = (
+            "restore-tui is waiting for the disk that holds the backup. A USB disk may have "
+            "gone to sleep, or its cable may be loose."
+        )
+    else:
+        who = (
+            "restore-tui is waiting for the disk being restored. It may be failing, or its "
+            "cable may be loose."
+        )
+    return f"Nothing has moved for {rough_duration(stalled_s)}: {who} {what_now}"
 
 
 def describe(snap: Snapshot) -> str:
