@@ -896,6 +896,21 @@ def _holders_of(
                 yield disk, p
 
 
+def _uuid_advice(filesystem: str | None) -> str:
+    """What a shared filesystem UUID means for this filesystem, and how to change one."""
+    if filesystem == "ntfs":
+        return (
+            "Windows does not mind; Linux may mount the wrong one. To give one a new "
+            "number, run `ntfslabel --new-serial` on it from a Linux system"
+        )
+    if filesystem in ("ext2", "ext3", "ext4"):
+        return (
+            "Linux may mount the wrong one; after the restore give one a new UUID with "
+            "`tune2fs -U random` on that partition (with it not mounted)"
+        )
+    return "Linux may mount the wrong one if both disks stay attached"
+
+
 def _shared_id_warnings(
     src: Partition,
     new: Partition,
@@ -913,8 +928,7 @@ def _shared_id_warnings(
                 notice(
                     "shared-fs-uuid",
                     f"Two partitions would share file system UUID {src.fs_uuid}: partition "
-                    f"{p.number} of {other} has it too. Linux may mount the wrong one; change "
-                    "one of them after the restore",
+                    f"{p.number} of {other} has it too. {_uuid_advice(src.filesystem)}",
                     uuid=src.fs_uuid,
                     partition=p.number,
                     other=other,

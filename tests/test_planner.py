@@ -446,3 +446,20 @@ def test_done_screen_next_steps_for_a_restored_system_partition() -> None:
         plan = plan_one_partition(manifest, DIGEST, ARCHIVE, target, number, target.free[0])
         job = SimpleNamespace(plan=plan, archive=SimpleNamespace(manifest=manifest))
         assert default_next_steps(job) == wanted  # type: ignore[arg-type]
+
+
+def test_a_shared_filesystem_uuid_says_what_it_means_and_how_to_change_it() -> None:
+    source = mbr_with_logicals()
+    data = source.partition(5).model_copy(update={"fs_uuid": "1A2B3C4D5E6F7A8B"})
+    source = source.model_copy(
+        update={"partitions": tuple(data if p.number == 5 else p for p in source.partitions)}
+    )
+    manifest = make_manifest(source)
+    original = probed(source, 2 * GiB, device="/dev/sda", model="WDC WD5000AAKX")
+    target = probed_from_disk(disk_from_table(small_mbr_target(), 2 * GiB))
+    plan = plan_one_partition(
+        manifest, DIGEST, ARCHIVE, target, 5, target.free[0], other_disks=[original]
+    )
+    (said,) = [w for w in plan.warnings if w.code == "shared-fs-uuid"]
+    assert said.params["partition"] == 5 and "WDC WD5000AAKX" in str(said.params["other"])
+    assert "Windows does not mind" in said.text and "ntfslabel --new-serial" in said.text

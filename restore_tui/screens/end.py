@@ -39,7 +39,7 @@ SYSTEM_PARTITION_NEXT_STEPS = (
     "Check that your files are there before you delete any other copy of them.",
 )
 # Planner notes worth saying again once the restore is done: they say what to do next.
-REPEATED_CODES = NEW_ID_CODES | {"system-partition-alone"}
+REPEATED_CODES = NEW_ID_CODES | {"system-partition-alone", "shared-disk-identity"}
 
 
 def default_next_steps(job: RestoreJob) -> tuple[str, ...]:
