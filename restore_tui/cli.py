@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "inspect",
     "verify",
     "disks",
+    "backups",
     "match",
     "plan",
     "restore",
