@@ -16,7 +16,14 @@ from archive.errors import ArchiveError, NotAnArchive
 
 
 def open_archive(path: str | os.PathLike[str]) -> Archive:
-    """Open a native archive file or a Clonezilla image folder, validated."""
+    """Open any backup restore-tui reads, validated; refuse others' backups in plain words.
+
+    Files: a native archive (by its marker), a partclone image, a raw disk image (an
+    MBR or GPT table at its start whose partitions fit inside the file), in that
+    order; anything else is refused with what it is and what to do instead
+    (``archive.foreign``: Acronis, Macrium, Windows system images, virtual disks).
+    Folders: a Clonezilla or Rescuezilla image; a Windows system image is refused.
+    """
     p = Path(path)
     try:
         mode = os.stat(p).st_mode
@@ -29,12 +36,30 @@ def open_archive(path: str | os.PathLike[str]) -> Archive:
 
         with p.open("rb") as f:
             head = f.read(len(MAGIC))
-        if head != MAGIC and _is_partclone_image(p):
+        # Empty, or the marker (or a piece of it): the native reader says what is wrong.
+        if MAGIC.startswith(head):
+            return NativeArchive(p)
+        if _is_partclone_image(p):
             from archive.partclone import open_partclone_image
 
             return open_partclone_image(_unsplit(p))
-        return NativeArchive(p)
+        from archive.raw import RawDiskImage, probe_raw_image
+
+        try:
+            found = probe_raw_image(p)
+        except OSError as exc:
+            raise NotAnArchive(f"cannot read {p}: {exc.strerror or exc}") from None
+        if found.parsed is not None:
+            return RawDiskImage(p, found)
+        from archive.foreign import refusal
+
+        raise NotAnArchive(refusal(p, table_problem=found.problem))
     if stat.S_ISDIR(mode):
+        from archive.foreign import windows_image_folder
+
+        windows = windows_image_folder(p)
+        if windows is not None:
+            raise NotAnArchive(windows)
         # Imported lazily: the Clonezilla reader is optional for native archives.
         try:
             clonezilla = importlib.import_module("archive.clonezilla")
