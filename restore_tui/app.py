@@ -23,7 +23,7 @@ from archive import open_archive
 from archive.base import Archive
 from archive.errors import ArchiveError
 from layout.plan import Plan, PlanChoices
-from layout.probe import Probe, ProbeError
+from layout.probe import Probe, ProbedDisk, ProbeError
 from restore_tui.errors import UserError
 from restore_tui.flow import Flow, Located, is_restore_target
 from restore_tui.journal import (
@@ -34,7 +34,8 @@ from restore_tui.journal import (
     find_unfinished,
     summarize,
 )
-from restore_tui.matching import Match, room_in
+from restore_tui.matching import Job, Match, room_in
+from restore_tui.plan_text import held_now
 from restore_tui.screens.backup import BackupScreen
 from restore_tui.screens.choose import (
     BackupChosen,
@@ -448,6 +449,28 @@ class RestoreWizard(App[int]):
         )
 
 
+def holds_words(disk: ProbedDisk, job: Job) -> str:
+    """What the disk holds now and what the job does to it, in one line of words."""
+    table = disk.table
+    if table is None:
+        return f"Its partition table is damaged: {disk.table_problem}." if disk.table_problem else (
+            "Holds now: no partition table (a new disk, or its table was wiped)."
+        )
+    if not table.data_partitions:
+        return "Holds now: no partitions."
+    ss = table.sector_size
+    parts = []
+    for p in table.data_partitions:
+        label = f" “{p.label or p.gpt_name}”" if (p.label or p.gpt_name) else ""
+        parts.append(f"{held_now(p)}{label} ({human_size(p.length_lba * ss)})")
+    fate = (
+        "a whole-disk restore erases all of it"
+        if job == "full-disk"
+        else "these stay as they are; only free space is used"
+    )
+    return f"Holds now: {', '.join(parts)} — {fate}."
+
+
 def candidate_for(match: Match, unfinished: Checkpoint | None = None) -> TargetCandidate:
     """A judged disk as the target step lists it (the judging is the flow's); the disk an
     unfinished restore of this backup was writing says so."""
@@ -469,6 +492,7 @@ def candidate_for(match: Match, unfinished: Checkpoint | None = None) -> TargetC
         blockers=tuple(b.text for b in match.blockers),
         recommended=match.recommended,
         notes=tuple(notes),
+        holds=holds_words(disk, match.job),
         good_words="✓ has room" if match.job == "one-partition" else "✓ best match",
     )
 

@@ -33,6 +33,8 @@ class TargetCandidate:
     notes: tuple[str, ...] = field(default=())
     #: what the table says for a recommended disk
     good_words: str = "✓ best match"
+    #: what the disk holds now and what the job does to it
+    holds: str = ""
 
     @property
     def device(self) -> str:
@@ -165,6 +167,8 @@ class TargetScreen(Screen[TargetResult]):
     def _describe(self, c: TargetCandidate) -> None:
         lines = [f"[b]{escape(c.disk.headline)}[/b]", f"Now called {escape(c.disk.device_note)}"]
         lines.extend(f"[red]✗ cannot be the target: {escape(b)}[/red]" for b in c.blockers)
+        if c.holds:
+            lines.append(escape(c.holds) if c.blocked else f"[b]{escape(c.holds)}[/b]")
         # Reasons are evidence either way ("same disk signature", "nothing links this disk"),
         # so a neutral bullet, not a tick.
         lines.extend(f"• {escape(r)}" for r in (*c.reasons, *c.notes))
