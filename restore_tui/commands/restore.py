@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
+import textwrap
 import threading
 import time
 from typing import Any, TextIO
@@ -26,7 +28,7 @@ from restore_tui.errors import UserError
 from restore_tui.flow import Flow, Refused, confirmation_for, is_restore_target
 from restore_tui.journal import Journal, find_for_archive
 from restore_tui.matching import Job
-from restore_tui.progress import human_bytes, human_duration
+from restore_tui.progress import human_bytes, human_duration, rough_duration, stall_words
 
 
 def register(subparsers: Any) -> None:
@@ -127,64 +129,148 @@ def show_plan(plan: Plan, disk: ProbedDisk, out: TextIO) -> None:
 
 
 class ProgressLines:
-    """Prints engine events: an updating line on a terminal, plain lines otherwise."""
+    """Prints engine events. On a terminal: one status line redrawn in place (``\\r`` and
+    clear-to-end), shortened to fit the width rather than wrapped, with notes, stages,
+    checkpoints and stalls on lines of their own, wrapped to the width. Otherwise (a log,
+    a pipe): plain lines, one per note, stage and stage-end checkpoint, and a status line
+    every ``plain_every_s`` seconds."""
 
-    def __init__(self, stream: TextIO | None = None, *, plain_every_s: float = 10.0) -> None:
+    INDENT = "    "
+
+    def __init__(
+        self,
+        stream: TextIO | None = None,
+        *,
+        plain_every_s: float = 10.0,
+        width: int | None = None,
+    ) -> None:
         self.stream = stream or sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.every = 0.25 if self.tty else plain_every_s
+        self.width = width  # None: the terminal's width, asked at each line
         self._last = -1e18
         self._last_checkpoint_line = -1e18
-        self._width = 0
+        self._last_stall_line = -1e18
+        self._status_shown = False  # a status line is on the screen, to be redrawn
+        self._lock = threading.Lock()  # events come from the engine and its stall watch
 
-    def _line(self, text: str, *, keep: bool) -> None:
+    def columns(self) -> int:
+        """How many characters a line may hold: one less than the terminal is wide, so the
+        cursor never wraps onto the next line by itself."""
+        if self.width:
+            return max(20, self.width - 1)
+        try:
+            cols = os.get_terminal_size(self.stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            cols = shutil.get_terminal_size((80, 24)).columns
+        return max(20, (cols or 80) - 1)
+
+    def _keep(self, text: str) -> None:
+        """A line that stays (wrapped on a terminal, under the status line's place)."""
         if self.tty:
-            pad = " " * max(0, self._width - len(text))
-            self.stream.write("\r" + text + pad + ("\n" if keep else ""))
-            self._width = 0 if keep else len(text)
+            clear = "\r\x1b[K" if self._status_shown else ""
+            lines = textwrap.wrap(text, width=self.columns(), subsequent_indent=self.INDENT) or [""]
+            self.stream.write(clear + "\n".join(lines) + "\n")
+            self._status_shown = False
         else:
             self.stream.write(text + "\n")
         self.stream.flush()
 
+    def _status(self, variants: list[str]) -> None:
+        """The status line: on a terminal the longest variant that fits, redrawn in place."""
+        if self.tty:
+            width = self.columns()
+            text = next((v for v in variants if len(v) <= width), variants[-1][:width])
+            self.stream.write("\r" + text + "\x1b[K")
+            self._status_shown = True
+        else:
+            self.stream.write(variants[0] + "\n")
+        self.stream.flush()
+
     @staticmethod
-    def status(e: ProgressEvent) -> str:
-        stage_pct = 100 * e.stage_done // e.stage_total if e.stage_total else 100
-        overall_pct = 100 * e.overall_done // e.overall_total if e.overall_total else 100
-        text = (
-            f"stage {e.stage_number} of {e.stage_count}, {e.stage_title}: {stage_pct} % · "
-            f"overall {overall_pct} % ({human_bytes(e.overall_done)} of "
-            f"{human_bytes(e.overall_total)})"
-        )
-        if e.rate_bytes_s:
-            text += f" · {human_bytes(e.rate_bytes_s)}/s"
+    def status_variants(e: ProgressEvent) -> list[str]:
+        """The status, longest first: without the stage title, then without the rate, then
+        without the byte counts and the time left; the overall percent always stays."""
+        stage = f"stage {e.stage_number} of {e.stage_count}"
+        done = f"overall {e.overall_percent} %"
+        amounts = f" ({human_bytes(e.overall_done)} of {human_bytes(e.overall_total)})"
+        rate = f" · {human_bytes(e.rate_bytes_s)}/s" if e.rate_bytes_s else ""
+        left = ""
         if e.eta_s is not None and e.overall_done < e.overall_total:
-            text += f" · about {human_duration(e.eta_s)} left"
-        return text
+            left = f" · about {human_duration(e.eta_s)} left"
+        return [
+            f"{stage}, {e.stage_title}: {e.stage_percent} % · {done}{amounts}{rate}{left}",
+            f"{stage}: {e.stage_percent} % · {done}{amounts}{rate}{left}",
+            f"{stage}: {e.stage_percent} % · {done}{amounts}{left}",
+            f"{stage}: {e.stage_percent} % · {done}{left}",
+            f"{stage}: {e.stage_percent} % · {done}",
+            done,
+        ]
+
+    @classmethod
+    def status(cls, e: ProgressEvent) -> str:
+        return cls.status_variants(e)[0]
 
     def __call__(self, e: ProgressEvent) -> None:
+        with self._lock:
+            self._show(e)
+
+    def _show(self, e: ProgressEvent) -> None:
         now = time.monotonic()
         if e.kind == "note":
-            self._line(e.message, keep=True)
+            self._keep(e.message)
         elif e.kind == "stage-start":
-            self._line(f"Stage {e.stage_number} of {e.stage_count}: {e.stage_title}", keep=True)
+            self._keep(f"Stage {e.stage_number} of {e.stage_count}: {e.stage_title}")
+        elif e.kind == "stage-already-done":
+            self._keep(f"Stage {e.stage_number} of {e.stage_count}: {e.stage_title} — already done")
         elif e.kind in ("write", "verify"):
             if now - self._last >= self.every:
                 self._last = now
                 prefix = "checking: " if e.kind == "verify" else ""
-                self._line(prefix + self.status(e), keep=False)
+                self._status([prefix + v for v in self.status_variants(e)])
         elif e.kind == "checkpoint":
             # Every stage end is shown; inside a stage at most once a minute.
             at_stage_end = e.stage_done >= e.stage_total
             if at_stage_end or now - self._last_checkpoint_line >= 60:
                 self._last_checkpoint_line = now
-                overall = 100 * e.overall_done // e.overall_total if e.overall_total else 100
-                self._line(
-                    f"Checkpoint saved ({overall} % done, stage {e.stage_number} of "
-                    f"{e.stage_count}) — safe to resume from here",
-                    keep=True,
+                self._keep(
+                    f"Checkpoint saved ({e.overall_percent} % done, stage {e.stage_number} of "
+                    f"{e.stage_count}) — safe to resume from here"
                 )
+        elif e.kind == "stalled" and e.waiting_on is not None:
+            self._stalled(e, now)
+        elif e.kind == "moving":
+            self._last_stall_line = -1e18
+            quiet = rough_duration(e.stalled_s or 0)
+            self._keep(f"Data is moving again (nothing had moved for {quiet}).")
         elif e.kind == "finished":
-            self._line("All stages written and checked: the restore is complete.", keep=True)
+            self._keep("All stages written and checked: the restore is complete.")
+
+    def _stalled(self, e: ProgressEvent, now: float) -> None:
+        assert e.waiting_on is not None
+        quiet = e.stalled_s or 0
+        first = self._last_stall_line < -1e17
+        if first:
+            self._last_stall_line = now
+            self._keep(stall_words(e.waiting_on, quiet, STALL_WHAT_NOW))
+        elif self.tty:
+            disk = "the backup's disk" if e.waiting_on == "backup" else "the disk being restored"
+            self._status(
+                [
+                    f"Still waiting for {disk}: nothing has moved for {rough_duration(quiet)}",
+                    f"Nothing has moved for {rough_duration(quiet)}",
+                ]
+            )
+        elif now - self._last_stall_line >= 60:
+            self._last_stall_line = now
+            self._keep(f"Still nothing has moved, for {rough_duration(quiet)} now.")
+
+
+#: what the command line says one can do while nothing moves
+STALL_WHAT_NOW = (
+    "You can wait, or press Ctrl+C to stop safely — `restore-tui resume` continues later "
+    "from the last checkpoint."
+)
 
 
 # -- running the engine ------------------------------------------------------------------
@@ -209,6 +295,13 @@ def run_engine(engine: RestoreEngine) -> None:
             worker.join(0.2)
     except KeyboardInterrupt:
         sys.stderr.write("\nStopping after the current piece, at a checkpoint…\n")
+        if engine.stalled_on is not None:
+            # The engine is stuck in a read or a write: it stops when that call returns.
+            sys.stderr.write(
+                "The disk is not answering, so this can take long. To leave at once, press "
+                "Ctrl+C again: the last checkpoint is kept, and `restore-tui resume` "
+                "continues from it.\n"
+            )
         cancel.set()
         worker.join()
     if failure:
