@@ -384,9 +384,15 @@ class Flow:
         found = [d for d in disks if is_restore_target(record, d)]
         wanted = describe_disk(record.target_identity, recorded)
         if not found:
+            impostor = self._at_name(disks, recorded)
+            instead = (
+                f"; {impostor.device} is another disk now: {why_not(record, impostor)}"
+                if impostor
+                else ""
+            )
             raise TargetNotFound(
-                f"the disk being restored ({wanted}) is not attached, or it is not found. "
-                "Attach it and run this again; nothing was written to any disk"
+                f"the disk being restored ({wanted}) is not attached{instead}. Attach it and "
+                "run this again; nothing was written to any disk"
             )
         if len(found) > 1:
             listing = ", ".join(f"{d.headline} ({d.device})" for d in found)
@@ -397,9 +403,7 @@ class Flow:
         disk = found[0]
         if os.path.realpath(disk.device) == os.path.realpath(recorded):
             return Located(disk)
-        now_there = next(
-            (d for d in disks if os.path.realpath(d.device) == os.path.realpath(recorded)), None
-        )
+        now_there = self._at_name(disks, recorded)
         if now_there is None:
             there = f"{recorded} is gone"
         else:
@@ -416,6 +420,13 @@ class Flow:
                 old=recorded,
                 new=disk.device,
             ),
+        )
+
+    @staticmethod
+    def _at_name(disks: Sequence[ProbedDisk], device: str) -> ProbedDisk | None:
+        """The disk that has the name ``device`` now, if any."""
+        return next(
+            (d for d in disks if os.path.realpath(d.device) == os.path.realpath(device)), None
         )
 
     # -- running -----------------------------------------------------------------------
@@ -472,6 +483,16 @@ def is_restore_target(record: Checkpoint, disk: ProbedDisk) -> bool:
     if record.started_writing:  # the table stage was under way: either table may be there
         return found_as_planned or wrote_table
     return found_as_planned
+
+
+def why_not(record: Checkpoint, disk: ProbedDisk) -> str:
+    """Why ``disk`` is not the one ``record``'s restore was writing, in words."""
+    differences = identity_differences(record.target_identity, disk.identity)
+    if differences:
+        return "; ".join(differences)
+    if "table" in record.completed_stages:
+        return "its partition table is not the one the restore wrote"
+    return "its partition table is not the one the restore found there"
 
 
 def _restored_filesystems_agree(record: Checkpoint, disk: ProbedDisk) -> bool:

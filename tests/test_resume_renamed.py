@@ -134,6 +134,7 @@ def test_resume_follows_the_disk_not_its_name(interrupted: Interrupted) -> None:
     s.attach(s.x_dev, s.y_image)
     code, said = run_cli(["resume", str(s.archive), "--yes"])
     assert code == 1 and "is not attached" in said and "nothing was written" in said, said
+    assert f"{s.x_dev} is another disk now: its partition table is not the one the restore" in said
     assert file_hash(s.y_image) == s.y_hash
 
     # X comes back under Y's old name.
