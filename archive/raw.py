@@ -20,7 +20,6 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
 from pathlib import Path
 
 from archive.base import (
@@ -80,7 +79,11 @@ class RawProbe:
 
 
 def _pread_all(fd: int, length: int, offset: int) -> bytes:
-    out = bytearray()
+    # One pread almost always returns everything: hand that out without copying.
+    first = os.pread(fd, length, offset)
+    if len(first) == length or not first:
+        return first
+    out = bytearray(first)
     while len(out) < length:
         piece = os.pread(fd, length - len(out), offset + len(out))
         if not piece:
@@ -144,9 +147,13 @@ def probe_raw_image(path: Path) -> RawProbe:
         os.close(fd)
 
 
-@cache
-def _zeros(length: int) -> bytes:
-    return bytes(length)
+# Compared with, never written: the pages stay unallocated (calloc) until read.
+_ZERO_PIECE = bytes(PIECE_BYTES)
+
+
+def _is_zero(data: bytes) -> bool:
+    n = len(data)
+    return data == (_ZERO_PIECE if n == PIECE_BYTES else _ZERO_PIECE[:n])
 
 
 def _ranges(chunks: tuple[Chunk, ...]) -> list[tuple[int, int]]:
@@ -333,7 +340,7 @@ class RawDiskImage(Archive):
                 f"to byte {self._disk_bytes}: the file was cut short after it was opened. "
                 "Use a complete copy of the disk image"
             )
-        if data == _zeros(n):
+        if _is_zero(data):
             return Piece(pos, n, None)
         return Piece(pos, n, data)
 
