@@ -138,9 +138,7 @@ class _Budget:
         return self.entries > 0 and (self.deadline is None or time.monotonic() < self.deadline)
 
 
-def _walk(
-    root: Path, depth: int, budget: _Budget, *, same_fs: int | None = None
-) -> Iterator[Path]:
+def _walk(root: Path, depth: int, budget: _Budget, *, same_fs: int | None = None) -> Iterator[Path]:
     """Candidate backups below ``root``, ``depth`` folder levels down: breadth first (the
     top folder before the folders in it), names in order within a folder.
 
@@ -175,8 +173,10 @@ def _walk(
                     if same_fs is not None and entry.is_symlink():
                         continue
                     is_dir = entry.is_dir(follow_symlinks=False)
-                    other_fs = same_fs is not None and is_dir and (
-                        entry.stat(follow_symlinks=False).st_dev != same_fs
+                    other_fs = (
+                        same_fs is not None
+                        and is_dir
+                        and (entry.stat(follow_symlinks=False).st_dev != same_fs)
                     )
                     if other_fs:
                         continue
@@ -258,7 +258,7 @@ class FoundBackup:
 
     @property
     def place(self) -> str:
-        """ 'partition 1 "BACKUP"', 'the whole disk (FAT)'; empty for a folder root."""
+        """'partition 1 "BACKUP"', 'the whole disk (FAT)'; empty for a folder root."""
         if self.device is None:
             return ""
         return place_words(self.partition, self.label, self.filesystem)
@@ -309,6 +309,7 @@ class Place:
     filesystem: str
     mounted_at: str | None
     removable: bool = False
+    label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -523,9 +524,7 @@ class ReadOnlyMount:
     """
 
     def __init__(self, device: str, fstype: str, name: str = "") -> None:
-        self._held: _Held | None = _REGISTRY.acquire(
-            device, fstype, name or Path(device).name
-        )
+        self._held: _Held | None = _REGISTRY.acquire(device, fstype, name or Path(device).name)
         self.point = self._held.point
         self.device = device
 
@@ -757,7 +756,7 @@ def find(
                 None,
             )
             words = f"{disk_words(disk)}, {place_words(fs.partition, fs.label, fs.fstype)}"
-            places.append(Place(words, fs.device, fs.fstype, where, disk.removable))
+            places.append(Place(words, fs.device, fs.fstype, where, disk.removable, fs.label))
             try:
                 backups.extend(_scan_filesystem(fs, where, depth, max_entries, seconds))
             except FindError as exc:
