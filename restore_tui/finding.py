@@ -372,7 +372,9 @@ def mount_commands(device: str, fstype: str, point: str) -> list[list[str]]:
     elif fstype in ("vfat", "msdos"):
         commands.append(["mount", "-t", "vfat", "-o", safe, device, point])
         if shutil.which("fusefat"):  # kernels built without FAT: fusefat is read-only unless rw+
-            commands.append(["fusefat", "-o", safe, device, point])
+            # fsname: the mount table names the device, so the disk holding the backup
+            # is known (and never offered as the restore target).
+            commands.append(["fusefat", "-o", f"{safe},fsname={device}", device, point])
     elif fstype == "exfat":
         commands.append(["mount", "-t", "exfat", "-o", safe, device, point])
         if shutil.which("mount.exfat-fuse"):

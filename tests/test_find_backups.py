@@ -25,7 +25,7 @@ from textual.widgets import OptionList, Static
 
 from archive import open_archive
 from archive.backup import backup
-from layout.probe import ProbedDisk, SystemProbe
+from layout.probe import ProbedDisk, SystemProbe, disks_holding
 from restore_tui import finding, sample
 from restore_tui.cli import main
 from restore_tui.screens.choose import BackupChosen, BrowseScreen, ChooseBackupScreen
@@ -353,6 +353,8 @@ def test_opening_a_found_backup_mounts_it_until_cleanup(
             assert next(iter(archive.pieces(number))).length > 0
             assert os.statvfs(archive.path.parent).f_flag & os.ST_RDONLY
             assert mounted_lines(attached, runtime), "the partition should be mounted now"
+            # The flow refuses the disk holding the backup as target: it must be found.
+            assert disks_holding(str(archive.path))[:1] == [attached]
         finally:
             cleanup()
         assert mounted_lines(attached, runtime) == []
