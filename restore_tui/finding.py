@@ -716,11 +716,13 @@ def find(
     depth: int = SCAN_DEPTH,
     max_entries: int = SCAN_MAX_ENTRIES,
     seconds: float = SCAN_SECONDS,
+    progress: Callable[[str], None] | None = None,
 ) -> Scan:
     """Backups on every disk of ``probe`` (looked inside read-only) and in ``roots``.
 
     Disks that are image files, or whose device is not a block device (a recording),
     are not looked inside. ``exclude``: device paths of disks never to look inside.
+    ``progress`` is told each filesystem, in words, before it is looked inside.
     """
     excluded = {os.path.realpath(d) for d in exclude}
     excluded_devnos = {n for n in (_block_devno(d) for d in excluded) if n is not None}
@@ -759,6 +761,8 @@ def find(
             )
             words = f"{disk_words(disk)}, {place_words(fs.partition, fs.label, fs.fstype)}"
             places.append(Place(words, fs.device, fs.fstype, where, disk.removable, fs.label))
+            if progress is not None:
+                progress(words)
             try:
                 backups.extend(_scan_filesystem(fs, where, depth, max_entries, seconds))
             except FindError as exc:

@@ -334,7 +334,9 @@ class ChooseBackupScreen(Screen[ChooseResult]):
             except Exception as exc:  # a rescue system without udev or sysfs
                 skipped = (f"the disks could not be listed ({exc})",)
         try:
-            result = find(probe, roots=self.roots(), exclude=self.exclude)
+            result = find(
+                probe, roots=self.roots(), exclude=self.exclude, progress=self._looking
+            )
         except Exception as exc:  # never leave step 1 saying "Looking…" for ever
             result = Scan(skipped=(f"the search stopped ({exc})",))
         if skipped:
@@ -343,6 +345,14 @@ class ChooseBackupScreen(Screen[ChooseResult]):
                 result.places,
             )  # fmt: skip
         self.app.call_from_thread(self._show_found, result)
+
+    def _looking(self, words: str) -> None:
+        """From the scan's thread: which filesystem is being looked inside now."""
+        self.app.call_from_thread(self._scan_status, f"Looking inside {words}…")
+
+    def _scan_status(self, text: str) -> None:
+        if self.is_attached and self.scanned is None:
+            self.query_one("#scan-status", Static).update(text)
 
     def _show_found(self, scan: Scan) -> None:
         self.scanned = scan
