@@ -17,7 +17,7 @@ import errno
 import hashlib
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -67,8 +67,12 @@ class RawProbe:
     """What the start of a file says: a usable disk table, or why not.
 
     ``disk_bytes`` is how much of the file is the disk (all of it, or all but a
-    fixed VHD's footer). ``problem`` is set when the file starts like a disk with a
-    table but the table cannot be used (damaged, or the file is cut short).
+    fixed VHD's footer). ``disk_size`` is the size of the disk the table was made
+    for: larger than ``disk_bytes`` for a GPT disk copied only up to the end of its
+    last partition (the free space and the backup GPT after it are not needed: a
+    restore writes the GPT for the target). ``problem`` is set when the file starts
+    like a disk with a table but the table cannot be used (damaged, or the file is
+    cut short inside a partition).
     """
 
     parsed: ParsedTable | None
@@ -76,6 +80,11 @@ class RawProbe:
     disk_bytes: int
     container: str | None = None  # "vhd" for a fixed-size VHD
     problem: str | None = None
+    disk_size: int = 0
+
+    @property
+    def size_bytes(self) -> int:
+        return max(self.disk_size, self.disk_bytes)
 
 
 def _pread_all(fd: int, length: int, offset: int) -> bytes:
@@ -129,11 +138,26 @@ def probe_raw_image(path: Path) -> RawProbe:
         protective = len(sector0) == 512 and 0xEE in sector0[450:512:16]
         # A GPT disk with 4096-byte sectors keeps its header at byte 4096, not 512.
         for ss in (512, 4096) if protective else (512,):
+            disk_size = disk_bytes
             try:
                 parsed = read_table(read, disk_bytes, ss)
             except TableError as exc:
                 problem = problem or str(exc)
-                continue
+                disk_size = _gpt_disk_size(read, ss) if protective else 0
+                if disk_size <= disk_bytes:
+                    continue
+                # Copied only up to the end of the last partition: read the table as
+                # made for the whole disk, then every partition must be in the file.
+                try:
+                    parsed = read_table(read, disk_size, ss)
+                except TableError:
+                    continue
+                if parsed is None:
+                    continue
+                cut = _first_cut_partition(parsed, disk_bytes)
+                if cut is not None:
+                    problem = cut
+                    break
             if parsed is None:
                 break
             if parsed.table.scheme == "msdos" and _looks_like_filesystem(parsed.sector0):
@@ -141,10 +165,31 @@ def probe_raw_image(path: Path) -> RawProbe:
             if not parsed.table.partitions:
                 problem = "its partition table lists no partitions, so there is nothing to restore"
                 break
-            return RawProbe(parsed, ss, disk_bytes, container)
+            return RawProbe(parsed, ss, disk_bytes, container, disk_size=disk_size)
         return RawProbe(None, 512, disk_bytes, container, problem)
     finally:
         os.close(fd)
+
+
+def _gpt_disk_size(read: Callable[[int, int], bytes], ss: int) -> int:
+    """The disk size the primary GPT header was written for (its backup header's LBA + 1)."""
+    header = read(ss, ss)
+    if len(header) < 92 or header[:8] != b"EFI PART":
+        return 0
+    alternate = struct.unpack_from("<Q", header, 32)[0]
+    return (alternate + 1) * ss if 0 < alternate < 1 << 40 else 0
+
+
+def _first_cut_partition(parsed: ParsedTable, disk_bytes: int) -> str | None:
+    """Why a GPT copy cut before its disk's end cannot be restored, if it cannot."""
+    ss = parsed.table.sector_size
+    for p in sorted(parsed.table.partitions, key=lambda q: q.stop_lba):
+        if p.stop_lba * ss > disk_bytes:
+            return (
+                f"the file ends at byte {disk_bytes}, inside partition {p.number} (which ends "
+                f"at byte {p.stop_lba * ss}): the copy is cut short"
+            )
+    return None
 
 
 # Compared with, never written: the pages stay unallocated (calloc) until read.
@@ -206,7 +251,7 @@ class RawDiskImage(Archive):
             source=SourceDisk(
                 identity=DiskIdentity(
                     bus="image",
-                    size_bytes=found.disk_bytes,
+                    size_bytes=found.size_bytes,
                     logical_sector_size=ss,
                     physical_sector_size=ss,
                 ),

@@ -357,8 +357,9 @@ def test_cut_raw_image_is_refused_and_one_cut_later_stops(tmp_path: Path) -> Non
     disk = sample.build_gpt_linux(tmp_path / "disk.img", 64)
     cut = tmp_path / "cut.img"
     cut.write_bytes(read(disk.path, 0, 20 * MIB))
-    with pytest.raises(NotAnArchive, match="starts like a copy of a whole disk, but"):
+    with pytest.raises(NotAnArchive, match="starts like a copy of a whole disk, but") as info:
         open_archive(cut)
+    assert "inside partition 2" in str(info.value) and "cut short" in str(info.value)
     mbr = sample.build_windows_mbr(tmp_path / "mbr.img", 64)
     with open_archive(mbr.path) as arc:
         os.truncate(mbr.path, 40 * MIB)  # cut short after it was opened
@@ -366,3 +367,21 @@ def test_cut_raw_image_is_refused_and_one_cut_later_stops(tmp_path: Path) -> Non
             list(arc.pieces(2))
         report = arc.verify()
     assert [d.partition for d in report.damage] == [2]
+
+
+@needs_sample_tools
+def test_gpt_copy_that_stops_after_its_last_partition_is_restorable(tmp_path: Path) -> None:
+    """`dd ... count=` up to the last partition's end: the free tail and the backup GPT
+    are missing, which a restore does not need (it writes the GPT for the target)."""
+    disk = sample.build_gpt_linux(tmp_path / "disk.img", 64)
+    last = max(p.stop_lba for p in disk.partitions) * SECTOR
+    trimmed = tmp_path / "trimmed.img"
+    trimmed.write_bytes(read(disk.path, 0, last))
+    with open_archive(trimmed) as arc:
+        assert isinstance(arc, RawDiskImage)
+        assert arc.manifest.source.identity.size_bytes == disk.size_bytes
+        assert arc.verify().ok
+    target = sample.build_blank(tmp_path / "target.img", 64)
+    assert main(["restore", str(trimmed), "--target", str(target), "--yes"]) == 0
+    for p in disk.data_partitions:
+        assert read(target, p.offset, p.size) == read(disk.path, p.offset, p.size)
