@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -200,9 +201,13 @@ def _windows_image_recovery(source: str, extra: str = "") -> str:
     )
 
 
-def refusal_message(path: Path, finding: Finding) -> str:
-    """The sentence for a file that another tool made: what it is and what to do instead."""
+def refusal_message(path: Path, finding: Finding, table_problem: str | None = None) -> str:
+    """The sentence for a file that another tool made: what it is and what to do instead.
+
+    ``table_problem``: why the disk inside a fixed-size VHD could not be used.
+    """
     name = path.name
+    arg = shlex.quote(name)  # as a shell command names the file
     is_ = "is" if finding.confirmed else "looks like"
     kind, detail = finding.kind, finding.detail
     if kind == "acronis-tib":
@@ -237,38 +242,44 @@ def refusal_message(path: Path, finding: Finding) -> str:
         if detail == "fixed":
             return (
                 f"{name} is a Windows virtual disk (.vhd) of fixed size, but the disk in it "
-                "has no partition table that restore-tui can use. "
-                + _windows_image_recovery(f"'{name}'")
+                "has no partition table that restore-tui can use"
+                + (f" ({table_problem}). " if table_problem else ". ")
+                + _windows_image_recovery(arg)
             )
         if detail == "differencing":
             return (
                 f"{name} is a differencing Windows virtual disk (.vhd): it holds only the "
                 "changes made after its parent disk. restore-tui cannot read it. "
-                + _windows_image_recovery(f"'{name}'", " (with the parent .vhd beside it)")
+                + _windows_image_recovery(arg, " (with the parent .vhd beside it)")
+            )
+        if not finding.confirmed:
+            return (
+                f"{name} looks like a Windows virtual disk (.vhd), but not one restore-tui "
+                "can read. " + _windows_image_recovery(arg)
             )
         return (
-            f"{name} {is_} a Windows virtual disk (.vhd) that grows as it fills, as Windows "
+            f"{name} is a Windows virtual disk (.vhd) that grows as it fills, as Windows "
             "7's system image backup makes them. restore-tui cannot read such a .vhd. "
-            + _windows_image_recovery(f"'{name}'")
+            + _windows_image_recovery(arg)
         )
     if kind == "vhdx":
         return (
             f"{name} {is_} a Windows virtual disk (.vhdx), as Windows 8 and later keep "
             "system image backups. restore-tui cannot read .vhdx files. "
-            + _windows_image_recovery(f"'{name}'")
+            + _windows_image_recovery(arg)
         )
     if kind == "qcow":
         fmt = detail or "qcow2"
         return (
             f"{name} {is_} a QEMU virtual disk ({fmt}). restore-tui reads raw disk images, "
-            f"not {fmt}: convert it with `qemu-img convert -O raw '{name}' disk.img` "
+            f"not {fmt}: convert it with `qemu-img convert -O raw {arg} disk.img` "
             "(qemu-img comes with QEMU; on Debian in the qemu-utils package) and choose "
             "disk.img here"
         )
     if kind == "vmdk":
         return (
             f"{name} {is_} a VMware virtual disk (.vmdk). restore-tui reads raw disk images, "
-            f"not VMware's: convert it with `qemu-img convert -O raw '{name}' disk.img` "
+            f"not VMware's: convert it with `qemu-img convert -O raw {arg} disk.img` "
             "(qemu-img comes with QEMU; on Debian in the qemu-utils package) and choose "
             "disk.img here"
         )
@@ -283,18 +294,17 @@ def refusal_message(path: Path, finding: Finding) -> str:
         return (
             f"{name} only describes a VMware virtual disk; the disk itself is in {files}. "
             f"restore-tui reads raw disk images, not VMware's: convert it with `qemu-img "
-            f"convert -O raw '{name}' disk.img` (with those files beside it) and choose "
+            f"convert -O raw {arg} disk.img` (with those files beside it) and choose "
             "disk.img here"
         )
     if kind == "ntfsclone":
-        source = f"'{name}'"
         if detail in _COMPRESSION_COMMANDS:
             command = (
-                f"{_COMPRESSION_COMMANDS[detail]} '{name}' | "
+                f"{_COMPRESSION_COMMANDS[detail]} {arg} | "
                 "ntfsclone --restore-image --overwrite /dev/PARTITION -"
             )
         else:
-            command = f"ntfsclone --restore-image --overwrite /dev/PARTITION {source}"
+            command = f"ntfsclone --restore-image --overwrite /dev/PARTITION {arg}"
         packed = f", compressed with {detail}" if detail else ""
         return (
             f"{name} {is_} an ntfsclone image of one NTFS partition{packed}. restore-tui "
@@ -306,7 +316,7 @@ def refusal_message(path: Path, finding: Finding) -> str:
         return (
             f"{name} {is_} a partimage image of one partition. restore-tui cannot read "
             "partimage images. Restore it with partimage itself onto a partition at least "
-            f"as large: `partimage restore /dev/PARTITION '{name}'` (for an image split "
+            f"as large: `partimage restore /dev/PARTITION {arg}` (for an image split "
             "into .000, .001 and so on, give the .000 file). Check the partition's name "
             "twice: everything on it is replaced"
         )
@@ -346,7 +356,7 @@ def _content_words(path: Path, head: bytes) -> str | None:
     compression = compression_from_magic(head)
     if compression is not None:
         command = _DECOMPRESS_TO_FILE.get(compression)
-        how = f" (`{command} '{path.name}'`)" if command else ""
+        how = f" (`{command} {shlex.quote(path.name)}`)" if command else ""
         return (
             f"it is compressed with {compression}. If it is a compressed copy of a whole "
             f"disk, decompress it first{how} and choose the decompressed file"
@@ -382,7 +392,7 @@ def refusal(path: Path, table_problem: str | None = None) -> str:
     """Why ``path`` cannot be opened: another tool's backup, or nothing restore-tui knows."""
     finding = identify(path)
     if finding is not None:
-        return refusal_message(path, finding)
+        return refusal_message(path, finding, table_problem)
     return unknown_message(path, table_problem)
 
 

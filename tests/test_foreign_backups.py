@@ -96,7 +96,7 @@ FOREIGN: list[tuple[str, bytes, tuple[str, ...]]] = [
     (
         "sda1.ntfs-img.gz",
         gzip.compress(b"\0ntfsclone-image\x0a\x01" + PAD),
-        ("compressed with gzip", "gunzip -c 'sda1.ntfs-img.gz' | ntfsclone --restore-image"),
+        ("compressed with gzip", "gunzip -c sda1.ntfs-img.gz | ntfsclone --restore-image"),
     ),
     ("hda1.000", b"PaRtImAgE-VoLuMe" + PAD, ("is a partimage image", "partimage restore")),
     (
@@ -107,12 +107,12 @@ FOREIGN: list[tuple[str, bytes, tuple[str, ...]]] = [
     (
         "vm.qcow2",
         b"QFI\xfb\x00\x00\x00\x03" + PAD,
-        ("is a QEMU virtual disk (qcow2)", "qemu-img convert -O raw 'vm.qcow2' disk.img"),
+        ("is a QEMU virtual disk (qcow2)", "qemu-img convert -O raw vm.qcow2 disk.img"),
     ),
     (
         "vm.vmdk",
         b"KDMV\x01\x00\x00\x00" + PAD,
-        ("is a VMware virtual disk", "qemu-img convert -O raw 'vm.vmdk' disk.img"),
+        ("is a VMware virtual disk", "qemu-img convert -O raw vm.vmdk disk.img"),
     ),
     (
         "flat.vmdk",
@@ -208,7 +208,7 @@ def test_unknown_files_say_what_restore_tui_reads(
         open_archive(zeros)
     packed = tmp_path / "disk.img.gz"
     packed.write_bytes(gzip.compress(b"\xfa" * 4096))
-    with pytest.raises(NotAnArchive, match=r"gunzip -k 'disk.img.gz'"):
+    with pytest.raises(NotAnArchive, match=r"gunzip -k disk.img.gz"):
         open_archive(packed)
 
 
