@@ -48,7 +48,7 @@ from restore_tui.planner import plan_full_disk, plan_one_partition
 SERIAL_DIGITS = 4
 # Blockers about free space concern planning a one-partition restore; once its table
 # stage ran, the new partition fills that space and resuming must not be refused for it.
-ROOM_CODES = frozenset({"no-table", "no-free-space", "no-room"})
+ROOM_CODES = frozenset({"table-damaged", "no-free-space", "no-room"})
 
 
 class Refused(UserError):

@@ -170,13 +170,12 @@ def room_in(region: FreeRegion) -> int:
 
 def _room_blockers(manifest: ArchiveManifest, disk: ProbedDisk) -> list[Notice]:
     """One partition needs free space on a disk with a table, room for at least one."""
-    if disk.table is None:
-        whole = disk.identity.size_bytes >= required_bytes(manifest)
+    if disk.table is None and disk.table_problem:
         return [
             notice(
-                "no-table",
-                "has no partition table, so there is no free space to put a partition into"
-                + (" (a whole-disk restore onto it would work)" if whole else ""),
+                "table-damaged",
+                f"its partition table is damaged ({disk.table_problem}); a partition cannot "
+                "be added to it safely (a whole-disk restore replaces the table)",
             )
         ]
     if not disk.free:
@@ -201,7 +200,11 @@ def _room_blockers(manifest: ArchiveManifest, disk: ProbedDisk) -> list[Notice]:
 
 
 def _blockers(
-    manifest: ArchiveManifest, disk: ProbedDisk, archive_disks: set[str], job: Job
+    manifest: ArchiveManifest,
+    disk: ProbedDisk,
+    archive_disks: set[str],
+    job: Job,
+    in_place: Sequence[int] = (),
 ) -> list[Notice]:
     """Everything that stops ``disk`` from being the target of ``job``: the one judge."""
     blockers: list[Notice] = []
@@ -245,7 +248,15 @@ def _blockers(
                 need=want_ss,
             )
         )
-    if job == "one-partition":
+    if job == "one-partition" and in_place:
+        blockers.append(
+            notice(
+                "backup-still-there",
+                "its partition table is gone but the backed-up partitions are still on it: "
+                "restore the whole disk instead (that puts the table back as it was)",
+            )
+        )
+    elif job == "one-partition":
         blockers.extend(_room_blockers(manifest, disk))
     return blockers
 
@@ -291,7 +302,7 @@ def judge(
         score=STRONG_POINTS * len(strong) + points,
         strong=bool(strong),
         reasons=reasons,
-        blockers=_blockers(manifest, disk, archive_disks, job),
+        blockers=_blockers(manifest, disk, archive_disks, job, in_place),
     )
 
 

@@ -951,6 +951,74 @@ def _shared_id_warnings(
     return out
 
 
+def _empty_table(source: PartitionTable, size_lba: int, ids: IdSource) -> PartitionTable:
+    """A new, empty table of the backup's kind for a disk that has none, new identifiers."""
+    ss = source.sector_size
+    if source.scheme == "msdos":
+        return PartitionTable(
+            scheme="msdos", sector_size=ss, disk_size_lba=size_lba,
+            mbr_signature=ids.mbr_signature(),
+        )  # fmt: skip
+    entries = (source.gpt_entry_count or 128) * (source.gpt_entry_size or 128)
+    entry_sectors = align_up(entries, ss) // ss
+    return PartitionTable(
+        scheme="gpt", sector_size=ss, disk_size_lba=size_lba, gpt_disk_guid=ids.guid(),
+        gpt_first_usable_lba=2 + entry_sectors,
+        gpt_last_usable_lba=size_lba - 2 - entry_sectors,
+        gpt_entry_count=source.gpt_entry_count or 128,
+        gpt_entry_size=source.gpt_entry_size or 128,
+    )  # fmt: skip
+
+
+def _on_a_fresh_table(placement: _Placement, size_lba: int) -> _Placement:
+    """The table actions for a disk that had no table: all of sector 0 (the new MBR, or
+    GPT's protective MBR), the whole GPT at both ends, and stale GPT copies at the end
+    cleared, instead of single entries patched into a table that is not there."""
+    after = placement.after
+    ss = after.sector_size
+    if after.scheme == "msdos":
+        sector0 = bytearray(ss)
+        assert after.mbr_signature is not None
+        struct.pack_into("<I", sector0, 440, int(after.mbr_signature, 16))
+        for p in after.partitions:
+            sector0[446 + 16 * (p.number - 1) : 462 + 16 * (p.number - 1)] = render_mbr_entry(
+                p, ss
+            )
+        sector0[510:512] = b"\x55\xaa"
+        actions: list[Action] = [
+            _write(0, bytes(sector0), "Sector 0: a new partition table (MBR) with the new "
+                   "partition, and a new disk signature"),
+        ]
+        tail = gpt_reserved_sectors(ss)
+        if size_lba - tail >= after.partitions[0].stop_lba:
+            actions.append(
+                ZeroRange(
+                    offset=(size_lba - tail) * ss, length=tail * ss,
+                    description="Clear the last sectors of the disk, where an old GPT backup "
+                    "could confuse other tools (unallocated space)",
+                )
+            )
+    else:
+        try:
+            gpt = render_gpt(after, size_lba)
+        except TableError as exc:
+            raise PlanError(str(exc)) from exc
+        actions = [
+            _write(0, protective_mbr(bytes(ss), size_lba), "Protective MBR in sector 0 (GPT)"),
+            _write(ss, gpt.primary_header, "Primary GPT header (new table)"),
+            _write(gpt.primary_entries_lba * ss, gpt.entries, "Primary GPT partition entries"),
+            _write(gpt.backup_entries_lba * ss, gpt.entries, "Backup GPT partition entries"),
+            _write(gpt.backup_header_lba * ss, gpt.backup_header, "Backup GPT header"),
+        ]
+    note = notice(
+        "new-table",
+        f"This disk has no partition table: a new one ({'GPT' if after.scheme == 'gpt' else 'MBR'}"
+        ", like the backed-up disk's) is created on it, holding only the restored partition",
+        scheme=after.scheme,
+    )
+    return _Placement(placement.partition, tuple(actions), after, (*placement.notes, note))
+
+
 def _back_in_its_place(
     source: PartitionTable, target: PartitionTable, src: Partition, new: Partition
 ) -> bool:
@@ -1030,20 +1098,16 @@ def plan_one_partition(
         image = manifest.image(partition_number)
     except KeyError:
         raise PlanError(f"partition {partition_number} was not stored in the backup") from None
-    table = target.table
-    if table is None:
-        raise PlanError(
-            f"{disk_summary(target.identity)} has no partition table yet; a single partition "
-            "can only go into free space of a disk that has one. Restore the whole disk "
-            "instead, or create a partition table first"
-        )
+    ids = IdSource(id_seed)
+    # An empty disk gets a new table of the backup's kind, holding only this partition.
+    table = target.table or _empty_table(manifest.table, size_lba, ids)
+    fresh_table = target.table is None
     if table.sector_size != ss:
         raise PlanError("the target's partition table uses a different sector size than the disk")
     align_lba = max(1, MiB // ss)
     chain = _ebr_lbas(target, ebr_lbas)
-    regions = tuple(getattr(target, "free", ()) or ()) or free_regions(
-        table, size_lba, ss, ebr_lbas=chain
-    )
+    known_free = () if fresh_table else tuple(getattr(target, "free", ()) or ())
+    regions = known_free or free_regions(table, size_lba, ss, ebr_lbas=chain)
     if region is None:
         region = _first_fitting_region(regions, src.length_lba, align_lba)
         if region is None:
@@ -1063,12 +1127,13 @@ def plan_one_partition(
             f"space from sector {start} holds {human_size(max(room, 0) * ss)}, "
             f"{human_size((need - max(room, 0)) * ss)} too little. Choose a larger free region"
         )
-    ids = IdSource(id_seed)
     taken_guids = {p.gpt_guid for p in table.partitions if p.gpt_guid}
     if table.scheme == "gpt":
         placement = _place_gpt(table, src, start, size_lba, ids, new_ids, taken_guids)
     else:
         placement = _place_mbr(table, src, chosen, start, ebr_lba, chain)
+    if fresh_table:
+        placement = _on_a_fresh_table(placement, size_lba)
     new = placement.partition
     role = image.role
     title = partition_title(new, role, ss)
@@ -1082,8 +1147,13 @@ def plan_one_partition(
     stages = (
         Stage(
             name="table",
-            title="Partition table entry for the new partition",
-            explanation="Only the entry for the new partition is added; every other partition "
+            title="A new partition table, with the new partition"
+            if fresh_table
+            else "Partition table entry for the new partition",
+            explanation="The disk had no partition table; the new one lists only this "
+            "partition."
+            if fresh_table
+            else "Only the entry for the new partition is added; every other partition "
             "and the boot code stay exactly as they are.",
             actions=placement.table_actions,
         ),
@@ -1134,7 +1204,7 @@ def plan_one_partition(
             device=target.device, identity=target.identity,
             table_fingerprint=target.table_fingerprint,
         ),
-        before=table,
+        before=target.table,
         after=placement.after,
         stages=stages,
         warnings=tuple(warnings),

@@ -302,7 +302,7 @@ def test_size_words_only_for_a_whole_disk_job() -> None:
         single = judge(backup, disk, set(), "one-partition")
         assert not any("stays unallocated" in r for r in single.reasons)
         # A one-partition job adds its own free-space blockers; size is a whole-disk one.
-        room = {"no-table", "no-free-space", "no-room"}
+        room = {"table-damaged", "no-free-space", "no-room"}
         assert [b for b in whole.blockers if b.code != "too-small"] == [
             b for b in single.blockers if b.code not in room
         ]

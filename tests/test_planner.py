@@ -321,8 +321,10 @@ def test_one_partition_refusals() -> None:
         plan_one_partition(
             manifest, DIGEST, ARCHIVE, probed(None, GiB, sector_size=4096), 5, 256
         )
-    with pytest.raises(PlanError, match="no partition table yet"):
-        plan_one_partition(manifest, DIGEST, ARCHIVE, probed(None, GiB), 5, 2048)
+    # A disk with no table is no longer refused: it gets a new one (tested on real images
+    # in test_one_partition_blank.py).
+    fresh = plan_one_partition(manifest, DIGEST, ARCHIVE, probed(None, GiB), 5, 2048)
+    assert fresh.before is None and "new-table" in [w.code for w in fresh.warnings]
     full = PartitionTable(
         scheme="msdos", disk_size_lba=4 * GiB // 512, mbr_signature="12345678",
         partitions=tuple(

@@ -151,16 +151,16 @@ def test_one_partition_plans_validate_and_keep_every_other_partition(
                 region.length_lba)
             slot_free = target_table.scheme == "gpt" or region.inside_extended or sum(
                 1 for p in target_table.partitions if p.kind != "logical") < 4
-            # An MBR without entries reads as a blank disk, which has no table to add to.
-            has_table = target.table is not None
-            assert not (fits and slot_free and has_table), "a partition that fits was refused"
+            # An MBR without entries reads as a blank disk: it gets a new table instead.
+            assert not (fits and slot_free), "a partition that fits was refused"
         return
     event(f"planned into {plan.after.scheme}" + (" logical" if any(
         p.kind == "logical" and p not in (target.table.partitions if target.table else ())
         for p in plan.after.partitions) else ""))
     assert validate_plan(plan, size) == []
-    assert target.table is not None and plan.before == target.table
-    new = [p for p in plan.after.partitions if p not in target.table.partitions]
+    assert plan.before == target.table
+    existing = target.table.partitions if target.table is not None else ()
+    new = [p for p in plan.after.partitions if p not in existing]
     assert len(new) == 1 and new[0].start_lba % MIB_LBA == 0
     assert new[0].length_lba == source.partitions[0].length_lba
     written = applied(plan, disk)

@@ -30,7 +30,8 @@ def test_a_blank_disk_and_a_blocked_one_say_so_without_contradiction() -> None:
     manifest = make_manifest(mbr_with_logicals())
     blank = candidate_for(judge(manifest, probed(None, 4 * GiB), set(), "one-partition"))
     assert blank.holds.startswith("Holds now: no partition table")
-    assert blank.blocked and not any("largest free space" in n for n in blank.notes)
-    assert any("a whole-disk restore onto it would work" in b for b in blank.blockers)
-    small = candidate_for(judge(manifest, probed(None, GiB), set(), "one-partition"))
-    assert not any("whole-disk restore" in b for b in small.blockers)
+    assert not blank.blocked  # a new table is made for it
+    assert any("largest free space" in n for n in blank.notes)
+    wiped = candidate_for(judge(manifest, probed(None, 4 * GiB), set(), "one-partition", (2,)))
+    assert wiped.blocked and not any("largest free space" in n for n in wiped.notes)
+    assert any("restore the whole disk instead" in b for b in wiped.blockers)

@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from test_engine_helpers import SECTOR, MemoryArchive, full_disk_plan, sample_source
 from textual.app import App
 from textual.widgets import DataTable, Static
 from tui_support import (
@@ -46,8 +47,9 @@ from restore_tui.screens.end import DoneScreen, FailureScreen
 from restore_tui.screens.job import JobChoice, JobScreen
 from restore_tui.screens.partition import PartitionScreen
 from restore_tui.screens.preview import PreviewScreen, offers_new_ids, wizard_words
-from restore_tui.screens.progress import ProgressScreen
+from restore_tui.screens.progress import Outcome, ProgressScreen, RestoreJob
 from restore_tui.screens.target import TargetScreen
+from restore_tui.writer import CheckedWriter
 
 pytestmark = pytest.mark.asyncio
 SIZE = (80, 24)
@@ -136,8 +138,11 @@ async def test_one_partition_restore_leaves_the_other_partition_alone(demo: Demo
         await pilot.press("down", "enter")  # restore one partition
         target = await pick_target(pilot, spare)
         assert header(target) == "Step 4 of 9 · The target disk"
-        # Only the spare disk has room for a partition of this backup; it is the one offered.
-        assert [c.device for c in target.candidates if c.recommended] == [str(spare)]
+        # Disks with room are offered (the empty ones get a new table); the backed-up
+        # disks, full to the brim, are not.
+        offered = [c.device for c in target.candidates if c.recommended]
+        assert str(spare) in offered and str(demo.new_disk) in offered
+        assert str(demo.windows.path) not in offered
         part = await on_screen(pilot, PartitionScreen)
         assert isinstance(part, PartitionScreen)
         assert header(part) == "Step 5 of 9 · Which partition, and where"
@@ -462,3 +467,215 @@ async def test_planner_warnings_in_wizard_words_never_name_the_command_line(
                     assert "choose “Give the restored disk new identifiers” (key n)" in words
                 else:
                     assert words.startswith("New identifiers:")
+
+
+# -- the progress screen: a stall named, resumed stages done, one percent ----------------
+
+
+class _ProgressOnly(App[None]):
+    """The progress step on its own; ``outcome`` is what it ended with."""
+
+    CSS_PATH = Path(restore_tui.app.__file__).with_name("app.tcss")
+
+    def __init__(self, screen: ProgressScreen) -> None:
+        super().__init__()
+        self.progress_screen = screen
+        self.outcome: Outcome | None = None
+
+    def on_mount(self) -> None:
+        self.push_screen(self.progress_screen, self._ended)
+
+    def _ended(self, outcome: Outcome | None) -> None:
+        self.outcome = outcome
+
+
+class _HeldBackup(MemoryArchive):
+    """A backup whose reading stops once, inside ``pieces()``, in partition 2."""
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.hold = threading.Event()
+        self.release = threading.Event()
+
+    def pieces(self, area, start=0):  # type: ignore[no-untyped-def]
+        for piece in super().pieces(area, start):
+            if area == 2 and not self.hold.is_set():
+                self.hold.set()
+                self.release.wait(WAIT)
+            yield piece
+
+
+class _StallingFlow:
+    """Stands in for the flow: builds an engine on a held backup or target, with a small
+    stall threshold; holds the engine after "moving" until the test looked at the screen."""
+
+    def __init__(self, archive: MemoryArchive, journal: Path) -> None:
+        self.archive = archive
+        self.journal = journal
+        self.moved, self.finish = threading.Event(), threading.Event()
+
+    def engine(self, plan, device, *, journal, progress, cancel, verify):  # type: ignore[no-untyped-def]
+        def hold(event: ProgressEvent) -> None:
+            progress(event)
+            if event.kind == "moving" and not self.moved.is_set():
+                self.moved.set()
+                self.finish.wait(WAIT)
+
+        return RestoreEngine(
+            plan,
+            self.archive,
+            device,
+            journal=journal,
+            journal_location=self.journal,
+            progress=hold,
+            cancel=cancel,
+            verify=verify,
+            stall_seconds=0.3,
+            device_activity=None,
+        )
+
+
+@pytest.mark.parametrize("side", ["backup", "target"])
+async def test_the_progress_screen_names_a_stall_and_clears_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, side: str
+) -> None:
+    disk, table = sample_source()
+    archive = _HeldBackup(disk, table)
+    if side == "backup":
+        release = archive.release
+    else:
+        archive.hold.set()  # the backup reads on; the target stops taking writes
+        release = threading.Event()
+        real_write = CheckedWriter.write
+        p2 = table.partition(2).start_lba * SECTOR
+
+        def write(self: CheckedWriter, offset: int, data: bytes | memoryview) -> None:
+            if offset >= p2 and not release.is_set():
+                release.wait(WAIT)
+            real_write(self, offset, data)
+
+        monkeypatch.setattr(CheckedWriter, "write", write)
+    target = tmp_path / "target.img"
+    target.write_bytes(bytes(len(disk)))
+    plan = full_disk_plan(archive, target, len(disk))
+    flow = _StallingFlow(archive, tmp_path / "journal.json")
+    job = RestoreJob(plan=plan, flow=flow, target_path=str(target))  # type: ignore[arg-type]
+    screen = ProgressScreen(Step(7, 8, "Restoring"), job)
+    app = _ProgressOnly(screen)
+    async with app.run_test(size=SIZE) as pilot:
+        stall = screen.query_one("#stall", Static)
+        assert not stall.display, "a stall is shown before anything stalled"
+        await until(pilot, lambda: stall.has_class("stalled"), "the stall to be shown")
+        words = str(stall.render())
+        assert words.startswith("Nothing has moved for ")
+        if side == "backup":
+            assert "waiting for the disk that holds the backup" in words
+            assert "A USB disk may have gone to sleep, or its cable may be loose" in words
+        else:
+            assert "waiting for the disk being restored" in words
+            assert "It may be failing, or its cable may be loose" in words
+        assert "You can wait, or press Stop safely — the restore continues later from the " \
+            "last checkpoint." in words  # fmt: skip
+        assert stall.display and stall.region.height > 0, "the stall words are not on screen"
+        release.set()
+        await until(pilot, flow.moved.is_set, "bytes to move again")
+        await until(pilot, lambda: not stall.has_class("stalled"), "the stall to clear")
+        assert not stall.display and str(stall.render()) == ""
+        flow.finish.set()
+        await until(pilot, lambda: app.outcome is not None, "the restore to end")
+    assert app.outcome is not None and app.outcome.ok, app.outcome
+
+
+def stop_inside_the_system_stage(demo: DemoSetup) -> int:
+    """Restore the Windows backup onto the new disk and stop it inside stage 3, after a
+    checkpoint part-way through; the engine's overall percent at that checkpoint."""
+    probe = ImageProbe([str(p) for p in demo.disk_images])
+    with open_archive(demo.windows_archive) as arc:
+        target = next(d for d in probe.disks() if d.device == str(demo.new_disk))
+        plan = plan_full_disk(arc.manifest, arc.identity(), str(arc.path), target)
+        cancel = threading.Event()
+        writes = [0]
+        last: list[ProgressEvent] = []
+
+        def progress(event: ProgressEvent) -> None:
+            if event.kind == "checkpoint":
+                last[:] = [event]
+            if event.kind == "write" and event.stage_index == 2:
+                writes[0] += 1
+                if writes[0] == 5:
+                    cancel.set()
+
+        engine = RestoreEngine(
+            plan, arc, str(demo.new_disk), progress=progress, cancel=cancel, verify=True
+        )
+        with pytest.raises(RestoreCancelled):
+            engine.run()
+    assert last and last[0].stage_index == 2 and 0 < last[0].stage_done < last[0].stage_total
+    return last[0].overall_percent
+
+
+async def test_a_resumed_restore_shows_finished_stages_done_and_the_offers_percent(
+    demo: DemoSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped inside stage 3: the offer, the journal and the engine say one percent, and the
+    progress screen starts with stages 1 and 2 done, at that percent."""
+    import re
+
+    import restore_tui.flow as flow_module
+
+    at_stop = stop_inside_the_system_stage(demo)
+    [summary] = find_unfinished([], [demo.folder])
+    assert summary.percent == at_stop
+    record = Journal.load(summary.path).record
+    assert record.done_units is not None and record.total_units is not None
+    assert record.done_units < record.total_units
+
+    first, go_on = threading.Event(), threading.Event()
+    started, finish = threading.Event(), threading.Event()
+    real_engine = flow_module.RestoreEngine
+
+    def held_engine(*args, progress, **kwargs):  # type: ignore[no-untyped-def]
+        def hold(event: ProgressEvent) -> None:
+            if not first.is_set():  # before the screen hears anything from the engine
+                first.set()
+                go_on.wait(WAIT)
+            progress(event)
+            if event.kind == "stage-start" and not started.is_set():
+                started.set()
+                finish.wait(WAIT)
+
+        return real_engine(*args, progress=hold, **kwargs)
+
+    monkeypatch.setattr(flow_module, "RestoreEngine", held_engine)
+    app = wizard(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        choose = await on_screen(pilot, ChooseBackupScreen)
+        label = str(choose.query_one("#resume-0").label)  # type: ignore[attr-defined]
+        offered = re.search(r"(\d+) %", label)
+        assert offered is not None and int(offered.group(1)) == at_stop, label
+        await pilot.press("enter")
+        screen = await on_screen(pilot, ProgressScreen)
+        assert isinstance(screen, ProgressScreen)
+        await until(pilot, first.is_set, "the resumed engine's first report")
+        await pilot.pause()
+        # What the screen shows before the engine said anything.
+        lines = str(screen.query_one("#stages", Static).render()).splitlines()
+        assert len(lines) == 3
+        assert lines[0].startswith(" ✓ 1.") and lines[0].endswith("done, checked"), lines
+        assert lines[1].startswith(" ✓ 2.") and lines[1].endswith("done, checked"), lines
+        assert lines[2].startswith(" ▶ 3.") and "waiting" not in lines[2], lines
+        overall = screen.query_one("#overall-label", Static)
+        assert str(overall.render()) == f"Overall: {at_stop} %"
+        go_on.set()
+        await until(pilot, started.is_set, "the system stage to start again")
+        await until(pilot, lambda: screen.current == 2, "the screen to hear of it")
+        await pilot.pause()
+        lines = str(screen.query_one("#stages", Static).render()).splitlines()
+        assert [line[:3] for line in lines] == [" ✓ ", " ✓ ", " ▶ "]
+        assert str(overall.render()) == f"Overall: {at_stop} %"
+        finish.set()
+        done = await on_screen(pilot, DoneScreen)
+        await pilot.press("enter")
+    assert app.return_value == 0
+    assert isinstance(done, DoneScreen)
+    assert_full_restore(demo.new_disk, demo.windows_archive)
