@@ -140,6 +140,7 @@ class RestoreWizard(App[int]):
         self.archive: Archive | None = None
         self.plan: Plan | None = None
         self.outcome: Outcome | None = None
+        self._release: Callable[[], None] | None = None
         #: the unfinished restore of the chosen backup, if any
         self.unfinished: Journal | None = None
 
@@ -161,6 +162,15 @@ class RestoreWizard(App[int]):
             self.notify("Stopping safely at the next checkpoint; the restore can be resumed.")
             return
         self.exit(1)
+
+    def release_archive(self) -> None:
+        """Close the chosen backup and unmount what was mounted to read it (once)."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+        elif self.archive is not None:
+            self.archive.close()
+        self.archive = None
 
     def busy(self, text: str) -> None:
         self.query_one("#busy", Static).update(text)
@@ -190,6 +200,7 @@ class RestoreWizard(App[int]):
                         initial_path=initial,
                         error=choose_error,
                         dry_run=opts.dry_run,
+                        probe=opts.probe,
                     )
                 )
                 if isinstance(choice, ResumeChosen):
@@ -200,10 +211,13 @@ class RestoreWizard(App[int]):
                     return
                 assert isinstance(choice, BackupChosen)
                 archive = choice.archive
+                # A backup found on an unmounted partition keeps it mounted (read-only)
+                # until released.
+                self._release = choice.cleanup
             self.archive = archive
             code = await self._with_archive(archive)
             if code is None:  # the person went back to choosing a backup
-                archive.close()
+                self.release_archive()
                 archive = None
                 initial = None
                 choose_error = None
@@ -505,5 +519,8 @@ def run_wizard(options: WizardOptions) -> int:
             "in scripts, or `restore-tui demo --no-tui` for the walk-through as text"
         )
     app = RestoreWizard(options)
-    result = app.run()
+    try:
+        result = app.run()
+    finally:
+        app.release_archive()
     return int(result if result is not None else 1)
