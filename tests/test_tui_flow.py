@@ -562,27 +562,33 @@ async def test_the_progress_screen_names_a_stall_and_clears_it(
     job = RestoreJob(plan=plan, flow=flow, target_path=str(target))  # type: ignore[arg-type]
     screen = ProgressScreen(Step(7, 8, "Restoring"), job)
     app = _ProgressOnly(screen)
-    async with app.run_test(size=SIZE) as pilot:
-        stall = screen.query_one("#stall", Static)
-        assert not stall.display, "a stall is shown before anything stalled"
-        await until(pilot, lambda: stall.has_class("stalled"), "the stall to be shown")
-        words = str(stall.render())
-        assert words.startswith("Nothing has moved for ")
-        if side == "backup":
-            assert "waiting for the disk that holds the backup" in words
-            assert "A USB disk may have gone to sleep, or its cable may be loose" in words
-        else:
-            assert "waiting for the disk being restored" in words
-            assert "It may be failing, or its cable may be loose" in words
-        assert "You can wait, or press Stop safely — the restore continues later from the " \
-            "last checkpoint." in words  # fmt: skip
-        assert stall.display and stall.region.height > 0, "the stall words are not on screen"
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            stall = screen.query_one("#stall", Static)
+            assert not stall.display, "a stall is shown before anything stalled"
+            await until(pilot, lambda: stall.has_class("stalled"), "the stall to be shown")
+            words = str(stall.render())
+            assert words.startswith("Nothing has moved for ")
+            if side == "backup":
+                assert "waiting for the disk that holds the backup" in words
+                assert "A USB disk may have gone to sleep, or its cable may be loose" in words
+            else:
+                assert "waiting for the disk being restored" in words
+                assert "It may be failing, or its cable may be loose" in words
+            assert words.endswith(
+                "You can wait, or press Stop safely — the restore continues later from the "
+                "last checkpoint."
+            )
+            assert stall.display and stall.region.height > 0, "the stall words are not on screen"
+            release.set()
+            await until(pilot, flow.moved.is_set, "bytes to move again")
+            await until(pilot, lambda: not stall.has_class("stalled"), "the stall to clear")
+            assert not stall.display and str(stall.render()) == ""
+            flow.finish.set()
+            await until(pilot, lambda: app.outcome is not None, "the restore to end")
+    finally:  # a failed check must not leave the engine held
         release.set()
-        await until(pilot, flow.moved.is_set, "bytes to move again")
-        await until(pilot, lambda: not stall.has_class("stalled"), "the stall to clear")
-        assert not stall.display and str(stall.render()) == ""
         flow.finish.set()
-        await until(pilot, lambda: app.outcome is not None, "the restore to end")
     assert app.outcome is not None and app.outcome.ok, app.outcome
 
 
@@ -648,34 +654,38 @@ async def test_a_resumed_restore_shows_finished_stages_done_and_the_offers_perce
 
     monkeypatch.setattr(flow_module, "RestoreEngine", held_engine)
     app = wizard(demo)
-    async with app.run_test(size=SIZE) as pilot:
-        choose = await on_screen(pilot, ChooseBackupScreen)
-        label = str(choose.query_one("#resume-0").label)  # type: ignore[attr-defined]
-        offered = re.search(r"(\d+) %", label)
-        assert offered is not None and int(offered.group(1)) == at_stop, label
-        await pilot.press("enter")
-        screen = await on_screen(pilot, ProgressScreen)
-        assert isinstance(screen, ProgressScreen)
-        await until(pilot, first.is_set, "the resumed engine's first report")
-        await pilot.pause()
-        # What the screen shows before the engine said anything.
-        lines = str(screen.query_one("#stages", Static).render()).splitlines()
-        assert len(lines) == 3
-        assert lines[0].startswith(" ✓ 1.") and lines[0].endswith("done, checked"), lines
-        assert lines[1].startswith(" ✓ 2.") and lines[1].endswith("done, checked"), lines
-        assert lines[2].startswith(" ▶ 3.") and "waiting" not in lines[2], lines
-        overall = screen.query_one("#overall-label", Static)
-        assert str(overall.render()) == f"Overall: {at_stop} %"
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            choose = await on_screen(pilot, ChooseBackupScreen)
+            label = str(choose.query_one("#resume-0").label)  # type: ignore[attr-defined]
+            offered = re.search(r"(\d+) %", label)
+            assert offered is not None and int(offered.group(1)) == at_stop, label
+            await pilot.press("enter")
+            screen = await on_screen(pilot, ProgressScreen)
+            assert isinstance(screen, ProgressScreen)
+            await until(pilot, first.is_set, "the resumed engine's first report")
+            await pilot.pause()
+            # What the screen shows before the engine said anything.
+            lines = str(screen.query_one("#stages", Static).render()).splitlines()
+            assert len(lines) == 3
+            assert lines[0].startswith(" ✓ 1.") and lines[0].endswith("done, checked"), lines
+            assert lines[1].startswith(" ✓ 2.") and lines[1].endswith("done, checked"), lines
+            assert lines[2].startswith(" ▶ 3.") and "waiting" not in lines[2], lines
+            overall = screen.query_one("#overall-label", Static)
+            assert str(overall.render()) == f"Overall: {at_stop} %"
+            go_on.set()
+            await until(pilot, started.is_set, "the system stage to start again")
+            await until(pilot, lambda: screen.current == 2, "the screen to hear of it")
+            await pilot.pause()
+            lines = str(screen.query_one("#stages", Static).render()).splitlines()
+            assert [line[:3] for line in lines] == [" ✓ ", " ✓ ", " ▶ "]
+            assert str(overall.render()) == f"Overall: {at_stop} %"
+            finish.set()
+            done = await on_screen(pilot, DoneScreen)
+            await pilot.press("enter")
+    finally:  # a failed check must not leave the engine held
         go_on.set()
-        await until(pilot, started.is_set, "the system stage to start again")
-        await until(pilot, lambda: screen.current == 2, "the screen to hear of it")
-        await pilot.pause()
-        lines = str(screen.query_one("#stages", Static).render()).splitlines()
-        assert [line[:3] for line in lines] == [" ✓ ", " ✓ ", " ▶ "]
-        assert str(overall.render()) == f"Overall: {at_stop} %"
         finish.set()
-        done = await on_screen(pilot, DoneScreen)
-        await pilot.press("enter")
     assert app.return_value == 0
     assert isinstance(done, DoneScreen)
     assert_full_restore(demo.new_disk, demo.windows_archive)

@@ -2,7 +2,11 @@
 
 Stages are listed done / now / waiting, with bars for the stage and the whole job,
 throughput, time left, and each checkpoint as it is saved. "Stop safely" asks the
-engine to stop at the next slice, which leaves a checkpoint to resume from.
+engine to stop at the next slice, which leaves a checkpoint to resume from. When no
+byte moves for a while the screen says so, and which disk is not answering.
+
+A resumed restore shows the stages an earlier run finished as done from the start, and
+the percent the journal recorded, which is the one the resume offer showed.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from restore_tui.engine import EngineError, ProgressEvent, RestoreCancelled
 from restore_tui.errors import UserError
 from restore_tui.flow import Flow
 from restore_tui.journal import Journal
+from restore_tui.progress import percent, stall_words
 from restore_tui.screens.common import (
     TERMS,
     Step,
@@ -41,6 +46,10 @@ from restore_tui.screens.common import (
 # Byte-progress events arrive per slice; the screen needs ten a second at most.
 REFRESH_SECONDS = 0.1
 MAX_CHECKPOINT_LINES = 4
+#: what one can do while nothing moves, in the wizard's words
+STALL_WHAT_NOW = (
+    "You can wait, or press Stop safely — the restore continues later from the last checkpoint."
+)
 
 
 @dataclass
@@ -72,6 +81,20 @@ class Outcome:
 class ProgressScreen(Screen[Outcome]):
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "stop", "Stop safely")]
 
+    DEFAULT_CSS = """
+    ProgressScreen #stall {
+        display: none;
+        height: auto;
+        margin-top: 1;
+        padding: 0 1;
+        border-left: thick $warning;
+        color: $warning;
+    }
+    ProgressScreen #stall.stalled {
+        display: block;
+    }
+    """
+
     class Event(Message):
         def __init__(self, event: ProgressEvent) -> None:
             super().__init__()
@@ -92,6 +115,20 @@ class ProgressScreen(Screen[Outcome]):
         self.done_stages: list[str] = []
         self.checkpoints: list[str] = []
         self.journal_path: str | None = str(job.journal.path) if job.journal else None
+        self.stalled: ProgressEvent | None = None  # the last "stalled", until bytes move
+        # Where the last checkpoint left it (a resume): (done, total) in the engine's units.
+        self.overall: tuple[int, int] | None = None
+        if job.journal is not None:
+            record = job.journal.record
+            self.done_stages = list(record.completed_stages)
+            names = [stage.name for stage in job.plan.stages]
+            going_on = [n for n in names if n not in self.done_stages]
+            if record.current_stage in names:
+                self.current = names.index(record.current_stage)
+            elif going_on:
+                self.current = names.index(going_on[0])
+            if record.done_units is not None and record.total_units:
+                self.overall = (record.done_units, record.total_units)
 
     def compose(self) -> ComposeResult:
         plan = self.job.plan
@@ -103,11 +140,14 @@ class ProgressScreen(Screen[Outcome]):
         )
         with VerticalScroll(id="body"):
             yield Static(self._stage_lines(), id="stages")
-            yield Label("This stage:", classes="section")
-            yield ProgressBar(id="stage-bar", show_eta=False)
-            yield Label("Overall:", classes="section")
-            yield ProgressBar(id="overall-bar", show_eta=False)
+            # The percents are the labels' (the one way of rounding, as the resume offer
+            # and the command line have it), not the bars' own.
+            yield Label("This stage:", id="stage-label", classes="section")
+            yield ProgressBar(id="stage-bar", show_eta=False, show_percentage=False)
+            yield Label(self._overall_words(), id="overall-label", classes="section")
+            yield ProgressBar(id="overall-bar", show_eta=False, show_percentage=False)
             yield Static("Starting…", id="rate")
+            yield Static("", id="stall")
             yield Static("", id="checkpoints")
         with Horizontal(classes="buttons"):
             yield Button("Stop safely", id="stop")
@@ -116,7 +156,15 @@ class ProgressScreen(Screen[Outcome]):
     def on_mount(self) -> None:
         self.running = True
         self.query_one("#stop", Button).focus()
+        if self.overall is not None:
+            done, total = self.overall
+            self.query_one("#overall-bar", ProgressBar).update(total=total, progress=done)
         self.run_engine()
+
+    def _overall_words(self) -> str:
+        if self.overall is None:
+            return "Overall:"
+        return f"Overall: {percent(*self.overall)} %"
 
     def _stage_lines(self) -> str:
         lines = []
@@ -186,8 +234,17 @@ class ProgressScreen(Screen[Outcome]):
             self.journal_path = e.journal_path
         if e.stage_index >= 0:
             self.current = e.stage_index
-        if e.kind == "stage-done" and e.stage_name and e.stage_name not in self.done_stages:
+        if (
+            e.kind in ("stage-done", "stage-already-done")
+            and e.stage_name
+            and e.stage_name not in self.done_stages
+        ):
             self.done_stages.append(e.stage_name)
+        if e.kind == "stalled":
+            self.stalled = e
+        elif self.stalled is not None and e.kind in ("moving", "write", "verify"):
+            self.stalled = None
+        self._show_stall()
         # The checkpoint at a stage's end is followed by its "stage-done": one line for both.
         stage_end = e.kind == "checkpoint" and e.stage_done >= e.stage_total
         if e.kind == "stage-done" or (e.kind == "checkpoint" and not stage_end):
@@ -207,8 +264,13 @@ class ProgressScreen(Screen[Outcome]):
         self.query_one("#overall-bar", ProgressBar).update(
             total=max(1, e.overall_total), progress=e.overall_done
         )
-        doing = "Checking what was written" if e.kind == "verify" else "Writing"
-        if e.kind in ("write", "verify"):
+        if e.stage_index >= 0:
+            self.query_one("#stage-label", Label).update(f"This stage: {e.stage_percent} %")
+        if e.stage_index >= 0 or self.overall is None:
+            self.overall = (e.overall_done, e.overall_total)
+            self.query_one("#overall-label", Label).update(self._overall_words())
+        doing = {"verify": "Checking what was written", "stalled": "Waiting"}.get(e.kind, "Writing")
+        if e.kind in ("write", "verify", "stalled"):
             self.query_one("#rate", Static).update(
                 f"{doing} · {human_size(e.overall_done)} of {human_size(e.overall_total)} · "
                 f"{human_rate(e.rate_bytes_s)} · time left: {human_duration(e.eta_s)}"
@@ -217,6 +279,16 @@ class ProgressScreen(Screen[Outcome]):
             self.query_one("#rate", Static).update(
                 f"Starting stage {e.stage_number}: {e.stage_title}"
             )
+
+    def _show_stall(self) -> None:
+        stall = self.query_one("#stall", Static)
+        e = self.stalled
+        if e is None or e.waiting_on is None:
+            stall.remove_class("stalled")
+            stall.update("")
+            return
+        stall.update(stall_words(e.waiting_on, e.stalled_s or 0.0, STALL_WHAT_NOW))
+        stall.add_class("stalled")
 
     @on(Finished)
     def _finished(self, message: Finished) -> None:
@@ -233,6 +305,12 @@ class ProgressScreen(Screen[Outcome]):
             return
         self.cancel.set()
         self.query_one("#stop", Button).disabled = True
-        self.query_one("#rate", Static).update(
-            "Stopping at the next safe point and saving a checkpoint… " + TERMS["checkpoint"]
-        )
+        words = "Stopping at the next safe point and saving a checkpoint… " + TERMS["checkpoint"]
+        if self.stalled is not None:
+            # The engine is stuck in a read or a write: it stops when that call returns.
+            words += (
+                " The disk is not answering, so this can take long. If it does not stop, it "
+                "is safe to switch the computer off: the restore continues from the last "
+                "checkpoint."
+            )
+        self.query_one("#rate", Static).update(words)
