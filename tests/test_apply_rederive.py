@@ -159,3 +159,36 @@ def test_resume_after_a_finished_restore_names_the_disk_it_went_onto(
     out = capsys.readouterr().out
     assert f"The last restore of this backup, onto the disk image {onto}, finished" in out
     assert "nothing to resume" in out
+
+
+def test_restore_never_says_restored_unless_the_record_says_finished(
+    saved: tuple[Path, Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An engine that returns early (a stop that slipped through) is not a finished restore."""
+    from restore_tui.engine import RestoreEngine
+
+    archive, _spare, _plan = saved
+    local = tmp_path / archive.name
+    shutil.copyfile(archive, local)
+    onto = tmp_path / "restored.img"
+    sample.build_blank(onto, 64)
+    monkeypatch.setattr(RestoreEngine, "run", _run_without_finishing)
+    code = main(["restore", str(local), "--target", str(onto), "--yes"])
+    captured = capsys.readouterr()
+    assert code == 1 and "Restored onto" not in captured.out
+    assert "stopped before the end" in captured.err and "restore-tui resume" in captured.err
+
+
+def _run_without_finishing(self) -> None:  # type: ignore[no-untyped-def]
+    """What a cancelled engine that forgot to raise would do: a journal, not finished."""
+    from restore_tui.journal import Journal
+
+    self.journal = Journal.create(
+        self.plan,
+        archive_path=self.archive.path,
+        target_path=self.target_path,
+        target_identity=self.target_identity,
+    )

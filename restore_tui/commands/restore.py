@@ -342,6 +342,13 @@ def execute(
         if engine.journal is not None:
             raise EngineError(f"{exc} (progress record: {engine.journal.path})") from exc
         raise
+    if engine.journal is None or not engine.journal.record.finished:
+        # Only the record says the restore is complete: never claim it otherwise.
+        raise EngineError(
+            f"the restore onto {disk.headline} stopped before the end; the disk is not usable "
+            "until it is finished",
+            resumable=True,
+        )
     print(f"Restored onto {disk.headline} ({disk.device}).")
     if engine.journal is not None:
         print(f"The record of this restore is kept in {engine.journal.path}.")
