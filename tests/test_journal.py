@@ -204,3 +204,74 @@ def test_a_real_tmpfs_is_recognised() -> None:
     if fstypes != {"tmpfs"}:
         pytest.skip("/dev/shm is not a tmpfs on this machine")
     assert lost_at_restart(shm / "x.restore-journal.json") is not None
+
+
+def test_every_checkpoint_records_the_percent_the_engine_showed(tmp_path: Path) -> None:
+    """A partition that stores only part of itself: by plan bytes a stop looks much less
+    done than by what really moved. The record carries the engine's units, so the resume
+    offer says the percent the progress lines and screen said at that checkpoint."""
+    disk, table = sample_source(size=4 * 1024 * 1024, seed=22)
+    p2 = table.partition(2)
+    lo = p2.start_lba * 512
+    archive = MemoryArchive(
+        disk, table, stored={2: [(lo, lo + 600_000)]}, path=tmp_path / "backup.rtui"
+    )
+    target = tmp_path / "target.img"
+    target.write_bytes(bytes(len(disk)))
+    plan = full_disk_plan(archive, target, len(disk))
+    cancel = threading.Event()
+    checkpoints: list[ProgressEvent] = []
+
+    def progress(e: ProgressEvent) -> None:
+        if e.kind == "checkpoint":
+            checkpoints.append(e)
+        if e.kind == "write" and e.stage_name == "partition-2" and e.stage_done >= 300_000:
+            cancel.set()
+
+    with pytest.raises(RestoreCancelled):
+        RestoreEngine(
+            plan, archive, str(target), cancel=cancel, progress=progress, checkpoint_seconds=0.0
+        ).run()
+    journal = find_for_archive(archive.path)
+    assert journal is not None
+    record, last = journal.record, checkpoints[-1]
+    assert (record.done_units, record.total_units) == (last.overall_done, last.overall_total)
+    assert journal.summary().percent == last.overall_percent
+    # The old way (plan byte lengths) gave another number: the bug this replaces.
+    by_length = record.bytes_done() * 100 // sum(s.bytes_to_write for s in plan.stages)
+    assert by_length != last.overall_percent
+
+    # A resumed engine starts from that same number, before it writes anything.
+    first: list[ProgressEvent] = []
+    resumed = RestoreEngine(plan, archive, str(target), journal=journal, progress=first.append)
+    resumed.run()
+    assert first[0].overall_percent == last.overall_percent
+    assert [e.stage_name for e in first if e.kind == "stage-already-done"] == [
+        "table",
+        "partition-1",
+    ]
+    assert first[-1].kind == "finished"
+    assert Journal.load(journal.path).record.done_units == resumed.overall_total
+
+
+def test_a_record_without_progress_units_still_loads(plan_and_target, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Records written before the units were kept: loaded, and their percent from plan bytes."""
+    plan, archive, target = plan_and_target
+    journal = Journal.create(
+        plan,
+        archive_path=archive.path,
+        target_path=str(target),
+        target_identity=plan.target.identity,
+    )
+    journal.save(completed_stages=("table",), current_stage="partition-1")
+    old = json.loads(journal.path.read_text())
+    for key in ("done_units", "total_units"):
+        old.pop(key, None)
+    assert old["journal_version"] == 1
+    journal.path.write_text(json.dumps(old))
+    loaded = Journal.load(journal.path)
+    assert loaded.record.done_units is None and loaded.record.total_units is None
+    total = sum(s.bytes_to_write for s in plan.stages)
+    assert loaded.summary().percent == loaded.record.bytes_done() * 100 // total
+    loaded.save(done_units=30, total_units=40)
+    assert Journal.load(journal.path).summary().percent == 75

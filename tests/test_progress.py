@@ -6,7 +6,14 @@ import io
 
 import pytest
 
-from restore_tui.progress import ProgressPrinter, RateMeter, describe, human_duration
+from restore_tui.progress import (
+    ProgressPrinter,
+    RateMeter,
+    describe,
+    human_duration,
+    percent,
+    rough_duration,
+)
 
 MiB = 1024 * 1024
 
@@ -99,3 +106,20 @@ def test_no_estimate_from_a_first_instant() -> None:
     quick.update(0, now=0.0)
     done = quick.update(1000, now=0.5)
     assert done.rate_bytes_s == 2000 and done.eta_s == 0.0
+
+
+def test_one_percent_rounding_for_every_front_end() -> None:
+    """Rounded down, 100 only when all is done: nearly finished never reads as finished."""
+    assert percent(0, 200) == 0
+    assert percent(55, 100) == 55
+    assert percent(2759, 10000) == 27  # not 28, as a rounding progress bar would say
+    assert percent(999, 1000) == 99
+    assert percent(1000, 1000) == 100
+    assert percent(0, 0) == 100  # nothing to do is done
+
+
+def test_rough_duration_for_a_stall() -> None:
+    assert rough_duration(0.3) == "0 s"
+    assert rough_duration(45) == "45 s"
+    assert rough_duration(125) == "2 min"
+    assert rough_duration(2 * 3600 + 300) == "2 h 05 min"
