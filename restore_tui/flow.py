@@ -326,19 +326,23 @@ class Flow:
         resuming = journal is not None and journal.plan_digest == plan.digest()
         passed = ROOM_CODES if resuming and journal and journal.started_writing else frozenset()
         out = [b for b in self.judge(disk, plan.job).blockers if b.code not in passed]
-        out += [
-            notice("other-disk", f"this is not the disk the plan was made for: {d}", detail=d)
-            for d in identity_differences(plan.target.identity, disk.identity)
-        ]
+        # One sentence for all the facts that differ, not one per fact.
+        differ = identity_differences(plan.target.identity, disk.identity)
         if journal is not None:
-            out += [
-                notice(
-                    "other-journal-disk",
-                    f"this is not the disk the interrupted restore was writing to: {d}",
-                    detail=d,
-                )
+            differ += [
+                d
                 for d in identity_differences(journal.target_identity, disk.identity)
+                if d not in differ
             ]
+        if differ:
+            whose = "the interrupted restore was writing to" if journal else "the plan was made for"
+            out.append(
+                notice(
+                    "other-disk",
+                    f"this is not the disk {whose}: {'; '.join(differ)}",
+                    detail="; ".join(differ),
+                )
+            )
         extents = plan.write_extents()
         if extents and extents[-1][1] > disk.identity.size_bytes:
             out.append(

@@ -114,15 +114,20 @@ def confirm(
         raise UserError("not confirmed; nothing was written")
 
 
-def show_plan(plan: Plan, disk: ProbedDisk, out: TextIO) -> None:
+def show_plan(plan: Plan, disk: ProbedDisk, out: TextIO, journal: Journal | None = None) -> None:
+    """The plan in short; when continuing, what is done and what is left instead of what
+    the disk held before the restore began (it holds half of the backup now)."""
     out.write(f"Target: {disk.headline}\n        {disk.device_note}\n")
-    if plan.erases:
-        out.write(f"What is replaced: {plan.erases}\n")
-    for warning in plan.warnings:
-        out.write(f"Note: {warning.text}\n")
+    done = set(journal.record.completed_stages) if journal is not None else set()
+    if journal is None:
+        if plan.erases:
+            out.write(f"What is replaced: {plan.erases}\n")
+        for warning in plan.warnings:
+            out.write(f"Note: {warning.text}\n")
     out.write("Stages (a checkpoint after each):\n")
     for i, stage in enumerate(plan.stages, 1):
-        out.write(f"  {i}. {stage.title}\n")
+        mark = " (done)" if stage.name in done else ""
+        out.write(f"  {i}. {stage.title}{mark}\n")
 
 
 # -- progress ----------------------------------------------------------------------------
@@ -323,7 +328,7 @@ def execute(
     if reasons:
         raise Refused(disk, reasons)
     out = sys.stderr
-    show_plan(plan, disk, out)
+    show_plan(plan, disk, out, journal)
     confirm(disk, plan.job, what, yes=args.yes)
     engine = flow.engine(
         plan,
