@@ -192,3 +192,29 @@ def _run_without_finishing(self) -> None:  # type: ignore[no-untyped-def]
         target_path=self.target_path,
         target_identity=self.target_identity,
     )
+
+
+def test_a_disk_that_differs_in_several_facts_is_refused_in_one_sentence(
+    saved: tuple[Path, Path, Path],
+) -> None:
+    from archive import open_archive
+    from layout.plan import PlanChoices
+    from layout.probe import ImageProbe
+    from restore_tui.flow import Flow
+
+    archive, spare, _plan = saved
+    with open_archive(archive) as arc:
+        flow = Flow(arc, ImageProbe([str(spare)]))
+        disk = flow.disk(str(spare))
+        plan = flow.plan(disk, PlanChoices(job="one-partition", partition=1))
+        other = disk.model_copy(
+            update={
+                "identity": disk.identity.model_copy(
+                    update={"model": "Other disk", "size_bytes": disk.identity.size_bytes * 2}
+                )
+            }
+        )
+        reasons = flow.refusals(plan, other)
+    (said,) = [r for r in reasons if r.code == "other-disk"]
+    assert said.text.count("this is not the disk") == 1
+    assert "it is a Other disk" in said.text and "the plan is for" in said.text
