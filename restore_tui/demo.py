@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from archive.backup import backup
+from restore_tui.journal import JOURNAL_SUFFIX
 from restore_tui.sample import (
     MIB_LBA,
     SampleDisk,
@@ -63,8 +64,21 @@ class DemoSetup:
 def build_demo(
     folder: Path, *, size_mib: int = SAMPLE_MIB, say: Callable[[str], None] = lambda _m: None
 ) -> DemoSetup:
-    """Build the sample disks, back them up, and make scratch targets inside ``folder``."""
+    """Build the sample disks, back them up, and make scratch targets inside ``folder``.
+
+    Everything is built anew, so a restore record left in the folder by an earlier run
+    would offer to resume onto disks that are no longer what it wrote: it is removed,
+    and said so.
+    """
     folder.mkdir(parents=True, exist_ok=True)
+    old_records = sorted(folder.glob("*" + JOURNAL_SUFFIX))
+    for record in old_records:
+        record.unlink()
+    if old_records:
+        say(
+            "the disks are built anew, so the unfinished restore recorded here was removed "
+            "(this demo starts afresh)"
+        )
     say("building a Windows-like disk (MBR: System Reserved + Windows)…")
     windows = build_windows_mbr(folder / "windows-pc-disk.img", size_mib)
     say("building a Linux laptop disk (GPT: EFI System, root, data)…")

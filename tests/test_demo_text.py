@@ -23,3 +23,18 @@ def test_demo_walk_through_as_text(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "Nothing was written" in out
     images = sorted(folder.glob("*.img"))
     assert len(images) == 5 and len(sorted(folder.glob("*.rtui"))) == 2
+
+
+def test_a_rebuilt_demo_folder_does_not_offer_a_stale_resume(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`demo --folder DIR` again rebuilds the disks: a restore record left there would
+    offer to resume onto disks it never wrote, so it goes, and the demo says so."""
+    folder = tmp_path / "demo"
+    assert main(["demo", "--no-tui", "--folder", str(folder)]) == 0
+    stale = folder / "windows-pc.rtui.restore-journal.json"
+    stale.write_text("{}")
+    capsys.readouterr()
+    assert main(["demo", "--no-tui", "--folder", str(folder)]) == 0
+    assert not stale.exists()
+    assert "this demo starts afresh" in capsys.readouterr().err
