@@ -288,7 +288,9 @@ class ProgressScreen(Screen[Outcome]):
             stall.update("")
             return
         stall.update(stall_words(e.waiting_on, e.stalled_s or 0.0, STALL_WHAT_NOW))
-        stall.add_class("stalled")
+        if not stall.has_class("stalled"):
+            stall.add_class("stalled")
+            stall.scroll_visible()  # many stages on a small console: bring it into view
 
     @on(Finished)
     def _finished(self, message: Finished) -> None:
