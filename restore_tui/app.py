@@ -141,8 +141,6 @@ class RestoreWizard(App[int]):
         self.plan: Plan | None = None
         self.outcome: Outcome | None = None
         self._release: Callable[[], None] | None = None
-        #: the unfinished restore of the chosen backup, if any
-        self.unfinished: Journal | None = None
 
     def compose(self) -> ComposeResult:
         with Vertical(id="busy-box"):
@@ -249,7 +247,6 @@ class RestoreWizard(App[int]):
                 code = await self._resume(ResumeOffer(summary.describe(), summary))
                 if code is not None:
                     return code
-        self.unfinished = unfinished
         while True:
             seen = await self.push_screen_wait(
                 BackupScreen(early_step("The backup"), archive, dry_run=opts.dry_run)
@@ -305,8 +302,11 @@ class RestoreWizard(App[int]):
                 return code
 
     def _candidates(self, archive: Archive, job: JobChoice) -> list[TargetCandidate]:
-        record = self.unfinished.record if self.unfinished is not None else None
-        return [candidate_for(m, record) for m in self._flow(archive).candidates(job.kind)]
+        flow = self._flow(archive)
+        # Looked up each time: a restore stopped a moment ago marks its disk too.
+        unfinished = flow.unfinished(self.options.journal_dirs)
+        record = unfinished.record if unfinished is not None else None
+        return [candidate_for(m, record) for m in flow.candidates(job.kind)]
 
     def _flow(self, archive: Archive) -> Flow:
         return Flow(archive, self._probe())
@@ -407,7 +407,7 @@ class RestoreWizard(App[int]):
         )
         return self._flow(archive).plan(target.disk, choices)
 
-    async def _run_restore(self, job: RestoreJob, steps: Sequence[str]) -> int:
+    async def _run_restore(self, job: RestoreJob, steps: Sequence[str]) -> int | None:
         outcome = await self.push_screen_wait(ProgressScreen(step_of(steps, "Restoring"), job))
         self.outcome = outcome
         if outcome.ok:
@@ -415,8 +415,9 @@ class RestoreWizard(App[int]):
                 DoneScreen(step_of(steps, "Done"), job, outcome, next_steps=self.options.next_steps)
             )
             return 0
-        await self.push_screen_wait(FailureScreen(job, outcome))
-        return 1
+        after = await self.push_screen_wait(FailureScreen(job, outcome))
+        # "Choose the disk again": back to the target step (or, when resuming, to step 1).
+        return None if after == "start-over" else 1
 
     async def _resume(self, offer: ResumeOffer) -> int | None:
         summary = offer.payload

@@ -62,3 +62,59 @@ async def test_starting_over_marks_the_half_restored_disk(demo: DemoSetup) -> No
         (half,) = [c for c in target.candidates if any("half restored" in n for n in c.notes)]
         assert half.device == str(demo.new_disk)
         await pilot.press("ctrl+q")
+
+
+async def test_a_stopped_restore_is_no_dead_end(
+    demo: DemoSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stopped screen offers to choose the disk again; the list is read anew and the
+    half-restored disk is marked there."""
+    import threading
+
+    from test_tui_flow import pick_target
+
+    import restore_tui.flow as flow_module
+    from restore_tui.engine import ProgressEvent
+    from restore_tui.screens.confirm import ConfirmScreen
+    from restore_tui.screens.end import FailureScreen
+    from restore_tui.screens.preview import PreviewScreen
+    from restore_tui.screens.progress import ProgressScreen
+
+    reached, release = threading.Event(), threading.Event()
+    real_engine = flow_module.RestoreEngine
+
+    def held_engine(*args, progress, **kwargs):  # type: ignore[no-untyped-def]
+        def hold(event: ProgressEvent) -> None:
+            progress(event)
+            if event.kind == "write" and event.stage_index == 2 and not reached.is_set():
+                reached.set()
+                release.wait(30)
+
+        return real_engine(*args, progress=hold, **kwargs)
+
+    monkeypatch.setattr(flow_module, "RestoreEngine", held_engine)
+    app = wizard(demo, archive_path=str(demo.windows_archive))
+    async with app.run_test(size=SIZE) as pilot:
+        backup = await on_screen(pilot, BackupScreen)
+        backup.query_one("#next").press()  # type: ignore[attr-defined]
+        await on_screen(pilot, JobScreen)
+        await pilot.press("enter")
+        await pick_target(pilot, demo.new_disk)
+        await on_screen(pilot, PreviewScreen)
+        await pilot.press("enter")
+        confirm = await on_screen(pilot, ConfirmScreen)
+        assert isinstance(confirm, ConfirmScreen)
+        await pilot.press(*confirm.wanted.word, "enter")
+        await on_screen(pilot, ProgressScreen)
+        while not reached.is_set():
+            await pilot.pause(0.05)
+        await pilot.press("escape")
+        release.set()
+        failure = await on_screen(pilot, FailureScreen)
+        assert "restore-tui resume" not in screen_text(failure)
+        failure.query_one("#start-over").press()  # type: ignore[attr-defined]
+        target = await on_screen(pilot, TargetScreen)
+        assert isinstance(target, TargetScreen)
+        (half,) = [c for c in target.candidates if any("half restored" in n for n in c.notes)]
+        assert half.device == str(demo.new_disk)
+        await pilot.press("ctrl+q")

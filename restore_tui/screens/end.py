@@ -4,7 +4,7 @@ restore stopped, what happened, what is safe, and how to continue.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from textual import on
 from textual.app import ComposeResult
@@ -112,8 +112,12 @@ class DoneScreen(Screen[None]):
         self.dismiss(None)
 
 
-class FailureScreen(Screen[None]):
-    """The restore stopped (a failure, or the person stopped it)."""
+FailureResult = Literal["close", "start-over"]
+
+
+class FailureScreen(Screen[FailureResult]):
+    """The restore stopped (a failure, or the person stopped it): what happened, what is
+    safe, and what can be done now — never a dead end."""
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close", "Close")]
 
@@ -162,8 +166,15 @@ class FailureScreen(Screen[None]):
                 f"starting over. {where}",
                 id="how-to-resume",
             )
+            yield Static(
+                "Or choose the disk again now (“Choose the disk again”): the disk list is read "
+                "anew, so a disk that was unplugged or a cable that was loose can be fixed "
+                "first.",
+                classes="hint",
+            )
         with Horizontal(classes="buttons"):
             yield Button("Close", id="close", variant="primary")
+            yield Button("Choose the disk again", id="start-over")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -171,4 +182,8 @@ class FailureScreen(Screen[None]):
 
     @on(Button.Pressed, "#close")
     def action_close(self) -> None:
-        self.dismiss(None)
+        self.dismiss("close")
+
+    @on(Button.Pressed, "#start-over")
+    def _start_over(self) -> None:
+        self.dismiss("start-over")
