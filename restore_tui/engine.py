@@ -251,18 +251,23 @@ def _stored_overlap(chunks: tuple[Chunk, ...], lo: int, hi: int) -> int:
 
 
 def chunk_batches(chunks: Iterable[Chunk], lo: int, hi: int, size: int) -> list[tuple[int, int]]:
-    """[lo, hi) cut at chunk starts into ranges holding about ``size`` stored bytes each
-    (a chunk is never cut, so a digest check of each range checks the same chunks whole)."""
+    """[lo, hi) cut into ranges holding about ``size`` stored bytes each, for the digest check
+    a range at a time. Cuts fall only between two whole chunks that have digests (or are
+    zeros), so each range checks the same chunks as one call over [lo, hi) would; chunks
+    without digests (other tools' archives) stay in one byte comparison, which reads the
+    archive once from its start rather than once per range."""
     out: list[tuple[int, int]] = []
-    start, held = lo, 0
+    start, held, checkable = lo, 0, False
     for c in chunks:
         if c.stop <= lo or c.offset >= hi:
             continue
         a, b = max(c.offset, lo), min(c.stop, hi)
-        if held and held + (b - a) > size:
+        whole = a == c.offset and b == c.stop and (c.kind == "zero" or c.sha256 is not None)
+        if held and held + (b - a) > size and whole and checkable:
             out.append((start, a))
             start, held = a, 0
         held += b - a
+        checkable = whole
     out.append((start, hi))
     return out
 
