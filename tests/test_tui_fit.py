@@ -1,0 +1,110 @@
+"""Every screen of the wizard's jobs fits 80×24: no horizontal scrollbar, no table wider
+than its place. Walked as the person would, at the size of a rescue console."""
+
+from __future__ import annotations
+
+import pytest
+from test_tui_flow import SIZE, built_demo, choose_backup, demo, pick_target
+from textual.pilot import Pilot
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import DataTable
+from tui_support import on_screen, wizard
+
+from restore_tui.demo import DemoSetup
+from restore_tui.screens.backup import BackupScreen
+from restore_tui.screens.confirm import ConfirmScreen
+from restore_tui.screens.end import DoneScreen
+from restore_tui.screens.job import JobScreen
+from restore_tui.screens.partition import PartitionScreen
+from restore_tui.screens.preview import PreviewScreen
+
+pytestmark = pytest.mark.asyncio
+__all__ = ["built_demo", "demo"]
+
+
+def too_wide(screen: Screen[object]) -> list[str]:
+    """Widgets that scroll sideways or are cut at the screen's width."""
+    out: list[str] = []
+    for w in screen.query(Widget):
+        if not w.display:
+            continue
+        if getattr(w, "show_horizontal_scrollbar", False):
+            out.append(f"{w!r} shows a horizontal scrollbar")
+        if isinstance(w, DataTable) and w.virtual_size.width > w.size.width:
+            out.append(f"{w!r} is {w.virtual_size.width} wide in {w.size.width} columns")
+    return out
+
+
+async def seen(pilot: Pilot[object], kind: type[Screen[object]]) -> Screen[object]:
+    screen = await on_screen(pilot, kind)
+    assert not too_wide(screen), f"{kind.__name__}: {too_wide(screen)}"
+    return screen
+
+
+async def test_the_whole_disk_job_fits(demo: DemoSetup) -> None:
+    app = wizard(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await choose_backup(pilot, demo.windows_archive)
+        backup = await seen(pilot, BackupScreen)
+        backup.query_one("#next").press()  # type: ignore[attr-defined]
+        await seen(pilot, JobScreen)
+        await pilot.press("enter")
+        target = await pick_target(pilot, demo.new_disk)
+        assert not too_wide(target)
+        await seen(pilot, PreviewScreen)
+        await pilot.press("x")  # the exact sectors too
+        await pilot.pause()
+        assert not too_wide(app.screen)
+        await pilot.press("enter")
+        confirm = await seen(pilot, ConfirmScreen)
+        assert isinstance(confirm, ConfirmScreen)
+        await pilot.press(*confirm.wanted.word, "enter")
+        await seen(pilot, DoneScreen)
+        await pilot.press("enter")
+
+
+async def test_the_one_partition_job_fits(demo: DemoSetup) -> None:
+    app = wizard(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await choose_backup(pilot, demo.windows_archive)
+        backup = await seen(pilot, BackupScreen)
+        backup.query_one("#next").press()  # type: ignore[attr-defined]
+        await seen(pilot, JobScreen)
+        await pilot.press("down", "enter")
+        target = await pick_target(pilot, demo.spare_disk)
+        assert not too_wide(target)
+        await seen(pilot, PartitionScreen)
+        await pilot.press("ctrl+q")
+
+
+async def test_the_preview_job_fits(demo: DemoSetup) -> None:
+    app = wizard(demo, dry_run=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await choose_backup(pilot, demo.linux_archive)
+        backup = await seen(pilot, BackupScreen)
+        backup.query_one("#next").press()  # type: ignore[attr-defined]
+        await seen(pilot, JobScreen)
+        await pilot.press("enter")
+        target = await pick_target(pilot, demo.new_disk)
+        assert not too_wide(target)
+        await seen(pilot, PreviewScreen)
+        await pilot.press("ctrl+q")
+
+
+async def test_the_resume_screens_fit(demo: DemoSetup) -> None:
+    from test_tui_flow import start_and_stop_restore
+
+    from restore_tui.screens.choose import ChooseBackupScreen
+    from restore_tui.screens.unfinished import UnfinishedScreen
+
+    start_and_stop_restore(demo)
+    app = wizard(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await seen(pilot, ChooseBackupScreen)
+    again = wizard(demo, archive_path=str(demo.windows_archive))
+    async with again.run_test(size=SIZE) as pilot:
+        await seen(pilot, UnfinishedScreen)
+        await pilot.press("enter")
+        await seen(pilot, DoneScreen)
+        await pilot.press("enter")
