@@ -21,7 +21,8 @@ from restore_tui.planner import human_size
 
 Status = Literal["kept", "replaced", "created", "unallocated"]
 BAR_WIDTH = 60
-TEXT_WIDTH = 96
+# Text fits an 80-column rescue console (the --exact extras may run wider).
+TEXT_WIDTH = 78
 LABEL_WIDTH = 16
 BUS_NAMES = {"sata": "SATA", "nvme": "NVMe", "usb": "USB", "ata": "ATA", "scsi": "SCSI",
              "virtio": "virtual disk", "loop": "loop device", "image": "image file"}
@@ -105,7 +106,7 @@ def held_now(p: Partition) -> str:
     """What a partition on the target holds now, by its filesystem alone: "NTFS partition",
     "ext4 partition" — neither "System" nor "your files", which would be guesses."""
     if not p.filesystem:
-        return "Partition (no filesystem recognised)"
+        return "Unknown contents"
     return f"{FS_WORDS.get(p.filesystem, p.filesystem)} partition"
 
 
@@ -253,7 +254,9 @@ def _row_cells(row: LayoutRow, exact: bool) -> list[str]:
     indent = "  " if row.kind == "logical" or "inside the extended" in row.name else ""
     cells = [
         row.symbol if row.number is not None else "-",
-        indent + row.name,
+        # The short name ("System", "Data"); the explanation after the dash is in the steps.
+        indent + ("Free space (in extended)" if indent and row.kind == "free"
+                  else row.name.split(" — ")[0]),
         _clip(row.label or "", LABEL_WIDTH),
         row.filesystem or "",
         human_size(row.size_bytes),
@@ -342,7 +345,7 @@ def render_text(plan: Plan, exact: bool = False) -> str:
     lines.append("Steps, in order (progress is saved after each one):")
     for index, stage in enumerate(plan.stages, start=1):
         lines += _wrap(stage.title, f"  {index}. ", "     ")
-        lines.append(f"     {_stage_size(stage)}")
+        lines += _wrap(_stage_size(stage), "     ", "     ")
         if exact:
             lines += [_action_line(a) for a in stage.actions]
     if plan.warnings:

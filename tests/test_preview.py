@@ -156,3 +156,10 @@ def test_partitions_already_on_the_target_are_not_guessed_to_be_a_system() -> No
         assert now.name == "ext4 partition" and now.label == "photos"
     created = layout_rows(table, 196608, 512, {1: "created"})[0]
     assert created.name.startswith("System")  # from the backup: the usual inference
+
+
+def test_the_text_preview_fits_80_columns() -> None:
+    """`plan` on a rescue console: no line is cut or wrapped by the terminal."""
+    for build in (full_mbr_over_gpt, full_gpt_onto_blank, one_partition_into_extended):
+        long = [line for line in render_text(build()).splitlines() if len(line) > 80]
+        assert not long, long
