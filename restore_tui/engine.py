@@ -897,8 +897,9 @@ class RestoreEngine:
         where = area_name(exc.partition if exc.partition is not None else action.area)
         raise DamagedBackup(
             f"the backup's data for {where} at byte {exc.offset} is damaged; nothing from it "
-            f"was written — restore-tui stopped before writing it ({exc}). Fix or replace "
-            "the backup file (a good copy of it will do)",
+            f"was written — restore-tui stopped before writing it ({exc}). A damaged backup "
+            "cannot be repaired: copy it again from where it came from, or use another copy "
+            "of it (any copy of the same backup continues from here)",
             resumable=True,
         ) from exc
 
