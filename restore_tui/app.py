@@ -130,9 +130,14 @@ class RestoreWizard(App[int]):
     """The wizard; its return value is the process exit code (0 only on success)."""
 
     CSS_PATH = "app.tcss"
+    # No command palette: its "^p palette" in the footer is one more word to look up.
+    ENABLE_COMMAND_PALETTE = False
     TITLE = "restore-tui"
     SUB_TITLE = "guided restore of a whole-disk backup"
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+q", "quit", "Quit", priority=True)]
+    # Keys named as printed on the keyboard ("Ctrl+Q"), not as "^q".
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("ctrl+q", "quit", "Quit", priority=True, key_display="Ctrl+Q")
+    ]
 
     def __init__(self, options: WizardOptions | None = None) -> None:
         super().__init__()

@@ -225,7 +225,7 @@ def _blockers(
     blockers.extend(
         notice(
             "in-use",
-            f"in use: {note} — stop using it (unmount, swapoff) and try again",
+            f"in use: {note} — close what uses it (or unmount it) and try again",
             what=note,
         )
         for note in disk.in_use

@@ -163,3 +163,12 @@ def test_the_text_preview_fits_80_columns() -> None:
     for build in (full_mbr_over_gpt, full_gpt_onto_blank, one_partition_into_extended):
         long = [line for line in render_text(build()).splitlines() if len(line) > 80]
         assert not long, long
+
+
+def test_the_wizard_says_what_the_hidden_sectors_fix_means() -> None:
+    from layout.notices import notice
+    from restore_tui.screens.preview import wizard_words
+
+    said = notice("hidden-sectors-updated", "… the 'hidden sectors' field …", old_start=1)
+    words = wizard_words(said, one_partition_into_extended())
+    assert "hidden sectors" not in words and "Windows still finds it" in words

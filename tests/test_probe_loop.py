@@ -181,7 +181,8 @@ def test_mounted_swap_and_mapped_partitions_are_in_use(
     (m,) = match_disks(backup, [disk], None)
     assert m.strong
     assert [b.text for b in m.blockers] == [
-        f"in use: partition 2 is mounted at {mnt} — stop using it (unmount, swapoff) and try again"
+        f"in use: partition 2 is mounted at {mnt} — close what uses it (or unmount it) and "
+        "try again"
     ]
 
     # A device-mapper device on partition 1 (what LVM and dm-crypt build).

@@ -74,7 +74,11 @@ async def test_the_one_partition_job_fits(demo: DemoSetup) -> None:
         await pilot.press("down", "enter")
         target = await pick_target(pilot, demo.spare_disk)
         assert not too_wide(target)
-        await seen(pilot, PartitionScreen)
+        part = await seen(pilot, PartitionScreen)
+        assert isinstance(part, PartitionScreen)
+        chosen = part._chosen_partition()
+        # The system partition (C:) is preselected, not System Reserved.
+        assert chosen is not None and chosen.number == 2 and chosen.label == "Windows"
         await pilot.press("ctrl+q")
 
 

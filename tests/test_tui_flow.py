@@ -146,7 +146,10 @@ async def test_one_partition_restore_leaves_the_other_partition_alone(demo: Demo
         part = await on_screen(pilot, PartitionScreen)
         assert isinstance(part, PartitionScreen)
         assert header(part) == "Step 5 of 9 · Which partition, and where"
-        await pilot.press("enter")  # partition 1, System Reserved; focus moves to the regions
+        chosen = part._chosen_partition()
+        assert chosen is not None and chosen.number == 2  # the system partition, preselected
+        # Partition 1, System Reserved, one row up; Enter moves the focus to the regions.
+        await pilot.press("up", "enter")
         await pilot.press("enter")  # the first free region
         preview = await on_screen(pilot, PreviewScreen)
         assert isinstance(preview, PreviewScreen)
@@ -579,7 +582,9 @@ async def test_the_progress_screen_names_a_stall_and_clears_it(
                 "You can wait, or press Stop safely — the restore continues later from the "
                 "last checkpoint."
             )
-            assert stall.display and stall.region.height > 0, "the stall words are not on screen"
+            assert stall.display
+            # Laid out on the next refresh: wait for it rather than race it (a loaded CI).
+            await until(pilot, lambda: stall.region.height > 0, "the stall words on screen")
             release.set()
             await until(pilot, flow.moved.is_set, "bytes to move again")
             await until(pilot, lambda: not stall.has_class("stalled"), "the stall to clear")

@@ -237,7 +237,7 @@ class ChooseBackupScreen(Screen[ChooseResult]):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("ctrl+o", "browse", "Browse files"),
+        Binding("ctrl+o", "browse", "Browse files", key_display="Ctrl+O"),
     ]
 
     class Opened(Message):

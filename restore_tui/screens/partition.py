@@ -101,8 +101,24 @@ class PartitionScreen(Screen[PartitionResult]):
         regions.add_column("Where", key="where")
         regions.add_column("Size", key="size")
         regions.add_column("Fits?", key="fits")
+        # The system partition (C:) is what people restore on its own most often.
+        system = next(
+            (
+                i
+                for i, p in enumerate(self.partitions.values())
+                if self._is_system(p.number)
+            ),
+            0,
+        )
+        parts.move_cursor(row=system)
         parts.focus()
         self._fill_regions()
+
+    def _is_system(self, number: int) -> bool:
+        try:
+            return self.manifest.image(number).role is Role.SYSTEM
+        except KeyError:
+            return False
 
     def _chosen_partition(self) -> Partition | None:
         table = self.query_one("#source-parts", DataTable)

@@ -128,6 +128,12 @@ def wizard_words(said: Notice, plan: Plan) -> str:
         )
     if said.code in NEW_ID_CODES:
         return said.text.replace("Fresh identifiers (--new-ids):", "New identifiers:")
+    if said.code == "hidden-sectors-updated":
+        # The command line names the field; he needs only what it means.
+        return (
+            "The partition goes to a new place on the disk; its first sector is updated "
+            "with that place, so Windows still finds it"
+        )
     return said.text
 
 
