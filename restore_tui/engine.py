@@ -16,12 +16,12 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from archive.base import TRACK0, Archive
+from archive.base import TRACK0, Archive, Area, Piece
 from archive.errors import ArchiveError, CorruptData
 from archive.manifest import Chunk
 from layout.blockio import BLKRRPART, geometry_of_fd
@@ -849,17 +849,10 @@ class RestoreEngine:
         src_hi = action.source_offset + action.length
         delta = action.offset - action.source_offset
         counted = self._area_chunks(action.area) is not None
-        pieces = self.archive.pieces(action.area, src_lo)
-        source = iter(pieces)
+        pieces = self._backup_pieces(action.area, src_lo)
         reached = src_lo
         try:
-            while True:
-                # Reading and decompressing the backup: a stall here is the backup's disk.
-                with self._waiting("backup"):
-                    piece = next(source, None)
-                if piece is None:
-                    break
-                self._moved()
+            for piece in pieces:
                 if piece.offset >= src_hi:
                     break
                 lo, hi = max(piece.offset, src_lo), min(piece.stop, src_hi)
@@ -882,9 +875,7 @@ class RestoreEngine:
         except CorruptData as exc:
             self._stop_for_damage(stage, ai, action, reached, exc)
         finally:
-            close = getattr(pieces, "close", None)
-            if close is not None:
-                close()
+            pieces.close()
         if not counted:
             self._advance(src_hi - reached)
 
@@ -1069,20 +1060,30 @@ class RestoreEngine:
     def _pieces_between(
         self, action: RestoreArea, src_lo: int, src_hi: int
     ) -> Iterator[tuple[int, int, bytes | None]]:
-        pieces = self.archive.pieces(action.area, src_lo)
+        pieces = self._backup_pieces(action.area, src_lo)
+        try:
+            for piece in pieces:
+                if piece.offset >= src_hi:
+                    break
+                if piece.stop <= src_lo:
+                    continue
+                yield piece.offset, piece.stop, piece.data
+        finally:
+            pieces.close()
+
+    def _backup_pieces(self, area: Area, start: int) -> Generator[Piece, None, None]:
+        """The archive's pieces of ``area`` from ``start``; the time spent getting each
+        (reading and decompressing the backup) is waiting on the backup's disk."""
+        pieces = self.archive.pieces(area, start)
         source = iter(pieces)
         try:
             while True:
                 with self._waiting("backup"):
                     piece = next(source, None)
                 if piece is None:
-                    break
+                    return
                 self._moved()
-                if piece.offset >= src_hi:
-                    break
-                if piece.stop <= src_lo:
-                    continue
-                yield piece.offset, piece.stop, piece.data
+                yield piece
         finally:
             close = getattr(pieces, "close", None)
             if close is not None:

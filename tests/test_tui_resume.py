@@ -9,7 +9,14 @@ from __future__ import annotations
 import pytest
 from test_tui_flow import SIZE, built_demo, demo, start_and_stop_restore
 from textual.widgets import Input
-from tui_support import assert_full_restore, header, on_screen, screen_text, wizard
+from tui_support import (
+    assert_full_restore,
+    header,
+    hold_engine_in_stage,
+    on_screen,
+    screen_text,
+    wizard,
+)
 
 from restore_tui.demo import DemoSetup
 from restore_tui.journal import find_unfinished
@@ -69,30 +76,14 @@ async def test_a_stopped_restore_is_no_dead_end(
 ) -> None:
     """The stopped screen offers to choose the disk again; the list is read anew and the
     half-restored disk is marked there."""
-    import threading
-
     from test_tui_flow import pick_target
 
-    import restore_tui.flow as flow_module
-    from restore_tui.engine import ProgressEvent
     from restore_tui.screens.confirm import ConfirmScreen
     from restore_tui.screens.end import FailureScreen
     from restore_tui.screens.preview import PreviewScreen
     from restore_tui.screens.progress import ProgressScreen
 
-    reached, release = threading.Event(), threading.Event()
-    real_engine = flow_module.RestoreEngine
-
-    def held_engine(*args, progress, **kwargs):  # type: ignore[no-untyped-def]
-        def hold(event: ProgressEvent) -> None:
-            progress(event)
-            if event.kind == "write" and event.stage_index == 2 and not reached.is_set():
-                reached.set()
-                release.wait(30)
-
-        return real_engine(*args, progress=hold, **kwargs)
-
-    monkeypatch.setattr(flow_module, "RestoreEngine", held_engine)
+    reached, release = hold_engine_in_stage(monkeypatch, 2)
     app = wizard(demo, archive_path=str(demo.windows_archive))
     async with app.run_test(size=SIZE) as pilot:
         backup = await on_screen(pilot, BackupScreen)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from layout.probe import ImageProbe
 from layout.table_io import read_table
 from restore_tui.app import RestoreWizard, WizardOptions
 from restore_tui.demo import DemoSetup, build_demo
+from restore_tui.engine import ProgressEvent
 from restore_tui.screens.common import StepHeader
 
 FIXED_DATE = datetime(2024, 3, 9, 14, 30, tzinfo=UTC)
@@ -185,3 +187,27 @@ def expected_partition_bytes(
                         ]
             out.append((piece.offset + shift, bytes(data)))
     return out
+
+
+def hold_engine_in_stage(
+    monkeypatch: pytest.MonkeyPatch, stage_index: int, wait_s: float = 30.0
+) -> tuple[threading.Event, threading.Event]:
+    """Make the wizard's engines stop inside stage ``stage_index`` (through their progress
+    callback) until released: (reached, release). A stop key pressed after ``reached``
+    then lands mid-stage every time."""
+    import restore_tui.flow as flow_module
+
+    reached, release = threading.Event(), threading.Event()
+    real_engine = flow_module.RestoreEngine
+
+    def held_engine(*args, progress, **kwargs):  # type: ignore[no-untyped-def]
+        def hold(event: ProgressEvent) -> None:
+            progress(event)
+            if event.kind == "write" and event.stage_index == stage_index and not reached.is_set():
+                reached.set()
+                release.wait(wait_s)
+
+        return real_engine(*args, progress=hold, **kwargs)
+
+    monkeypatch.setattr(flow_module, "RestoreEngine", held_engine)
+    return reached, release
