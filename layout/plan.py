@@ -123,6 +123,7 @@ class TargetRef(Frozen):
     """The disk a plan was made for, as it was when planned."""
 
     device: str = Field(description="/dev path or image file at planning time")
+    name: str = Field(description="The disk in words (model · size · serial) when planned")
     identity: DiskIdentity
     table_fingerprint: str = Field(description="SHA-256 of the target's table as probed")
 

@@ -79,32 +79,44 @@ class ProbedDisk(Frozen):
     ebr_lbas: tuple[int, ...] | None = None
 
     @property
+    def name(self) -> str:
+        """The disk's one name in words, everywhere: "model · size · serial"."""
+        return disk_words(self.identity, self.backing_file)
+
+    @property
     def headline(self) -> str:
         """"model · size · serial · bus": how a person recognises the disk."""
         ident = self.identity
-        if ident.model:
-            name = ident.model
-            # Linux names every SATA disk's vendor "ATA": that says nothing to a person.
-            vendor = ident.vendor if ident.vendor not in (None, "ATA") else None
-            if vendor and vendor not in ident.model:
-                name = f"{vendor} {ident.model}"
-        elif self.backing_file:
-            name = f"File {Path(self.backing_file).name}"
-        else:
-            name = "Unknown model"
-        parts = [name, human_size(ident.size_bytes)]
-        if ident.serial:
-            parts.append(f"serial {ident.serial}")
-        elif ident.bus not in ("loop", "image"):
-            parts.append("serial unknown")
-        parts.append(bus_name(ident.bus))
-        return " · ".join(parts)
+        unknown = "" if ident.serial or ident.bus in ("loop", "image") else " · serial unknown"
+        return f"{self.name}{unknown} · {bus_name(ident.bus)}"
 
     @property
     def device_note(self) -> str:
         if self.identity.bus == "image":
             return f"{self.device} (a disk image file)"
         return f"{self.device} (this name can change between boots)"
+
+
+def model_words(identity: DiskIdentity, backing_file: str | None = None) -> str:
+    """What a disk is called: its model (with the maker where Linux knows a useful one),
+    the file behind a loop device or image, or what kind of disk it is."""
+    if identity.model:
+        # Linux names every SATA disk's vendor "ATA": that says nothing to a person.
+        vendor = identity.vendor if identity.vendor not in (None, "ATA") else None
+        if vendor and vendor not in identity.model:
+            return f"{vendor} {identity.model}"
+        return identity.model
+    if backing_file:
+        return Path(backing_file).name
+    return {"image": "Disk image", "loop": "Loop device"}.get(identity.bus or "", "Unknown disk")
+
+
+def disk_words(identity: DiskIdentity, backing_file: str | None = None) -> str:
+    """"model · size · serial": one disk, one name, on every screen and in every message."""
+    parts = [model_words(identity, backing_file), human_size(identity.size_bytes)]
+    if identity.serial:
+        parts.append(f"serial {identity.serial}")
+    return " · ".join(parts)
 
 
 def bus_name(bus: str | None) -> str:

@@ -143,19 +143,19 @@ def walk_through(setup: DemoSetup, out: Callable[[str], None] = print) -> None:
     """The non-interactive demo: what the wizard would show, as text."""
     from archive import open_archive
     from layout.plan import PlanChoices
-    from layout.probe import ImageProbe
+    from layout.probe import ImageProbe, disk_words
     from restore_tui.commands.match import render_match
     from restore_tui.flow import Flow
     from restore_tui.plan_text import render_text
     from restore_tui.screens.backup import partition_rows
-    from restore_tui.screens.common import disk_name, when
+    from restore_tui.screens.common import when
 
     probe = ImageProbe([str(p) for p in setup.disk_images])
     with open_archive(setup.windows_archive) as archive:
         m = archive.manifest
         out("")
         out(f"1. The backup {setup.windows_archive.name}")
-        out(f"   made {when(m.created)} from {disk_name(m.source.identity)}")
+        out(f"   made {when(m.created)} from {disk_words(m.source.identity)}")
         for number, what, size, used, fs in partition_rows(archive):
             out(f"   partition {number}: {what} — {size}, {used} used, {fs}")
         report = archive.verify()

@@ -386,7 +386,7 @@ class Flow:
         ):
             disks.append(self.disk(recorded))
         found = [d for d in disks if is_restore_target(record, d)]
-        wanted = describe_disk(record.target_identity, recorded)
+        wanted = describe_disk(record)
         if not found:
             impostor = self._at_name(disks, recorded)
             instead = (

@@ -21,7 +21,6 @@ from pydantic import Field, ValidationError
 from layout.models import DiskIdentity, Frozen
 from layout.plan import Plan, RestoreArea, Stage
 from layout.probe import MountEntry, read_mounts
-from layout.units import human_size
 from restore_tui.progress import percent
 
 JOURNAL_SUFFIX = ".restore-journal.json"
@@ -127,13 +126,13 @@ class JournalSummary:
         )
 
 
-def describe_disk(identity: DiskIdentity, path: str) -> str:
-    """'model · size · serial (then /dev/sdb)', for one line of text: the disk by what it
-    is, and the name it had (which may belong to another disk after a restart)."""
-    parts = [p for p in (identity.model, human_size(identity.size_bytes), identity.serial) if p]
-    if identity.bus == "image":
-        return f"the disk image {path}"
-    return f"{' · '.join(parts)} (it was {path} then)"
+def describe_disk(record: Checkpoint) -> str:
+    """The disk a restore was writing, by its one name, and the /dev name it had then
+    (which may belong to another disk after a restart)."""
+    target = record.plan.target
+    if target.identity.bus == "image":
+        return f"the disk image {record.target_path}"
+    return f"{target.name} (it was {record.target_path} then)"
 
 
 def summarize(record: Checkpoint, path: Path) -> JournalSummary:
@@ -148,7 +147,7 @@ def summarize(record: Checkpoint, path: Path) -> JournalSummary:
         path=path,
         archive_path=record.archive_path,
         target_path=record.target_path,
-        target_description=describe_disk(record.target_identity, record.target_path),
+        target_description=describe_disk(record),
         stage_number=number,
         stage_count=len(stages),
         stage_title=title,

@@ -39,6 +39,7 @@ from layout.plan import (
     WriteBytes,
     ZeroRange,
 )
+from layout.probe import disk_words
 from layout.table_io import (
     TableError,
     mbr_link_entry,
@@ -88,12 +89,9 @@ class TargetDisk(Protocol):
     def table_fingerprint(self) -> str: ...
 
 
-def disk_summary(identity: DiskIdentity) -> str:
-    """"model, size, serial …last4" — how a person recognises a disk."""
-    parts = [identity.model or "disk of unknown model", human_size(identity.size_bytes)]
-    if identity.serial:
-        parts.append(f"serial …{identity.serial[-4:]}")
-    return ", ".join(parts)
+def disk_summary(disk: TargetDisk) -> str:
+    """The disk's one name ("model · size · serial"), as every screen says it."""
+    return disk_words(disk.identity, getattr(disk, "backing_file", None))
 
 
 def partition_title(p: Partition, role: Role, sector_size: int, number: int | None = None) -> str:
@@ -155,7 +153,7 @@ def _check_sector_size(manifest: ArchiveManifest, target: TargetDisk) -> int:
     if ss != target_ss:
         raise PlanError(
             f"the backup was made from a disk with {ss}-byte sectors, but "
-            f"{disk_summary(target.identity)} uses {target_ss}-byte sectors: its partition "
+            f"{disk_summary(target)} uses {target_ss}-byte sectors: its partition "
             "table and file systems would not line up. Restore onto a disk with "
             f"{ss}-byte sectors"
         )
@@ -185,7 +183,7 @@ def _identity_warnings(
         elif source.gpt_disk_guid and disk.table.gpt_disk_guid == source.gpt_disk_guid:
             what = f"GPT disk GUID {source.gpt_disk_guid}"
         if what:
-            other = f"{disk_summary(disk.identity)} ({disk.device})"
+            other = f"{disk_summary(disk)} ({disk.device})"
             warnings.append(
                 notice(
                     "shared-disk-identity",
@@ -460,7 +458,7 @@ def plan_full_disk(
     if size_lba < need:
         short = (need - size_lba) * ss
         raise PlanError(
-            f"{disk_summary(target.identity)} is too small for this backup: its partitions "
+            f"{disk_summary(target)} is too small for this backup: its partitions "
             f"need at least {human_size(need * ss)} ({need * ss} bytes) and the disk holds "
             f"{human_size(size_lba * ss)}, {human_size(short)} too little. Choose a disk of at "
             f"least {human_size(need * ss)}"
@@ -512,7 +510,7 @@ def plan_full_disk(
     else:
         warnings.extend(_identity_warnings(manifest, target, other_disks))
 
-    erases = f"Everything on {disk_summary(target.identity)} (now {target.device}): " + (
+    erases = f"Everything on {disk_summary(target)} (now {target.device}): " + (
         f"{_table_summary(target.table)} are replaced by the backed-up disk's layout"
         if target.table is not None and target.table.data_partitions
         else "it has no partitions now; whatever data it holds is overwritten"
@@ -521,7 +519,7 @@ def plan_full_disk(
         choices=PlanChoices(job="full-disk", new_ids=new_ids, id_seed=id_seed),
         archive=ArchiveRef(path=archive_path, identity=backup_identity),
         target=TargetRef(
-            device=target.device, identity=target.identity,
+            device=target.device, name=disk_summary(target), identity=target.identity,
             table_fingerprint=target.table_fingerprint,
         ),
         before=target.table,
@@ -816,12 +814,12 @@ def _resolve_region(
                 return region, region.start_lba
         raise PlanError(
             f"sectors {region.start_lba}-{region.end_lba} are not free space on "
-            f"{disk_summary(target.identity)}: {listing()}"
+            f"{disk_summary(target)}: {listing()}"
         )
     found = region_containing(regions, region)
     if found is None:
         raise PlanError(
-            f"sector {region} is not in free space on {disk_summary(target.identity)}: "
+            f"sector {region} is not in free space on {disk_summary(target)}: "
             f"{listing()}"
         )
     return found, region
@@ -923,7 +921,7 @@ def _shared_id_warnings(
     if src.fs_uuid:
         same_uuid = _holders_of(disks, lambda p: p.kind != "extended" and p.fs_uuid == src.fs_uuid)
         for disk, p in same_uuid:
-            other = f"{disk_summary(disk.identity)} ({disk.device})"
+            other = f"{disk_summary(disk)} ({disk.device})"
             out.append(
                 notice(
                     "shared-fs-uuid",
@@ -936,7 +934,7 @@ def _shared_id_warnings(
             )
     if new.gpt_guid and not new_ids:
         for disk, p in _holders_of(others, lambda p: p.gpt_guid == new.gpt_guid):
-            other = f"{disk_summary(disk.identity)} ({disk.device})"
+            other = f"{disk_summary(disk)} ({disk.device})"
             out.append(
                 notice(
                     "shared-partition-guid",
@@ -1111,7 +1109,7 @@ def plan_one_partition(
     if region is None:
         region = _first_fitting_region(regions, src.length_lba, align_lba)
         if region is None:
-            raise PlanError(f"{disk_summary(target.identity)} has no free space for a partition")
+            raise PlanError(f"{disk_summary(target)} has no free space for a partition")
     chosen, lowest = _resolve_region(target, regions, region)
     if chosen.sector_size != ss:
         raise PlanError("the free region was measured in a different sector size than the disk")
@@ -1185,7 +1183,7 @@ def plan_one_partition(
         f"Nothing: the new partition goes into unallocated space (sectors {new.start_lba}-"
         f"{new.end_lba}, {human_size(new.length_lba * ss)}, of the "
         f"{human_size(chosen.size_bytes)} free at sectors {chosen.start_lba}-{region_end} on "
-        f"{disk_summary(target.identity)}). Whatever old data lies in that space is "
+        f"{disk_summary(target)}). Whatever old data lies in that space is "
         "overwritten; every other partition stays as it is"
     )
     # A free region chosen on screen is recorded by its first sector: planning again
@@ -1201,7 +1199,7 @@ def plan_one_partition(
         ),
         archive=ArchiveRef(path=archive_path, identity=backup_identity),
         target=TargetRef(
-            device=target.device, identity=target.identity,
+            device=target.device, name=disk_summary(target), identity=target.identity,
             table_fingerprint=target.table_fingerprint,
         ),
         before=target.table,

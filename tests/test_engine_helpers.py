@@ -211,6 +211,7 @@ def make_plan(
         archive=ArchiveRef(path=str(archive.path), identity=archive.identity()),
         target=TargetRef(
             device=str(target),
+            name=f"{target.name} · {target_size} bytes",
             identity=DiskIdentity(size_bytes=target_size, bus="image"),
             table_fingerprint=before_fingerprint or table_fingerprint(None),
         ),

@@ -223,7 +223,7 @@ def test_find_lists_all_three_with_the_disk_in_words(
     fat_problem = fat_supported()
     scan = finding.find(OneDisk(attached))
     found = by_name(scan)
-    disk = f"File finddisk.img · {DISK_MIB}.0 MiB · loop device"
+    disk = f"finddisk.img · {DISK_MIB}.0 MiB · loop device"
     assert scan.disks == (disk,)
 
     x = found["x.rtui"]
@@ -283,18 +283,18 @@ def test_backups_command_json_and_words(
     assert rows["x.rtui"]["kind"] == "restore-tui archive"
     assert rows["x.rtui"]["size"] == built.archive.stat().st_size
     assert rows["x.rtui"]["label"] == "BACKUP"
-    assert rows["x.rtui"]["disk"] == f"File finddisk.img · {DISK_MIB}.0 MiB · loop device"
+    assert rows["x.rtui"]["disk"] == f"finddisk.img · {DISK_MIB}.0 MiB · loop device"
     assert rows["x.rtui"]["open_path"] is None
     assert rows["win.rtui"]["device"] == f"{attached}p2"
     assert (fat_supported() is None) == ("2024-05-01-img" in rows)
-    assert data["looked_inside"] == [f"File finddisk.img · {DISK_MIB}.0 MiB · loop device"]
+    assert data["looked_inside"] == [f"finddisk.img · {DISK_MIB}.0 MiB · loop device"]
 
     assert main(["backups", "--no-udev", "--disk", attached]) == 0
     text = capsys.readouterr().out
-    disk = "File finddisk.img · 60.0 MiB · loop device"
+    disk = "finddisk.img · 60.0 MiB · loop device"
     assert f'on {disk}, partition 1 "BACKUP", folder Backups' in text
     assert f"mount -t ext4 -o ro,noload {attached}p1 /mnt  → /mnt/Backups/x.rtui" in text
-    assert "Looked inside 1 disk: File finddisk.img" in text
+    assert "Looked inside 1 disk: finddisk.img" in text
 
 
 def test_an_excluded_disk_is_never_mounted(
@@ -330,7 +330,7 @@ def test_a_mount_that_fails_is_skipped_with_its_reason(
     scan = finding.find(OneDisk(attached))
     assert "win.rtui" not in by_name(scan) and "x.rtui" in by_name(scan)
     [reason] = [s for s in scan.skipped if "partition 2" in s]
-    assert reason.startswith('File finddisk.img · 60.0 MiB · loop device, partition 2 "WINDATA": ')
+    assert reason.startswith('finddisk.img · 60.0 MiB · loop device, partition 2 "WINDATA": ')
     assert "could not be mounted read-only" in reason
     assert not list(runtime.iterdir())
 
@@ -429,7 +429,7 @@ async def test_step_one_lists_a_backup_on_an_unmounted_partition_and_opens_it(
         first = str(options.get_option_at_index(0).prompt)
         assert first.startswith("x.rtui  ·  restore-tui archive")
         assert first.splitlines()[1:] == [
-            "   on File finddisk.img · 60.0 MiB · loop device",
+            "   on finddisk.img · 60.0 MiB · loop device",
             '   partition 1 "BACKUP", folder Backups',
         ]
         assert mounted_lines(attached, runtime) == []  # the look is over: unmounted
@@ -488,7 +488,7 @@ async def test_none_found_names_the_disks_looked_inside(
         await wait_for(pilot, lambda: "Looked inside" in str(status.render()), "the scan")
         text = str(status.render())
     assert text.startswith(
-        "Looked inside 1 disk (File empty.img · 16.0 MiB · loop device); no backup found."
+        "Looked inside 1 disk (empty.img · 16.0 MiB · loop device); no backup found."
     )
     assert "Plug in the disk that holds the backup" in text
     assert mounted_lines(device, runtime) == []

@@ -77,7 +77,10 @@ def test_full_disk_mbr_with_logicals_onto_larger_blank_disk() -> None:
     assert geometry(written) == geometry(manifest.table)
     assert plan.after.disk_size_lba == 4 * GiB // 512
     assert any("2.0 GiB larger" in w.text for w in plan.warnings)
-    assert plan.erases.startswith("Everything on Samsung SSD 860 EVO 1TB, 4.0 GiB, serial …345X")
+    assert plan.erases.startswith(
+        "Everything on Samsung SSD 860 EVO 1TB · 4.0 GiB · serial S3Z9NB0K812345X"
+    )
+    assert plan.target.name == "Samsung SSD 860 EVO 1TB · 4.0 GiB · serial S3Z9NB0K812345X"
     assert plan.target.table_fingerprint == target.table_fingerprint
 
 

@@ -83,7 +83,7 @@ def test_preview_names_what_matters() -> None:
     assert "Nothing has been written yet" in text
     assert "Before (GPT, disk GUID 5E2B6B0B-1E50-4C16-9B8B-2B3C7E0F4A11)" in text
     assert "After (MBR, disk signature 7490A9A7)" in text
-    assert "Everything on Samsung SSD 860 EVO 1TB, 4.0 GiB, serial …345X" in text
+    assert "Everything on Samsung SSD 860 EVO 1TB · 4.0 GiB · serial S3Z9NB0K812345X" in text
     assert "Two disks would share an identity" in text
     assert "sectors 2048-206847" not in text  # exact ranges only with --exact
     exact = render_text(full_mbr_over_gpt(), exact=True)

@@ -132,7 +132,7 @@ def test_loop_disk_through_udev(
     assert labels == {1: ("ext4", "LOOPDATA"), 2: ("ext4", "LOOPTWO"), 3: ("swap", None)}
     assert disk.in_use == () and disk.mounts == () and not disk.read_only
     assert disk.missing_facts == ()
-    assert disk.headline == "File disk.img · 48.0 MiB · loop device"
+    assert disk.headline == "disk.img · 48.0 MiB · loop device"
 
     listed = {d.device: d for d in probe.disks()}
     assert listed[device] == disk
@@ -328,4 +328,4 @@ def test_match_picks_the_backed_up_loop_disk_and_refuses_the_archive_disk(
 
     assert main(["match", str(archive)]) == 0
     text = capsys.readouterr().out
-    assert f"Chose File source.img · 48.0 MiB · loop device ({devices['source']})" in text
+    assert f"Chose source.img · 48.0 MiB · loop device ({devices['source']})" in text

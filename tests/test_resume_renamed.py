@@ -12,6 +12,7 @@ import contextlib
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +36,20 @@ pytestmark = pytest.mark.skipif(LOOP_SKIP_REASON is not None, reason=LOOP_SKIP_R
 
 
 def attach_at(device: str, image: Path) -> None:
-    """Attach ``image`` at exactly ``device`` (what a reboot's new order would give)."""
-    subprocess.run(["losetup", device, str(image)], check=True, capture_output=True)
+    """Attach ``image`` at exactly ``device`` (what a reboot's new order would give).
+
+    A detached loop device is released only once nothing holds it open, and udev may
+    still be probing it for a moment: wait for that instead of failing on "busy"."""
+    deadline = time.monotonic() + 20
+    while True:
+        if shutil.which("udevadm"):
+            subprocess.run(["udevadm", "settle", "--timeout=10"], capture_output=True)
+        done = subprocess.run(["losetup", device, str(image)], capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"could not attach {image} at {device}: {done.stderr}")
+        time.sleep(0.2)
 
 
 def attach_free(image: Path) -> str:

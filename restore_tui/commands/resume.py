@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     journal = find_journal(args)
     record = journal.record
     if record.finished:
-        onto = describe_disk(record.target_identity, record.target_path)
+        onto = describe_disk(record)
         print(
             f"The last restore of this backup, onto {onto}, finished "
             f"{record.updated:%Y-%m-%d %H:%M} UTC (record: {journal.path}); there is nothing "

@@ -21,12 +21,12 @@ from textual.widgets import Button, Footer, ProgressBar, Static
 from archive.base import Archive, VerifyReport
 from archive.manifest import Role
 from archive.roles import plain_name
+from layout.probe import disk_words
 from restore_tui.screens.common import (
     TERMS,
     Step,
     StepHeader,
     bus_words,
-    disk_name,
     human_size,
     when,
 )
@@ -113,7 +113,7 @@ class BackupScreen(Screen[BackupResult]):
         with VerticalScroll(id="body"):
             scheme = "MBR (the older kind)" if m.table.scheme == "msdos" else "GPT (the newer kind)"
             yield Static(
-                f"[b]Backed-up disk:[/b] {disk_name(ident)}\n"
+                f"[b]Backed-up disk:[/b] {disk_words(ident)}\n"
                 f"Connection: {bus_words(ident.bus)} · partition table: {scheme}\n"
                 f"[b]Made:[/b] {when(m.created)} by {m.creator} · {self.archive.format_name}\n"
                 f"[b]File:[/b] {self.archive.path}",

@@ -14,7 +14,6 @@ from textual.containers import Horizontal
 from textual.widget import Widget
 from textual.widgets import Static
 
-from layout.models import DiskIdentity
 from layout.units import human_size
 from restore_tui.progress import human_duration as progress_duration
 
@@ -91,14 +90,6 @@ def bus_words(bus: str | None) -> str:
         "scsi": "SCSI/SAS",
         "mmc": "memory card",
     }.get((bus or "").lower(), bus or "unknown connection")
-
-
-def disk_name(identity: DiskIdentity) -> str:
-    """ "WDC WD10EZEX, 931.5 GiB, serial …1234": how a disk is named to a person."""
-    model = " ".join(x for x in (identity.vendor, identity.model) if x)
-    if not model:
-        model = "Disk image" if identity.bus == "image" else "Disk"
-    return f"{model}, {human_size(identity.size_bytes)}, {short_serial(identity.serial)}"
 
 
 def lower_first(text: str) -> str:

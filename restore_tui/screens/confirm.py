@@ -17,7 +17,7 @@ from textual.widgets import Button, Footer, Input, Static
 
 from layout.plan import Plan
 from restore_tui.flow import Confirmation, Located, confirmation_for
-from restore_tui.screens.common import TERMS, Step, StepHeader, disk_name
+from restore_tui.screens.common import TERMS, Step, StepHeader
 
 
 def request_words(wanted: Confirmation) -> str:
@@ -45,7 +45,7 @@ class ConfirmScreen(Screen[bool]):
 
     def compose(self) -> ComposeResult:
         plan = self.plan
-        target = disk_name(plan.target.identity)
+        target = plan.target.name
         yield StepHeader(self.step, "Last check before anything is written.")
         with VerticalScroll(id="body"):
             if self.resuming is not None:

@@ -14,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Static
 
 from archive.manifest import Role
-from restore_tui.screens.common import Step, StepHeader, disk_name
+from restore_tui.screens.common import Step, StepHeader
 from restore_tui.screens.preview import NEW_ID_CODES, wizard_words
 from restore_tui.screens.progress import Outcome, RestoreJob
 
@@ -76,7 +76,7 @@ class DoneScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         plan = self.job.plan
-        target = disk_name(plan.target.identity)
+        target = plan.target.name
         yield StepHeader(self.step, f"[b]The restore onto {target} is complete.[/b]")
         with VerticalScroll(id="body"):
             if self.job.verify:
@@ -129,7 +129,7 @@ class FailureScreen(Screen[FailureResult]):
     def compose(self) -> ComposeResult:
         plan = self.job.plan
         o = self.outcome
-        target = disk_name(plan.target.identity)
+        target = plan.target.name
         done = [s for s in plan.stages if s.name in o.stages_done]
         left = [s for s in plan.stages if s.name not in o.stages_done]
         if o.cancelled:

@@ -23,7 +23,7 @@ from layout.models import PartitionTable
 from layout.notices import Notice
 from layout.plan import Plan
 from restore_tui.plan_text import LayoutRow, bar_segments, plan_rows
-from restore_tui.screens.common import TERMS, Step, StepHeader, disk_name, human_size
+from restore_tui.screens.common import TERMS, Step, StepHeader, human_size
 
 PreviewResult = Literal["go", "back", "done", "new-ids", "same-ids"]
 NEW_IDS_FULL = "Give the restored disk new identifiers"
@@ -146,7 +146,7 @@ def one_partition_words(plan: Plan, *, dry_run: bool = False) -> str:
     goes, is_, would = ("would go", "would be", "would be") if dry_run else ("goes", "is", "")
     return (
         f"[b]Nothing {would or is_} erased.[/b] The new partition{size} {goes} into free space "
-        f"on {disk_name(plan.target.identity)}; whatever old data lies in that free space "
+        f"on {plan.target.name}; whatever old data lies in that free space "
         f"{is_} overwritten. Every other partition stays as it is."
     )
 

@@ -37,7 +37,6 @@ from restore_tui.screens.common import (
     TERMS,
     Step,
     StepHeader,
-    disk_name,
     human_duration,
     human_rate,
     human_size,
@@ -135,7 +134,7 @@ class ProgressScreen(Screen[Outcome]):
         resumed = " (continuing from the last checkpoint)" if self.job.journal else ""
         yield StepHeader(
             self.step,
-            f"Restoring onto {disk_name(plan.target.identity)}{resumed}. "
+            f"Restoring onto {plan.target.name}{resumed}. "
             "Leave the computer on; if it stops, the restore can continue.",
         )
         with VerticalScroll(id="body"):

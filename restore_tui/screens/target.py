@@ -18,7 +18,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Static
 
-from layout.probe import ProbedDisk, bus_name
+from layout.probe import ProbedDisk, bus_name, model_words
 from restore_tui.screens.common import TERMS, Step, StepHeader, human_size
 
 
@@ -46,19 +46,6 @@ class TargetCandidate:
 
 
 TargetResult = TargetCandidate | Literal["back"]
-
-
-def model_words(disk: ProbedDisk) -> str:
-    ident = disk.identity
-    if ident.model:
-        if ident.vendor and ident.vendor not in ident.model:
-            return f"{ident.vendor} {ident.model}"
-        return ident.model
-    if disk.backing_file:
-        return f"loop of {disk.backing_file.rsplit('/', 1)[-1]}"
-    if ident.bus == "image":
-        return "Disk image file"
-    return "Unknown model"
 
 
 # Column widths that keep the table inside 80 columns: the reasons for the highlighted
@@ -134,7 +121,7 @@ class TargetScreen(Screen[TargetResult]):
             ident = c.disk.identity
             style = "dim" if c.blocked else ("bold" if c.recommended else "")
             cells = (
-                clip(model_words(c.disk), MODEL_WIDTH),
+                clip(model_words(c.disk.identity, c.disk.backing_file), MODEL_WIDTH),
                 human_size(ident.size_bytes),
                 clip_left(ident.serial or "—", SERIAL_WIDTH),
                 clip(bus_name(ident.bus), BUS_WIDTH),
@@ -200,7 +187,7 @@ class TargetScreen(Screen[TargetResult]):
         if c.blocked:
             # Refused disks stay visible so the person sees *why*, but never proceed.
             self.notify(
-                f"{model_words(c.disk)} cannot be the target: {c.blockers[0]}",
+                f"{c.disk.name} cannot be the target: {c.blockers[0]}",
                 severity="warning",
             )
             return
