@@ -19,7 +19,7 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from layout.models import DiskIdentity, Frozen
-from layout.plan import Plan, RestoreArea, Stage
+from layout.plan import Plan
 from layout.probe import MountEntry, read_mounts
 from restore_tui.progress import percent
 
@@ -83,22 +83,6 @@ class Checkpoint(Frozen):
         else:
             done, total = self.bytes_done(), sum(s.bytes_to_write for s in self.plan.stages)
         return min(99, percent(done, total))
-
-    def source_offset(self) -> int | None:
-        """The archive's source-disk offset reached in the current action, when it copies data."""
-        stage = self._current()
-        if stage is None or self.action_index >= len(stage.actions):
-            return None
-        action = stage.actions[self.action_index]
-        if not isinstance(action, RestoreArea):
-            return None
-        return action.source_offset + self.done_in_action
-
-    def _current(self) -> Stage | None:
-        for stage in self.plan.stages:
-            if stage.name == self.current_stage:
-                return stage
-        return None
 
 
 @dataclass(frozen=True)

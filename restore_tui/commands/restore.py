@@ -26,7 +26,7 @@ from restore_tui.engine import (
 )
 from restore_tui.errors import UserError
 from restore_tui.flow import Flow, Refused, confirmation_for, is_restore_target
-from restore_tui.journal import Journal, find_for_archive
+from restore_tui.journal import Journal
 from restore_tui.matching import Job
 from restore_tui.progress import human_bytes, human_duration, rough_duration, stall_words
 
@@ -376,7 +376,7 @@ def run(args: argparse.Namespace) -> int:
     with open_archive(args.archive) as archive:
         flow = Flow(archive, target_probe(args.target))
         disk = flow.disk(args.target)
-        unfinished = find_for_archive(archive.path)
+        unfinished = flow.unfinished()
         if unfinished is not None and is_restore_target(unfinished.record, disk):
             # The same backup onto the same disk was interrupted: continue it with the plan
             # it was following (a fresh plan would see the half-written disk instead).
