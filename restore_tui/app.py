@@ -55,7 +55,8 @@ from restore_tui.screens.target import TargetCandidate, TargetScreen
 from restore_tui.screens.unfinished import UnfinishedScreen
 
 # The steps of each job, so the header can say "Step 4 of 8" truthfully. The first
-# three steps come before the job is chosen, so they are numbered without a total.
+# three steps come before the job is chosen: they count the steps of the usual job (the
+# whole disk, or its preview), and the total changes once another job is chosen.
 FULL_STEPS = (
     "Choose the backup",
     "The backup",
@@ -102,9 +103,9 @@ def step_of(steps: Sequence[str], title: str) -> Step:
     return Step(steps.index(title) + 1, len(steps), title)
 
 
-def early_step(title: str) -> Step:
-    """A step before the job is chosen: its number is the same for every job, the total not."""
-    return Step(FULL_STEPS.index(title) + 1, None, title)
+def early_step(title: str, dry_run: bool) -> Step:
+    """A step before the job is chosen, counted in the steps of the usual job."""
+    return step_of(steps_for("full-disk", dry_run), title)
 
 
 @dataclass
@@ -197,7 +198,7 @@ class RestoreWizard(App[int]):
             if archive is None:
                 choice = await self.push_screen_wait(
                     ChooseBackupScreen(
-                        early_step("Choose the backup"),
+                        early_step("Choose the backup", opts.dry_run),
                         roots=opts.backup_roots,
                         resume_offers=offers,
                         initial_path=initial,
@@ -243,7 +244,7 @@ class RestoreWizard(App[int]):
         unfinished = await asyncio.to_thread(self._flow(archive).unfinished, opts.journal_dirs)
         if unfinished is not None and not opts.dry_run:
             choice = await self.push_screen_wait(
-                UnfinishedScreen(early_step("The backup"), unfinished.summary())
+                UnfinishedScreen(early_step("The backup", opts.dry_run), unfinished.summary())
             )
             if choice == "back":
                 return None
@@ -254,13 +255,13 @@ class RestoreWizard(App[int]):
                     return code
         while True:
             seen = await self.push_screen_wait(
-                BackupScreen(early_step("The backup"), archive, dry_run=opts.dry_run)
+                BackupScreen(early_step("The backup", opts.dry_run), archive, dry_run=opts.dry_run)
             )
             if seen == "back":
                 return None
             while True:
                 job = await self.push_screen_wait(
-                    JobScreen(early_step("What to do"), dry_run=opts.dry_run)
+                    JobScreen(early_step("What to do", opts.dry_run), dry_run=opts.dry_run)
                 )
                 if job == "back":
                     break

@@ -14,6 +14,7 @@ from layout.probe import ProbedDisk
 from restore_tui.commands.restore import ProgressLines, confirm
 from restore_tui.engine import ProgressEvent
 from restore_tui.errors import UserError
+from restore_tui.flow import Flow
 
 
 class FakeTerminal(io.StringIO):
@@ -171,3 +172,33 @@ def test_to_a_log_a_stall_is_one_line_and_so_is_its_end() -> None:
         "It may be failing, or its cable may be loose."
     )
     assert got[1] == "Data is moving again (nothing had moved for 45 s)."
+
+
+class TwoDisks:
+    """Attached disks as a probe reports them: two with serials, one without."""
+
+    def __init__(self) -> None:
+        self.all = [
+            disk("WD-WCAV5Z187XK2"),
+            disk("S3Z9NB0K123456").model_copy(update={"device": "/dev/sdc"}),
+            disk(None).model_copy(update={"device": "/dev/sdd"}),
+        ]
+
+    def disks(self) -> list[ProbedDisk]:
+        return self.all
+
+    def disk(self, device: str) -> ProbedDisk:
+        return next(d for d in self.all if d.device == device)
+
+    def disk_holding(self, path: str) -> str | None:
+        return None
+
+
+def test_a_target_given_by_serial_number_is_that_disk() -> None:
+    flow = Flow(None, TwoDisks())  # type: ignore[arg-type]  # the archive is not read here
+    assert flow.disk("serial:S3Z9NB0K123456").device == "/dev/sdc"
+    with pytest.raises(UserError) as missing:
+        flow.disk("serial:NOPE")
+    words = str(missing.value)
+    assert "no attached disk has serial number NOPE" in words
+    assert "WD-WCAV5Z187XK2 (/dev/sdb), S3Z9NB0K123456 (/dev/sdc)" in words

@@ -420,7 +420,7 @@ async def test_step_one_lists_a_backup_on_an_unmounted_partition_and_opens_it(
     built: Built, attached: str, runtime: Path
 ) -> None:
     screen = ChooseBackupScreen(
-        Step(1, None, "Choose the backup"), roots=lambda: [], probe=OneDisk(attached)
+        Step(1, 8, "Choose the backup"), roots=lambda: [], probe=OneDisk(attached)
     )
     app = ChooseApp(screen)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -453,7 +453,7 @@ async def test_ctrl_o_browses_the_backup_disk_not_the_root(
     built: Built, attached: str, runtime: Path
 ) -> None:
     screen = ChooseBackupScreen(
-        Step(1, None, "Choose the backup"), roots=lambda: [], probe=OneDisk(attached)
+        Step(1, 8, "Choose the backup"), roots=lambda: [], probe=OneDisk(attached)
     )
     app = ChooseApp(screen)
     async with app.run_test(size=(80, 24)) as pilot:
@@ -480,7 +480,7 @@ async def test_none_found_names_the_disks_looked_inside(
 ) -> None:
     device = loop_device(empty_disk(tmp_path))
     screen = ChooseBackupScreen(
-        Step(1, None, "Choose the backup"), roots=lambda: [], probe=OneDisk(device)
+        Step(1, 8, "Choose the backup"), roots=lambda: [], probe=OneDisk(device)
     )
     app = ChooseApp(screen)
     async with app.run_test(size=(80, 24)) as pilot:

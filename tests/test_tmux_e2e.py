@@ -75,14 +75,14 @@ def test_demo_full_disk_restore_in_tmux(tmp_path: Path) -> None:
         env=env,
     )
     try:
-        term.wait_for("Step 1 · Choose the backup", "windows-pc.rtui", "linux-laptop.rtui")
+        term.wait_for("Step 1 of 8 · Choose the backup", "windows-pc.rtui", "linux-laptop.rtui")
         term.keys("Down")
         term.keys("Enter")
-        term.wait_for("Step 2 · The backup", "System Reserved — Windows boot files")
+        term.wait_for("Step 2 of 8 · The backup", "System Reserved — Windows boot files")
         term.keys("Enter")  # check the backup first
         term.wait_for("The backup is intact")
         term.keys("Enter")  # Continue
-        term.wait_for("Step 3 · What to do", "Restore the whole disk")
+        term.wait_for("Step 3 of 8 · What to do", "Restore the whole disk")
         term.keys("Enter")
         shown = term.wait_for("Step 4 of 8", "new-disk-80MiB.img", "Use this disk")
         rows = table_rows(shown)

@@ -1,5 +1,5 @@
-"""Every screen of the wizard's jobs fits 80×24: no horizontal scrollbar, no table wider
-than its place. Walked as the person would, at the size of a rescue console."""
+"""Every screen of the wizard's jobs fits 80×24: no line cut, no horizontal scrollbar, no
+table wider than its place. Walked as the person would, at the size of a rescue console."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ import pytest
 from test_tui_flow import SIZE, built_demo, choose_backup, demo, pick_target
 from textual.pilot import Pilot
 from textual.screen import Screen
-from textual.widget import Widget
-from textual.widgets import DataTable
-from tui_support import on_screen, wizard
+from tui_support import cut_widgets, on_screen, wizard
 
 from restore_tui.demo import DemoSetup
 from restore_tui.screens.backup import BackupScreen
@@ -23,22 +21,9 @@ pytestmark = pytest.mark.asyncio
 __all__ = ["built_demo", "demo"]
 
 
-def too_wide(screen: Screen[object]) -> list[str]:
-    """Widgets that scroll sideways or are cut at the screen's width."""
-    out: list[str] = []
-    for w in screen.query(Widget):
-        if not w.display:
-            continue
-        if getattr(w, "show_horizontal_scrollbar", False):
-            out.append(f"{w!r} shows a horizontal scrollbar")
-        if isinstance(w, DataTable) and w.virtual_size.width > w.size.width:
-            out.append(f"{w!r} is {w.virtual_size.width} wide in {w.size.width} columns")
-    return out
-
-
 async def seen(pilot: Pilot[object], kind: type[Screen[object]]) -> Screen[object]:
     screen = await on_screen(pilot, kind)
-    assert not too_wide(screen), f"{kind.__name__}: {too_wide(screen)}"
+    assert not cut_widgets(screen), f"{kind.__name__}: {cut_widgets(screen)}"
     return screen
 
 
@@ -51,11 +36,11 @@ async def test_the_whole_disk_job_fits(demo: DemoSetup) -> None:
         await seen(pilot, JobScreen)
         await pilot.press("enter")
         target = await pick_target(pilot, demo.new_disk)
-        assert not too_wide(target)
+        assert not cut_widgets(target)
         await seen(pilot, PreviewScreen)
         await pilot.press("x")  # the exact sectors too
         await pilot.pause()
-        assert not too_wide(app.screen)
+        assert not cut_widgets(app.screen)
         await pilot.press("enter")
         confirm = await seen(pilot, ConfirmScreen)
         assert isinstance(confirm, ConfirmScreen)
@@ -73,7 +58,7 @@ async def test_the_one_partition_job_fits(demo: DemoSetup) -> None:
         await seen(pilot, JobScreen)
         await pilot.press("down", "enter")
         target = await pick_target(pilot, demo.spare_disk)
-        assert not too_wide(target)
+        assert not cut_widgets(target)
         part = await seen(pilot, PartitionScreen)
         assert isinstance(part, PartitionScreen)
         chosen = part._chosen_partition()
@@ -91,7 +76,7 @@ async def test_the_preview_job_fits(demo: DemoSetup) -> None:
         await seen(pilot, JobScreen)
         await pilot.press("enter")
         target = await pick_target(pilot, demo.new_disk)
-        assert not too_wide(target)
+        assert not cut_widgets(target)
         await seen(pilot, PreviewScreen)
         await pilot.press("ctrl+q")
 

@@ -92,14 +92,14 @@ async def test_full_disk_restore_puts_the_backup_on_the_target(demo: DemoSetup) 
         await choose_backup(pilot, demo.windows_archive)
         backup = await on_screen(pilot, BackupScreen)
         assert isinstance(backup, BackupScreen)
-        # Before the job is chosen no total is true: one partition has a step more.
-        assert header(backup) == "Step 2 · The backup"
+        # Before the job is chosen the steps of the usual job are counted.
+        assert header(backup) == "Step 2 of 8 · The backup"
         assert "Partition table: the list at the start of the disk" in screen_text(backup)
-        await pilot.press("enter")  # "Check the backup first" has the focus
+        await pilot.press("enter")  # "Check the backup" has the focus
         await until(pilot, lambda: backup.report is not None, "the backup check")
         assert backup.report is not None and backup.report.ok
         await pilot.press("enter")  # "Continue" has the focus once the check passed
-        assert header(await on_screen(pilot, JobScreen)) == "Step 3 · What to do"
+        assert header(await on_screen(pilot, JobScreen)) == "Step 3 of 8 · What to do"
         await pilot.press("enter")  # restore the whole disk
         assert header(await pick_target(pilot, demo.new_disk)) == "Step 4 of 8 · The target disk"
         preview = await on_screen(pilot, PreviewScreen)

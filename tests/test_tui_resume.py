@@ -39,7 +39,7 @@ async def test_a_backup_named_at_start_offers_its_unfinished_restore(demo: DemoS
         shown = screen_text(offer)
         assert "A restore of this backup did not finish" in shown
         assert "stage 3 of 3" in shown and "new-disk-80MiB.img" in shown
-        assert header(offer) == "Step 2 · The backup"
+        assert header(offer) == "Step 2 of 8 · The backup"
         await pilot.press("enter")  # "Continue the restore" has the focus
         done = await on_screen(pilot, DoneScreen)
         assert isinstance(done, DoneScreen)

@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from textual.geometry import Region
 from textual.pilot import Pilot
 from textual.screen import Screen
-from textual.widgets import Button, Static
+from textual.widget import Widget
+from textual.widgets import Button, DataTable, Static
 
 import archive.backup as backup_module
 from archive import open_archive
@@ -128,6 +130,46 @@ def screen_text(screen: Screen[object]) -> str:
     return "\n".join(texts)
 
 
+def _squeezed(text: str) -> str:
+    return "".join(text.split())
+
+
+def _drawn_text(widget: Widget) -> str:
+    """What a widget draws at its size, all of it (also what is scrolled out of view)."""
+    width, height = widget.outer_size
+    strips = widget.render_lines(Region(0, 0, width, height))
+    return "".join(strip.text for strip in strips)
+
+
+def cut_widgets(screen: Screen[object]) -> list[str]:
+    """Everything on a screen that is cut at the side or scrolls sideways, in words.
+
+    Wrapping only moves words to the next line, so every letter of a widget's text must
+    be among the letters it draws; a letter missing means the line was cut (an ellipsis,
+    a clipped label or button). Widgets are also checked against what contains them
+    (clipped at the right) and for content wider than their place (a horizontal
+    scrollbar, or one hidden by the style).
+    """
+    out: list[str] = []
+    # The compositor holds where each widget is drawn and where it is clipped; no public API.
+    visible = screen._compositor.visible_widgets
+    for widget, (region, clip) in visible.items():
+        if region.x < clip.x or region.right > clip.right:
+            out.append(f"{widget!r} is clipped at the side ({region} in {clip})")
+        if widget.show_horizontal_scrollbar:
+            out.append(f"{widget!r} shows a horizontal scrollbar")
+        room = widget.scrollable_content_region.width
+        if widget.is_scrollable and widget.virtual_size.width > room:
+            out.append(f"{widget!r} holds {widget.virtual_size.width} columns in {room}")
+        if isinstance(widget, DataTable) and widget.virtual_size.width > widget.size.width:
+            out.append(f"{widget!r} is {widget.virtual_size.width} wide in {widget.size.width}")
+        if isinstance(widget, Static | Button):
+            wanted = str(widget.label if isinstance(widget, Button) else widget.render())
+            if _squeezed(wanted) not in _squeezed(_drawn_text(widget)):
+                out.append(f"{widget!r} cuts its text {wanted[:60]!r}")
+    return out
+
+
 def sha256_of(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -190,11 +232,15 @@ def expected_partition_bytes(
 
 
 def hold_engine_in_stage(
-    monkeypatch: pytest.MonkeyPatch, stage_index: int, wait_s: float = 30.0
+    monkeypatch: pytest.MonkeyPatch,
+    stage_index: int,
+    wait_s: float = 30.0,
+    *,
+    kind: str = "write",
 ) -> tuple[threading.Event, threading.Event]:
     """Make the wizard's engines stop inside stage ``stage_index`` (through their progress
-    callback) until released: (reached, release). A stop key pressed after ``reached``
-    then lands mid-stage every time."""
+    callback, at its first ``kind`` event) until released: (reached, release). A stop key
+    pressed after ``reached`` then lands mid-stage every time."""
     import restore_tui.flow as flow_module
 
     reached, release = threading.Event(), threading.Event()
@@ -203,7 +249,7 @@ def hold_engine_in_stage(
     def held_engine(*args, progress, **kwargs):  # type: ignore[no-untyped-def]
         def hold(event: ProgressEvent) -> None:
             progress(event)
-            if event.kind == "write" and event.stage_index == stage_index and not reached.is_set():
+            if event.kind == kind and event.stage_index == stage_index and not reached.is_set():
                 reached.set()
                 release.wait(wait_s)
 

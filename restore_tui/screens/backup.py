@@ -1,4 +1,4 @@
-"""Step 2 of the wizard: what the backup holds, and "Check the backup first".
+"""Step 2 of the wizard: what the backup holds, and "Check the backup".
 
 Shows the source disk and every partition in plain words; checking reads the whole
 backup in a worker thread with a progress bar, and can be skipped or cancelled.
@@ -127,8 +127,8 @@ class BackupScreen(Screen[BackupResult]):
             yield ProgressBar(id="verify-bar", show_eta=False)
             yield Static("", id="verify-status")
         with Horizontal(classes="buttons"):
-            yield Button("Check the backup first (recommended)", id="check", variant="primary")
-            yield Button("Continue without checking", id="next")
+            yield Button("Check the backup (recommended)", id="check", variant="primary")
+            yield Button("Skip the check", id="next")
             yield Button("Back", id="back")
         yield Footer()
 

@@ -43,20 +43,15 @@ TERMS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Step:
-    """Where a screen sits in the walk-through: "Step 3 of 7".
-
-    ``total`` is None until the job is chosen: a one-partition restore has one step more
-    than a whole-disk one and a preview ends early, so no count would be true before that.
-    """
+    """Where a screen sits in the walk-through: "Step 3 of 7"."""
 
     number: int
-    total: int | None
+    total: int
     title: str
 
     @property
     def words(self) -> str:
-        of = f" of {self.total}" if self.total is not None else ""
-        return f"Step {self.number}{of} · {self.title}"
+        return f"Step {self.number} of {self.total} · {self.title}"
 
 
 def human_rate(bytes_per_second: float | None) -> str:
