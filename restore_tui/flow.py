@@ -51,6 +51,10 @@ SERIAL_DIGITS = 4
 ROOM_CODES = frozenset({"table-damaged", "no-free-space", "no-room"})
 
 
+#: ``--target serial:S``: the disk by its serial number instead of its /dev name
+SERIAL_PREFIX = "serial:"
+
+
 class Refused(UserError):
     """The target must not be written now; ``reasons`` say why, as typed notices."""
 
@@ -172,13 +176,32 @@ class Flow:
             raise UserError(str(exc)) from exc
 
     def disk(self, device: str) -> ProbedDisk:
-        """One disk as it is now: a /dev path, or a disk image file."""
+        """One disk as it is now: a /dev path, a disk image file, or ``serial:S`` — the
+        attached disk with serial number S (for scripts: /dev names change at each boot)."""
         try:
+            if device.startswith(SERIAL_PREFIX):
+                return self._by_serial(device.removeprefix(SERIAL_PREFIX))
             if os.path.isfile(device) and not isinstance(self.probe, ImageProbe):
                 return ImageProbe([device]).disk(device)
             return self.probe.disk(device)
         except ProbeError as exc:
             raise UserError(str(exc)) from exc
+
+    def _by_serial(self, serial: str) -> ProbedDisk:
+        disks = self.probe.disks()
+        found = [d for d in disks if d.identity.serial == serial]
+        if len(found) == 1:
+            return found[0]
+        if found:
+            names = ", ".join(d.device for d in found)
+            raise UserError(f"more than one attached disk has serial number {serial} ({names})")
+        known = ", ".join(f"{d.identity.serial} ({d.device})" for d in disks if d.identity.serial)
+        raise UserError(
+            f"no attached disk has serial number {serial}; "
+            + (f"the serial numbers attached now are {known}" if known else "no attached disk "
+               "reports a serial number")
+            + ". Check the number (`restore-tui disks` lists them) and that the disk is plugged in."
+        )
 
     def holders(self, disks: Sequence[ProbedDisk] = ()) -> set[str]:
         """Every disk the backup lives on: never a target. The backup file itself offered

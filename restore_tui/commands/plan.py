@@ -37,7 +37,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--target",
         metavar="DISK",
-        help="the disk to restore onto: a /dev path or a disk image file (default: the "
+        help="the disk to restore onto: a /dev path, a disk image file or serial:S (default: the "
         "attached disk that is clearly the backed-up one)",
     )
     parser.add_argument(

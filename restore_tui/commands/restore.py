@@ -41,7 +41,11 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("archive", metavar="ARCHIVE", help="the backup file or folder")
     parser.add_argument(
-        "--target", required=True, metavar="DISK", help="the disk (/dev/...) or image file"
+        "--target",
+        required=True,
+        metavar="DISK",
+        help="the disk: /dev/..., a disk image file, or serial:S (the attached disk with "
+        "serial number S, as `restore-tui disks` lists it)",
     )
     parser.add_argument(
         "--partition",
