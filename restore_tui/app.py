@@ -108,6 +108,10 @@ def early_step(title: str, dry_run: bool) -> Step:
     return step_of(steps_for("full-disk", dry_run), title)
 
 
+class ChooseAnotherBackup(Exception):
+    """From a failure screen: back to the first step, the backup opened now let go."""
+
+
 @dataclass
 class WizardOptions:
     """How the wizard was started: what to look at, and where."""
@@ -208,7 +212,10 @@ class RestoreWizard(App[int]):
                     )
                 )
                 if isinstance(choice, ResumeChosen):
-                    code = await self._resume(choice.offer)
+                    try:
+                        code = await self._resume(choice.offer)
+                    except ChooseAnotherBackup:
+                        code = None
                     if code is None:
                         continue  # could not resume: back to choosing
                     self.exit(code)
@@ -219,12 +226,17 @@ class RestoreWizard(App[int]):
                 # until released.
                 self._release = choice.cleanup
             self.archive = archive
-            code = await self._with_archive(archive)
+            try:
+                code = await self._with_archive(archive)
+            except ChooseAnotherBackup:
+                code = None
             if code is None:  # the person went back to choosing a backup
                 self.release_archive()
                 archive = None
                 initial = None
                 choose_error = None
+                # A restore stopped meanwhile is offered for resuming too.
+                offers = await asyncio.to_thread(self._resume_offers)
                 continue
             self.exit(code)
             return
@@ -368,9 +380,14 @@ class RestoreWizard(App[int]):
                         dry_run=job.dry_run,
                         source_table=archive.manifest.table,
                         show_ids=replanned,
+                        can_restore=not self.options.dry_run,
                     )
                 )
                 replanned = False
+                if go == "restore-now":
+                    # The preview he just read becomes the restore: same plan, real steps.
+                    job = JobChoice(job.kind, dry_run=False)
+                    steps = steps_for(job.kind, dry_run=False)
                 if go in ("new-ids", "same-ids"):
                     # Plan again and show the new plan: what the choice changes is on it.
                     new_ids = go == "new-ids"
@@ -422,6 +439,8 @@ class RestoreWizard(App[int]):
             )
             return 0
         after = await self.push_screen_wait(FailureScreen(job, outcome))
+        if after == "other-backup":
+            raise ChooseAnotherBackup
         # "Choose the disk again": back to the target step (or, when resuming, to step 1).
         return None if after == "start-over" else 1
 

@@ -115,7 +115,13 @@ async def test_full_disk_restore_puts_the_backup_on_the_target(demo: DemoSetup) 
         await pilot.press("enter")  # nothing typed: Enter must not start anything
         assert app.screen is confirm
         await pilot.press(*confirm.wanted.word, "enter")
-        assert header(await on_screen(pilot, DoneScreen)) == "Step 8 of 8 · Done"
+        done = await on_screen(pilot, DoneScreen)
+        assert header(done) == "Step 8 of 8 · Done"
+        # The backed-up disk is still attached: the note says what to do about it now,
+        # not a choice that was on the preview ("key n").
+        said = screen_text(done)
+        assert "Two disks now share an identity" in said and "Unplug that disk" in said
+        assert "key n" not in said
         await pilot.press("enter")
     assert app.return_value == 0
     assert_full_restore(demo.new_disk, demo.windows_archive)
@@ -204,11 +210,39 @@ async def test_preview_writes_nothing(demo: DemoSetup, how: str) -> None:
         # The preview is the last step of this job.
         assert header(preview) == "Step 5 of 5 · What would change"
         assert not preview.query("#go")  # there is no way on to writing from here
+        # Started for previews only, nothing leads on to a restore; a preview chosen as
+        # the job can become the restore it shows.
+        assert bool(preview.query("#restore-now")) == (how == "only-show")
         await pilot.press("x")  # exact sectors on request
         assert preview.query_one("#exact").display
         await pilot.press("enter")  # Done
     assert app.return_value == 0
     assert {p: sha256_of(p) for p in demo.disk_images} == hashes
+
+
+async def test_a_preview_can_become_the_restore_it_shows(demo: DemoSetup) -> None:
+    app = wizard(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await choose_backup(pilot, demo.windows_archive)
+        await on_screen(pilot, BackupScreen)
+        app.screen.query_one("#next").press()  # type: ignore[attr-defined]
+        await on_screen(pilot, JobScreen)
+        await pilot.press("down", "down", "enter")  # "Only show what would change"
+        await pick_target(pilot, demo.new_disk)
+        preview = await on_screen(pilot, PreviewScreen)
+        assert isinstance(preview, PreviewScreen) and preview.dry_run
+        shown = preview.plan
+        preview.query_one("#restore-now").press()  # type: ignore[attr-defined]
+        confirm = await on_screen(pilot, ConfirmScreen)
+        assert isinstance(confirm, ConfirmScreen)
+        # The restore's own steps from here, and the very plan that was shown.
+        assert header(confirm) == "Step 6 of 8 · Confirm"
+        assert confirm.plan == shown
+        await pilot.press(*confirm.wanted.word, "enter")
+        await on_screen(pilot, DoneScreen)
+        await pilot.press("enter")
+    assert app.return_value == 0
+    assert_full_restore(demo.new_disk, demo.windows_archive)
 
 
 async def test_a_refused_disk_cannot_be_chosen(demo: DemoSetup) -> None:

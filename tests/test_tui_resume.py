@@ -109,3 +109,42 @@ async def test_a_stopped_restore_is_no_dead_end(
         (half,) = [c for c in target.candidates if any("half restored" in n for n in c.notes)]
         assert half.device == str(demo.new_disk)
         await pilot.press("ctrl+q")
+
+
+async def test_another_backup_goes_back_to_the_first_step_with_the_resume_offer(
+    demo: DemoSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a stop, "Another backup" is step 1 again, and the restore just stopped is
+    offered there for resuming."""
+    from test_tui_flow import pick_target
+
+    from restore_tui.screens.confirm import ConfirmScreen
+    from restore_tui.screens.end import FailureScreen
+    from restore_tui.screens.preview import PreviewScreen
+    from restore_tui.screens.progress import ProgressScreen
+
+    reached, release = hold_engine_in_stage(monkeypatch, 2)
+    app = wizard(demo, archive_path=str(demo.windows_archive))
+    async with app.run_test(size=SIZE) as pilot:
+        backup = await on_screen(pilot, BackupScreen)
+        backup.query_one("#next").press()  # type: ignore[attr-defined]
+        await on_screen(pilot, JobScreen)
+        await pilot.press("enter")
+        await pick_target(pilot, demo.new_disk)
+        await on_screen(pilot, PreviewScreen)
+        await pilot.press("enter")
+        confirm = await on_screen(pilot, ConfirmScreen)
+        assert isinstance(confirm, ConfirmScreen)
+        await pilot.press(*confirm.wanted.word, "enter")
+        await on_screen(pilot, ProgressScreen)
+        while not reached.is_set():
+            await pilot.pause(0.05)
+        await pilot.press("escape")
+        release.set()
+        failure = await on_screen(pilot, FailureScreen)
+        failure.query_one("#other-backup").press()  # type: ignore[attr-defined]
+        choose = await on_screen(pilot, ChooseBackupScreen)
+        assert header(choose) == "Step 1 of 8 · Choose the backup"
+        offers = [str(b.label) for b in choose.query("Button.resume")]  # type: ignore[attr-defined]
+        assert any("new-disk-80MiB.img" in o for o in offers), offers
+        await pilot.press("ctrl+q")

@@ -95,7 +95,7 @@ class DoneScreen(Screen[None]):
             yield Static(f"[b]What to do next:[/b]\n{steps}", id="next-steps")
             for w in plan.warnings:
                 if w.code in REPEATED_CODES:
-                    yield Static(f"Note: {wizard_words(w, plan)}", classes="hint")
+                    yield Static(f"Note: {wizard_words(w, plan, restored=True)}", classes="hint")
             for note in self.outcome.notes:
                 if note.code in SAID_ELSEWHERE:
                     continue
@@ -112,7 +112,7 @@ class DoneScreen(Screen[None]):
         self.dismiss(None)
 
 
-FailureResult = Literal["close", "start-over"]
+FailureResult = Literal["close", "start-over", "other-backup"]
 
 
 class FailureScreen(Screen[FailureResult]):
@@ -169,12 +169,14 @@ class FailureScreen(Screen[FailureResult]):
             yield Static(
                 "Or choose the disk again now (“Choose the disk again”): the disk list is read "
                 "anew, so a disk that was unplugged or a cable that was loose can be fixed "
-                "first.",
+                "first. “Another backup” goes back to the first step, for another copy of "
+                "the backup.",
                 classes="hint",
             )
         with Horizontal(classes="buttons"):
             yield Button("Close", id="close", variant="primary")
             yield Button("Choose the disk again", id="start-over")
+            yield Button("Another backup", id="other-backup")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -187,3 +189,7 @@ class FailureScreen(Screen[FailureResult]):
     @on(Button.Pressed, "#start-over")
     def _start_over(self) -> None:
         self.dismiss("start-over")
+
+    @on(Button.Pressed, "#other-backup")
+    def _other_backup(self) -> None:
+        self.dismiss("other-backup")

@@ -25,7 +25,7 @@ from layout.plan import Plan
 from restore_tui.plan_text import LayoutRow, bar_segments, plan_rows
 from restore_tui.screens.common import TERMS, Step, StepHeader, human_size
 
-PreviewResult = Literal["go", "back", "done", "new-ids", "same-ids"]
+PreviewResult = Literal["go", "back", "done", "restore-now", "new-ids", "same-ids"]
 NEW_IDS_FULL = "Give the restored disk new identifiers"
 NEW_IDS_ONE = "Give the new partition a new identifier"
 SAME_IDS = "Keep the backed-up identifiers"
@@ -109,22 +109,27 @@ def new_ids_label(plan: Plan) -> str:
     return NEW_IDS_FULL if plan.job == "full-disk" else NEW_IDS_ONE
 
 
-def wizard_words(said: Notice, plan: Plan) -> str:
+def wizard_words(said: Notice, plan: Plan, *, restored: bool = False) -> str:
     """A planner notice as the wizard says it: where the command line names --new-ids,
-    the wizard names the choice on this screen."""
+    the wizard names the choice on this screen. Once ``restored``, that choice is gone:
+    only what to do about it is said."""
     choice = f"choose “{NEW_IDS_FULL if plan.job == 'full-disk' else NEW_IDS_ONE}” (key n)"
     p = said.params
+    would = "now" if restored else "would"
     if said.code == "shared-disk-identity":
+        unplug = "Unplug that disk before starting the computer"
         return (
-            f"Two disks would share an identity: {p['other']} still carries the backed-up "
+            f"Two disks {would} share an identity: {p['other']} still carries the backed-up "
             f"disk's {p['identifier']}. Windows takes one of them offline and boot loaders may "
-            f"pick the wrong one. Unplug that disk before starting the computer, or {choice}"
+            f"pick the wrong one. {unplug}" + ("." if restored else f", or {choice}")
         )
     if said.code == "shared-partition-guid":
         return (
-            f"Two partitions would share partition GUID {p['guid']}: partition "
+            f"Two partitions {would} share partition GUID {p['guid']}: partition "
             f"{p['partition']} of {p['other']} has it. Boot entries naming that GUID may pick "
-            f"the wrong one; {choice} for a fresh one"
+            "the wrong one"
+            + ("; unplug that disk before starting the computer." if restored
+               else f"; {choice} for a fresh one")
         )
     if said.code in NEW_ID_CODES:
         return said.text.replace("Fresh identifiers (--new-ids):", "New identifiers:")
@@ -199,11 +204,15 @@ class PreviewScreen(Screen[PreviewResult]):
         dry_run: bool = False,
         source_table: PartitionTable | None = None,
         show_ids: bool = False,
+        can_restore: bool = False,
     ) -> None:
         super().__init__()
         self.step = step
         self.plan = plan
         self.dry_run = dry_run
+        #: a preview chosen as the job (not a wizard started for previews only): it can
+        #: go on to the restore it shows
+        self.can_restore = dry_run and can_restore
         self.source_table = source_table
         #: just planned again with other identifiers: open at what that changed
         self.show_ids = show_ids
@@ -253,6 +262,8 @@ class PreviewScreen(Screen[PreviewResult]):
         with Horizontal(classes="buttons"):
             if self.dry_run:
                 yield Button("Done", id="done", variant="primary")
+                if self.can_restore:
+                    yield Button("Restore this now", id="restore-now")
             else:
                 yield Button("Continue", id="go", variant="primary")
             yield Button("Exact sectors", id="exact-toggle")
@@ -345,6 +356,10 @@ class PreviewScreen(Screen[PreviewResult]):
     @on(Button.Pressed, "#go")
     def _go(self) -> None:
         self.dismiss("go")
+
+    @on(Button.Pressed, "#restore-now")
+    def _restore_now(self) -> None:
+        self.dismiss("restore-now")
 
     @on(Button.Pressed, "#done")
     def _done(self) -> None:
