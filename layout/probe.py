@@ -86,9 +86,7 @@ class ProbedDisk(Frozen):
     @property
     def headline(self) -> str:
         """"model · size · serial · bus": how a person recognises the disk."""
-        ident = self.identity
-        unknown = "" if ident.serial or ident.bus in ("loop", "image") else " · serial unknown"
-        return f"{self.name}{unknown} · {bus_name(ident.bus)}"
+        return disk_headline(self.identity, self.name)
 
     @property
     def device_note(self) -> str:
@@ -117,6 +115,13 @@ def disk_words(identity: DiskIdentity, backing_file: str | None = None) -> str:
     if identity.serial:
         parts.append(f"serial {identity.serial}")
     return " · ".join(parts)
+
+
+def disk_headline(identity: DiskIdentity, name: str) -> str:
+    """A disk's name (``disk_words``) with how it is attached, and the missing serial
+    said where a real disk would have one."""
+    no_serial = identity.serial is None and identity.bus not in ("loop", "image")
+    return f"{name}{' · no serial number' if no_serial else ''} · {bus_name(identity.bus)}"
 
 
 def bus_name(bus: str | None) -> str:

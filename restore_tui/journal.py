@@ -115,7 +115,7 @@ def describe_disk(record: Checkpoint) -> str:
     (which may belong to another disk after a restart)."""
     target = record.plan.target
     if target.identity.bus == "image":
-        return f"the disk image {record.target_path}"
+        return f"{target.name} at {record.target_path}"
     return f"{target.name} (it was {record.target_path} then)"
 
 

@@ -15,8 +15,9 @@ from typing import Literal
 from archive.manifest import Role
 from archive.roles import infer_role, plain_name
 from layout.gaps import MiB, usable_area
-from layout.models import DiskIdentity, Partition, PartitionTable
+from layout.models import Partition, PartitionTable
 from layout.plan import Action, Plan, Stage
+from layout.probe import disk_headline
 from restore_tui.planner import human_size
 
 Status = Literal["kept", "replaced", "created", "unallocated"]
@@ -24,8 +25,6 @@ BAR_WIDTH = 60
 # Text fits an 80-column rescue console (the --exact extras may run wider).
 TEXT_WIDTH = 78
 LABEL_WIDTH = 16
-BUS_NAMES = {"sata": "SATA", "nvme": "NVMe", "usb": "USB", "ata": "ATA", "scsi": "SCSI",
-             "virtio": "virtual disk", "loop": "loop device", "image": "image file"}
 
 
 @dataclass(frozen=True)
@@ -229,15 +228,6 @@ def plan_rows(plan: Plan, which: Literal["before", "after"]) -> list[LayoutRow]:
     return layout_rows(plan.after, ident.size_bytes // ss, ss, after_status, "kept")
 
 
-def disk_line(identity: DiskIdentity) -> str:
-    """"model · size · serial · bus"."""
-    parts = [identity.model or "Unknown model", human_size(identity.size_bytes)]
-    parts.append(f"serial {identity.serial}" if identity.serial else "serial unknown")
-    if identity.bus:
-        parts.append(BUS_NAMES.get(identity.bus, identity.bus))
-    return " · ".join(parts)
-
-
 def _table_heading(table: PartitionTable | None) -> str:
     if table is None:
         return "no partition table"
@@ -329,7 +319,7 @@ def render_text(plan: Plan, exact: bool = False) -> str:
     lines = [
         f"Restore plan: {job}. Nothing has been written yet.",
         f"Backup: {plan.archive.path}",
-        f"Target: {disk_line(ident)}",
+        f"Target: {disk_headline(ident, plan.target.name)}",
         f"        {plan.target.device} "
         + ("(a disk image file)" if ident.bus == "image" else
            "now (a /dev name can change between boots)"),

@@ -157,7 +157,7 @@ def test_resume_after_a_finished_restore_names_the_disk_it_went_onto(
     capsys.readouterr()
     assert main(["resume", str(local)]) == 0
     out = capsys.readouterr().out
-    assert f"The last restore of this backup, onto the disk image {onto}, finished" in out
+    assert f"The last restore of this backup, onto {onto.name} · " in out
     assert "nothing to resume" in out
 
 

@@ -96,7 +96,7 @@ def test_journal_beside_the_archive_and_its_summary(plan_and_target, tmp_path: P
     assert (summary.stage_number, summary.stage_count) == (3, 3)
     assert 50 <= summary.percent < 99
     assert summary.describe() == (
-        f"Resume restoring backup.rtui onto the disk image {target} (stage 3 of 3, "
+        f"Resume restoring backup.rtui onto {plan.target.name} at {target} (stage 3 of 3, "
         f"{summary.percent} %)"
     )
     assert [s.path for s in find_unfinished([archive.path], search_dirs=[])] == [journal.path]

@@ -237,7 +237,7 @@ def test_no_udev_fallback_reads_sysfs_and_says_what_is_missing(
     assert disk.identity.serial is None
     assert "serial unknown: udev is not in use" in disk.missing_facts
     assert "model unknown: udev is not in use" in disk.missing_facts
-    assert disk.headline.startswith("Unknown disk · 64.0 MiB · serial unknown · USB")
+    assert disk.headline.startswith("Unknown disk · 64.0 MiB · no serial number · USB")
 
 
 def test_disks_holding_follows_mount_sources(tmp_path: Path) -> None:
