@@ -297,8 +297,14 @@ class NativeWriter:
                     on_bytes(length)
         return tuple(chunks)
 
-    def finish(self, manifest: ArchiveManifest) -> Path:
-        """Write manifest and footer, flush to the medium, rename into place."""
+    def finish(
+        self, manifest: ArchiveManifest, check: Callable[[Path], None] | None = None
+    ) -> Path:
+        """Write manifest and footer, flush to the medium, rename into place.
+
+        ``check(partial_path)`` runs on the finished file before the rename (a
+        conversion reads it back there); whatever it raises removes the file.
+        """
         try:
             raw = manifest.model_dump_json().encode()
             stored = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True).compress(
@@ -320,6 +326,8 @@ class NativeWriter:
             self._file.flush()
             os.fsync(self._file.fileno())
             self._file.close()
+            if check is not None:
+                check(self.partial)
             os.replace(self.partial, self.path)
             _fsync_dir(self.path.parent)
             self._finished = True
@@ -636,6 +644,15 @@ class NativeArchive(Archive):
         if len(data) != chunk.length or hashlib.sha256(data).hexdigest() != chunk.sha256:
             raise bad("data does not match its checksum")
         return Piece(chunk.offset, chunk.length, data)
+
+    def chunk_data(self, partition: int | None, chunk: Chunk) -> bytes:
+        """One chunk's raw bytes, checked against its digest (zeros for a zero chunk).
+
+        For random access (``archive.view``); :class:`CorruptData` names the
+        partition and offset when the stored data is damaged.
+        """
+        data = self._load_chunk(partition, chunk).data
+        return bytes(chunk.length) if data is None else data
 
     def pieces(self, area: Area, start: int = 0) -> Iterator[Piece]:
         partition, chunks = self._area_chunks(area)
