@@ -300,6 +300,20 @@ class FoundBackup:
         }
 
 
+def keeps_record_beside(backup: FoundBackup) -> bool:
+    """Whether a restore's progress record can be kept beside this backup: not when its
+    filesystem is opened read-only (not mounted now, so opened here read-only; or
+    mounted read-only), and then it lives in the running system's memory on rescue media."""
+    path = backup.path
+    if path is None:
+        return False
+    try:
+        read_only = bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+    return not read_only and os.access(path.parent, os.W_OK)
+
+
 @dataclass(frozen=True)
 class Place:
     """A filesystem of an attached disk that was (or could be) looked inside."""

@@ -433,6 +433,9 @@ async def test_step_one_lists_a_backup_on_an_unmounted_partition_and_opens_it(
             '   partition 1 "BACKUP", folder Backups',
         ]
         assert mounted_lines(attached, runtime) == []  # the look is over: unmounted
+        # Opened read-only, the restore's record cannot go beside it: he is told so.
+        note = screen.query_one("#read-only", Static)
+        assert note.display and "starts again from the beginning" in str(note.render())
         await pilot.press("enter")
         await wait_for(pilot, lambda: app.result is not None, "the backup to open")
     chosen = app.result
@@ -502,6 +505,8 @@ def test_folder_roots_still_work_without_disks(tmp_path: Path) -> None:
     (folder / "not.rtui").write_bytes(b"nope")
     scan = finding.find(None, roots=[folder])
     assert [b.path for b in scan.backups] == [folder / "a.rtui", folder / "deeper" / "b.rtui"]
+    # A writable folder keeps the record beside the backup.
+    assert all(finding.keeps_record_beside(b) for b in scan.backups)
     assert scan.backups[0].where == f"in {folder}"
     assert finding.nothing_found_text(finding.Scan(folders=(str(folder),))).startswith(
         f"No backup found in {folder}."

@@ -49,10 +49,20 @@ from restore_tui.finding import (
     backup_kind,
     find,
     find_backups,
+    keeps_record_beside,
     media_roots,
     nothing_found_text,
 )
 from restore_tui.screens.common import Step, StepHeader, human_size
+
+#: shown when a backup found is on a disk opened read-only (rescue media mount nothing)
+READ_ONLY_WORDS = (
+    "Disks that are not mounted are opened read-only, so nothing on them changes. A "
+    "restore from a backup on such a disk keeps its progress record in this computer's "
+    "memory: if the computer restarts during the restore, it starts again from the "
+    "beginning. On a backup disk that is mounted for writing, the record is kept beside "
+    "the backup and the restore continues after a restart."
+)
 
 __all__ = [
     "NATIVE_MAGIC",
@@ -300,6 +310,7 @@ class ChooseBackupScreen(Screen[ChooseResult]):
             yield Label("Backups found on the attached disks:", classes="section")
             yield OptionList(id="found")
             yield Static("Looking at the attached disks…", id="scan-status", classes="hint")
+            yield Static(READ_ONLY_WORDS, id="read-only", classes="hint")
             yield Label(
                 "Or type the path of the backup file or Clonezilla folder:", classes="section"
             )
@@ -313,6 +324,7 @@ class ChooseBackupScreen(Screen[ChooseResult]):
 
     def on_mount(self) -> None:
         self.query_one("#found", OptionList).display = False
+        self.query_one("#read-only", Static).display = False
         if self.resume_offers:
             self.query_one("#resume-0", Button).focus()
         self.scan()
@@ -375,6 +387,7 @@ class ChooseBackupScreen(Screen[ChooseResult]):
                 )
             )
         options.display = bool(found)
+        self.query_one("#read-only", Static).display = not all(map(keeps_record_beside, found))
         if found:
             text = "Could not look inside: " + "; ".join(scan.skipped) + "." if scan.skipped else ""
         else:
