@@ -8,7 +8,7 @@ cd "$here"
 debian_packages=(
     libparted-dev pkg-config build-essential python3-dev python3-venv
     udev util-linux fdisk gdisk parted e2fsprogs dosfstools ntfs-3g partclone
-    zstd tmux mtools clonezilla fusefat
+    zstd tmux mtools clonezilla fusefat fuse3 libfuse3-dev
 )
 
 install_system_packages() {
