@@ -29,7 +29,7 @@ from layout.models import DiskIdentity, PartitionTable
 from layout.notices import Notice, notice
 from layout.plan import Action, Plan, RestoreArea, Stage, WriteBytes, ZeroRange
 from layout.table_io import TableError, read_table, table_fingerprint
-from restore_tui.datapath import check_copy
+from restore_tui.datapath import ReadBackMismatch, ReadBehind, check_copy
 from restore_tui.errors import UserError
 from restore_tui.journal import Checkpoint, Journal, lost_at_restart
 from restore_tui.matching import identity_differences
@@ -383,6 +383,9 @@ class RestoreEngine:
         self._last_checkpoint = time.monotonic()
         self._writer: CheckedWriter | None = None
         self._at: tuple[Stage, int] | None = None  # the action being executed
+        # Target ranges of (stage index, action index) read back equal while they were
+        # being written (ReadBehind), in this run: the stage's end check skips them.
+        self._checked: dict[tuple[int, int], list[tuple[int, int]]] = {}
         if journal is not None:
             # Events before the first stage starts say where the last checkpoint was.
             self._overall_done = self._units_at(journal.record)
@@ -850,6 +853,7 @@ class RestoreEngine:
         delta = action.offset - action.source_offset
         counted = self._area_chunks(action.area) is not None
         pieces = self._backup_pieces(action.area, src_lo)
+        behind = self._read_behind(action, src_lo, src_hi)
         reached = src_lo
         try:
             for piece in pieces:
@@ -872,12 +876,57 @@ class RestoreEngine:
                     self._after_slice(
                         stage, ai, end - action.source_offset, (lo + delta, end + delta)
                     )
+                    if behind is not None:
+                        with self._waiting("target"):
+                            behind.written_to(end)
+            if behind is not None:
+                with self._waiting("target"):
+                    behind.finish()
+                self._moved()
+                self._checked[(self._stage_index, ai)] = behind.checked
         except CorruptData as exc:
             self._stop_for_damage(stage, ai, action, reached, exc)
+        except ReadBackMismatch as exc:
+            self._read_back_failed(stage, action, exc.chunk)
         finally:
             pieces.close()
+            if behind is not None:
+                behind.close()
         if not counted:
             self._advance(src_hi - reached)
+
+    def _read_behind(self, action: RestoreArea, src_lo: int, src_hi: int) -> ReadBehind | None:
+        """The read-back of this area behind its writes, when chunks have digests."""
+        chunks = self._area_chunks(action.area)
+        writer = self._writer
+        if not self.verify or chunks is None or writer is None:
+            return None
+        return ReadBehind(
+            writer.fd,
+            chunks,
+            action.offset - action.source_offset,
+            src_lo,
+            src_hi,
+            flush=writer.sync,
+            evict=writer.drop_cache,
+            sparse_file=not writer.is_block_device,
+            batch=VERIFY_BATCH,
+        )
+
+    def _read_back_failed(self, stage: Stage, action: RestoreArea, chunk: Chunk) -> None:
+        delta = action.offset - action.source_offset
+        lo, hi = chunk.offset + delta, chunk.stop + delta
+        assert self._writer is not None
+        exact = self._compare_pieces(self._writer, action, lo, hi)
+        raise self._verify_failed(stage, exact if exact is not None else lo)
+
+    def _verify_failed(self, stage: Stage, byte: int) -> VerifyFailed:
+        return VerifyFailed(
+            f"after writing {stage.title!r}, byte {byte} of {self.target_path} read "
+            "back different from what was written. The target disk may be failing; "
+            "check it (for example with `smartctl -a`)",
+            resumable=True,
+        )
 
     def _stop_for_damage(
         self, stage: Stage, ai: int, action: RestoreArea, reached: int, exc: CorruptData
@@ -975,13 +1024,19 @@ class RestoreEngine:
     # -- verification ------------------------------------------------------------------
 
     def _verify_stage(self, stage: Stage, writer: CheckedWriter) -> None:
-        for action in stage.actions:
-            writer.drop_cache(action.offset, action.length)
+        to_check: list[list[tuple[int, int]]] = []
         for ai, action in enumerate(stage.actions):
             # A later action of the stage (a hidden-sectors patch) may overwrite part
-            # of this one: its bytes are checked against that action instead.
+            # of this one: its bytes are checked against that action instead. What was
+            # read back behind the writes in this run is not read again.
             later = [(a.offset, a.stop) for a in stage.actions[ai + 1 :]]
-            for lo, hi in subtract([(action.offset, action.stop)], later):
+            done = self._checked.pop((self._stage_index, ai), [])
+            ranges = subtract([(action.offset, action.stop)], later + done)
+            for lo, hi in ranges:
+                writer.drop_cache(lo, hi - lo)
+            to_check.append(ranges)
+        for action, ranges in zip(stage.actions, to_check, strict=True):
+            for lo, hi in ranges:
                 try:
                     bad = self._mismatch_in(writer, action, lo, hi)
                 except CorruptData as exc:
@@ -993,12 +1048,7 @@ class RestoreEngine:
                         resumable=True,
                     ) from exc
                 if bad is not None:
-                    raise VerifyFailed(
-                        f"after writing {stage.title!r}, byte {bad} of {self.target_path} read "
-                        "back different from what was written. The target disk may be failing; "
-                        "check it (for example with `smartctl -a`)",
-                        resumable=True,
-                    )
+                    raise self._verify_failed(stage, bad)
             self._emit("verify", f"checked {action.description}")
 
     def _mismatch_in(self, writer: CheckedWriter, action: Action, lo: int, hi: int) -> int | None:

@@ -1,0 +1,210 @@
+"""The read-back check runs behind the writes (restore_tui.datapath.ReadBehind).
+
+Unit tests on a plain file: batches are checked once flushed, a chunk stored wrong is
+found while writing goes on, chunks cut by the start are left to the stage's end check.
+On a real restore: a byte the medium stores wrong in the first megabytes of a partition
+stops the restore long before the partition is written, and a clean restore reads back
+every chunk behind its writes and nothing twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import restore_tui.datapath as datapath_module
+import restore_tui.engine as engine_module
+import restore_tui.writer as writer_module
+from archive import open_archive
+from archive.manifest import Chunk, PartitionImage
+from restore_tui.cli import main
+from restore_tui.datapath import ReadBackMismatch, ReadBehind
+
+MIB = 1024 * 1024
+
+
+def data_chunks(count: int, size: int = MIB, seed: int = 1) -> tuple[list[Chunk], list[bytes]]:
+    rng = random.Random(seed)
+    blobs = [rng.randbytes(size) for _ in range(count)]
+    chunks = [
+        Chunk(offset=i * size, length=size, kind="data", sha256=hashlib.sha256(b).hexdigest())
+        for i, b in enumerate(blobs)
+    ]
+    return chunks, blobs
+
+
+class Target:
+    """A target file written chunk by chunk, counting flushes and evictions."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.ftruncate(self.fd, size)
+        self.flushes = 0
+        self.evicted: list[tuple[int, int]] = []
+
+    def flush(self) -> None:
+        os.fdatasync(self.fd)
+        self.flushes += 1
+
+    def evict(self, offset: int, length: int) -> None:
+        self.evicted.append((offset, length))
+
+    def behind(self, chunks: list[Chunk], delta: int, lo: int, hi: int) -> ReadBehind:
+        return ReadBehind(
+            self.fd, chunks, delta, lo, hi, flush=self.flush, evict=self.evict, batch=2 * MIB
+        )
+
+
+def test_every_chunk_is_checked_behind_the_writes(tmp_path: Path) -> None:
+    chunks, blobs = data_chunks(8)
+    delta = 3 * MIB  # the area sits 3 MiB further on the target than on the source
+    target = Target(tmp_path / "t.img", 12 * MIB)
+    behind = target.behind(chunks, delta, 0, 8 * MIB)
+    try:
+        for c, b in zip(chunks, blobs, strict=True):
+            os.pwrite(target.fd, b, c.offset + delta)
+            behind.written_to(c.stop)
+        # Checks were handed out while writing went on (a batch each 2 MiB), each after
+        # a flush and with its range evicted from the page cache.
+        assert target.flushes >= 3
+        assert target.evicted[0] == (delta, 2 * MIB)
+        behind.finish()
+    finally:
+        behind.close()
+        os.close(target.fd)
+    assert behind.checked == [(delta, delta + 8 * MIB)]
+
+
+def test_a_chunk_stored_wrong_is_found_while_writing_goes_on(tmp_path: Path) -> None:
+    chunks, blobs = data_chunks(16)
+    target = Target(tmp_path / "t.img", 16 * MIB)
+    behind = target.behind(chunks, 0, 0, 16 * MIB)
+    written = 0
+    try:
+        with pytest.raises(ReadBackMismatch) as found:
+            for c, b in zip(chunks, blobs, strict=True):
+                wrong = bytearray(b)
+                if c.offset == 2 * MIB:
+                    wrong[100] ^= 0xFF  # the medium keeps one byte wrong
+                os.pwrite(target.fd, bytes(wrong), c.offset)
+                written = c.stop
+                behind.written_to(c.stop)
+            behind.finish()
+    finally:
+        behind.close()
+        os.close(target.fd)
+    assert found.value.chunk.offset == 2 * MIB
+    # Found behind the writes, not after all of them: at most a few batches later.
+    assert written <= 10 * MIB
+
+
+def test_chunks_cut_by_the_start_are_left_to_the_end_check(tmp_path: Path) -> None:
+    chunks, blobs = data_chunks(4)
+    target = Target(tmp_path / "t.img", 4 * MIB)
+    lo = MIB // 2  # a resume point inside the first chunk
+    behind = target.behind(chunks, 0, lo, 4 * MIB)
+    try:
+        for c, b in zip(chunks, blobs, strict=True):
+            os.pwrite(target.fd, b, c.offset)
+            behind.written_to(c.stop)
+        behind.finish()
+    finally:
+        behind.close()
+        os.close(target.fd)
+    assert behind.checked == [(MIB, 4 * MIB)]
+
+
+needs_sfdisk = pytest.mark.skipif(
+    shutil.which("sfdisk") is None, reason="needs sfdisk to write a partition table"
+)
+
+
+@pytest.fixture(scope="module")
+def backed_up(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A 64 MiB MBR disk whose one partition is full of incompressible data (no
+    filesystem: the backup stores every byte of it), and its backup."""
+    work = tmp_path_factory.mktemp("read-behind")
+    source = work / "src.img"
+    with open(source, "wb") as f:
+        f.truncate(64 * MIB)
+    subprocess.run(
+        ["sfdisk", "-q", str(source)], input="label: dos\nstart=2048, type=83\n",
+        text=True, check=True,
+    )
+    rng = random.Random(7)
+    with open(source, "r+b") as f:
+        f.seek(MIB)
+        for _ in range(62):
+            f.write(rng.randbytes(MIB))
+    archive = work / "src.rtui"
+    assert main(["backup", str(source), str(archive)]) == 0
+    return source, archive
+
+
+@needs_sfdisk
+def test_a_clean_restore_reads_every_chunk_back_once(
+    backed_up: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source, archive = backed_up
+    checked: list[int] = []
+    real = datapath_module.first_bad_chunk
+
+    def counting(fd, chunks, delta, **kw):  # type: ignore[no-untyped-def]
+        checked.extend(c.offset for c in chunks if c.kind == "data")
+        return real(fd, chunks, delta, **kw)
+
+    monkeypatch.setattr(datapath_module, "first_bad_chunk", counting)
+    monkeypatch.setattr(engine_module, "VERIFY_BATCH", 2 * MIB)
+    target = tmp_path / "t.img"
+    target.write_bytes(b"")
+    os.truncate(target, source.stat().st_size)
+    assert main(["restore", str(archive), "--target", str(target), "--yes"]) == 0
+    with open_archive(archive) as arc:
+        stored = [c.offset for p in arc.manifest.partitions for c in p.chunks if c.kind == "data"]
+    # Every stored chunk read back (behind the writes or at the stage's end), none twice.
+    assert sorted(checked) == sorted(stored)
+
+
+@needs_sfdisk
+def test_a_byte_stored_wrong_stops_the_restore_long_before_the_partition_ends(
+    backed_up: tuple[Path, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    source, archive = backed_up
+    with open_archive(archive) as arc:
+        biggest = max(arc.manifest.partitions, key=stored)
+        first = next(c for c in biggest.chunks if c.kind == "data")
+    flaw = first.offset + 100  # the disk is restored at the source's offsets
+    original = writer_module.CheckedWriter._pwrite_all
+    written_after: list[int] = []
+
+    def flaky(self, offset: int, view: memoryview) -> None:  # type: ignore[no-untyped-def]
+        data = bytearray(view)
+        if offset <= flaw < offset + len(data):
+            data[flaw - offset] ^= 0xFF  # the medium keeps one byte wrong
+        elif offset > flaw:
+            written_after.append(len(data))
+        original(self, offset, memoryview(bytes(data)))
+
+    monkeypatch.setattr(writer_module.CheckedWriter, "_pwrite_all", flaky)
+    # Small batches, so a small sample partition has several.
+    monkeypatch.setattr(engine_module, "VERIFY_BATCH", 2 * MIB)
+    target = tmp_path / "t.img"
+    target.write_bytes(b"")
+    os.truncate(target, source.stat().st_size)
+    assert main(["restore", str(archive), "--target", str(target), "--yes"]) != 0
+    assert f"byte {flaw} of {target} read back different" in capsys.readouterr().err
+    # Stopped behind the writes, not after the whole partition was written.
+    assert sum(written_after) < stored(biggest) // 2
+
+
+def stored(image: PartitionImage) -> int:
+    return sum(c.length for c in image.chunks if c.kind == "data")
