@@ -529,11 +529,12 @@ def _undo_partition(part: PartitionMount) -> None:
 
 
 def _umount(folder: str) -> None:
-    for attempt in range(30):
+    # A few tries over ~3 s: udev or a file manager may hold it for a moment.
+    for attempt in range(20):
         result = _run(["umount", folder])
         if result.returncode == 0 or not is_mounted(folder):
             return
-        time.sleep(0.1 if attempt < 10 else 0.3)
+        time.sleep(0.1 if attempt < 10 else 0.2)
     raise UserError(
         f"{folder} is still in use ({_said(result).removeprefix('umount: ')}): close the "
         "programs and terminal windows that use files in it, then run the same command again"

@@ -15,8 +15,10 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -306,6 +308,35 @@ def test_a_busy_folder_is_named_and_nothing_is_forced(
     assert not mounts_under(mounted.mountpoint, mounted.runtime)
 
 
+def test_foreground_mount_cleans_up_on_ctrl_c(
+    backup: tuple[Path, Path, dict[int, Path]], tmp_path: Path
+) -> None:
+    _, archive, trees = backup
+    point = tmp_path / "fg"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "restore_tui", "mount", str(archive), str(point), "--foreground"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "Press Ctrl+C" in line:
+                break
+        state = find_state(point)
+        assert state is not None
+        assert listing(folders(state)[EXT4]) == listing(trees[EXT4])
+        proc.send_signal(signal.SIGINT)  # what Ctrl+C sends to the foreground command
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+            main(["umount", str(point)])
+    assert proc.returncode == 0, err
+    assert "Unmounted" in out
+    assert_nothing_left(state)
+
+
 def test_files_lists_and_extracts_without_leaving_a_mount(
     backup: tuple[Path, Path, dict[int, Path]],
     tmp_path: Path,
@@ -392,3 +423,76 @@ def test_a_damaged_chunk_fails_that_file_only_with_a_clear_message(
     assert list(dest.iterdir()) == []  # nothing half-copied
     assert main(["files", str(damaged), "--extract", "2/etc/hostname", str(dest)]) == 0
     assert (dest / "hostname").read_text() == "oldpc\n"
+
+
+# ----------------------------------------------------------------------------- a large one
+
+
+def vm_hwm(pid: int) -> int:
+    """Peak resident memory of a process, bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+@pytest.mark.slow
+def test_a_file_near_the_end_of_a_4_gib_backup_reads_only_its_chunks(
+    tmp_path: Path, loop_device: Callable[..., str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """64 MiB of data at the start, 8 MiB near the end of a 4 GiB disk, zeros between."""
+    disk = tmp_path / "big.img"
+    with disk.open("wb") as f:
+        f.truncate(4 * 1024 * MIB)
+    subprocess.run(
+        ["sfdisk", "-q", "--no-reread", "--no-tell-kernel", str(disk)],
+        input="label: dos\nstart=2048, type=83\n", text=True, check=True, capture_output=True,
+    )  # fmt: skip
+    device = loop_device(disk)
+    part = f"{device}p1"
+    run("mkfs.ext4", "-q", "-F", "-L", "big", part)
+    rng = random.Random(21)
+    late = rng.randbytes(8 * MIB)
+    point = tmp_path / "rw"
+    point.mkdir()
+    run("mount", "-o", "noinit_itable", part, point)  # the source only, read-write
+    try:
+        (point / "early.bin").write_bytes(rng.randbytes(64 * MIB))
+        st = os.statvfs(point)
+        # Reserve (without writing) all but 32 MiB, so late.bin lands near the end.
+        run("fallocate", "-l", str(st.f_bavail * st.f_frsize - 32 * MIB), point / "filler")
+        (point / "late.bin").write_bytes(late)
+        (point / "filler").unlink()
+    finally:
+        run("umount", point)
+    bmap = subprocess.run(
+        ["debugfs", "-R", "bmap /late.bin 0", part], capture_output=True, text=True, check=True
+    )
+    assert int(bmap.stdout.split()[0]) * 4096 > 3 * 1024 * MIB
+    archive = tmp_path / "big.rtui"
+    assert main(["backup", str(disk), str(archive)]) == 0
+
+    look = tmp_path / "look"
+    assert main(["mount", str(archive), str(look), "--partition", "1"]) == 0
+    state = find_state(look)
+    assert state is not None and state.server is not None
+    try:
+        before = json.loads((state.images / "stats.json").read_text())["partitions"]["1"]
+        data = (look / "1-big/late.bin").read_bytes()
+        after = json.loads((state.images / "stats.json").read_text())["partitions"]["1"]
+        peak = vm_hwm(state.server.pid)
+    finally:
+        main(["umount", str(look)])
+    assert data == late
+    read_chunks = after["decompressed_chunks"] - before["decompressed_chunks"]
+    with capsys.disabled():
+        print(
+            f"\n4 GiB backup: {after['data_chunks']} data chunks; mount decompressed "
+            f"{before['decompressed_chunks']}, reading late.bin (8 MiB) {read_chunks}; "
+            f"server peak RSS {peak / MIB:.1f} MiB"
+        )
+    # late.bin is two 4 MiB chunks (three when it straddles), plus its inode and folder.
+    assert read_chunks <= 5
+    # early.bin's 16 chunks were never decompressed: nothing before the wanted offset was.
+    assert after["decompressed_chunks"] < 16 < after["data_chunks"]
+    assert peak < 128 * MIB
