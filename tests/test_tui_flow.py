@@ -41,7 +41,7 @@ from restore_tui.matching import match_disks
 from restore_tui.planner import plan_full_disk
 from restore_tui.screens.backup import BackupScreen
 from restore_tui.screens.choose import ChooseBackupScreen
-from restore_tui.screens.common import Step
+from restore_tui.screens.common import ItemList, Step
 from restore_tui.screens.confirm import ConfirmScreen
 from restore_tui.screens.end import DoneScreen, FailureScreen
 from restore_tui.screens.job import JobChoice, JobScreen
@@ -705,7 +705,7 @@ async def test_a_resumed_restore_shows_finished_stages_done_and_the_offers_perce
             await until(pilot, first.is_set, "the resumed engine's first report")
             await pilot.pause()
             # What the screen shows before the engine said anything.
-            lines = str(screen.query_one("#stages", Static).render()).splitlines()
+            lines = screen.query_one("#stages", ItemList).lines
             assert len(lines) == 3
             assert lines[0].startswith(" ✓ 1.") and lines[0].endswith("done, checked"), lines
             assert lines[1].startswith(" ✓ 2.") and lines[1].endswith("done, checked"), lines
@@ -716,7 +716,7 @@ async def test_a_resumed_restore_shows_finished_stages_done_and_the_offers_perce
             await until(pilot, started.is_set, "the system stage to start again")
             await until(pilot, lambda: screen.current == 2, "the screen to hear of it")
             await pilot.pause()
-            lines = str(screen.query_one("#stages", Static).render()).splitlines()
+            lines = screen.query_one("#stages", ItemList).lines
             assert [line[:3] for line in lines] == [" ✓ ", " ✓ ", " ▶ "]
             assert str(overall.render()) == f"Overall: {at_stop} %"
             finish.set()

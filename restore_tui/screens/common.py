@@ -6,13 +6,14 @@ words; the helpers here keep sizes, disks and terms worded the same everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from textual.app import ComposeResult
-from textual.containers import Horizontal
+from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
-from textual.widgets import Static
+from textual.widgets import Label, Static
 
 from layout.units import human_size
 from restore_tui.progress import human_duration as progress_duration
@@ -117,6 +118,43 @@ class StepHeader(Widget):
         )
         if self.subtitle:
             yield Static(self.subtitle, classes="step-subtitle")
+
+
+#: one line of an ItemList: its mark (" ✓ 1.") and its text
+Item = tuple[str, str]
+
+
+class ItemList(Vertical):
+    """Marked lines ("✓ 1. Partition 2: System …") whose text, when it wraps on a
+    narrow console, goes on under itself instead of under the mark."""
+
+    DEFAULT_CSS = """
+    ItemList { height: auto; }
+    ItemList > Horizontal { height: auto; }
+    ItemList .mark { width: auto; padding-right: 1; }
+    ItemList .text { width: 1fr; height: auto; }
+    """
+
+    def __init__(self, items: Sequence[Item], *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.items = list(items)
+
+    def compose(self) -> ComposeResult:
+        for mark, text in self.items:
+            with Horizontal():
+                yield Label(mark, classes="mark", markup=False)
+                yield Static(text, classes="text", markup=False)
+
+    def update(self, items: Sequence[Item]) -> None:
+        """New marks and texts for the same lines."""
+        self.items = list(items)
+        for row, (mark, text) in zip(self.query(Horizontal), self.items, strict=True):
+            row.query_one(".mark", Label).update(mark)
+            row.query_one(".text", Static).update(text)
+
+    @property
+    def lines(self) -> list[str]:
+        return [f"{mark} {text}" for mark, text in self.items]
 
 
 class ButtonRow(Horizontal):

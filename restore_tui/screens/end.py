@@ -14,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Static
 
 from archive.manifest import Role
-from restore_tui.screens.common import Step, StepHeader
+from restore_tui.screens.common import ItemList, Step, StepHeader
 from restore_tui.screens.preview import NEW_ID_CODES, wizard_words
 from restore_tui.screens.progress import Outcome, RestoreJob
 
@@ -80,19 +80,20 @@ class DoneScreen(Screen[None]):
         yield StepHeader(self.step, f"[b]The restore onto {target} is complete.[/b]")
         with VerticalScroll(id="body"):
             if self.job.verify:
-                checked = "\n".join(f" ✓ {s.title}" for s in plan.stages)
                 yield Static(
-                    "Everything written was read back and matched the backup:\n" + checked,
-                    id="verified",
+                    "Everything written was read back and matched the backup:", id="verified"
                 )
+                yield ItemList([(" ✓", s.title) for s in plan.stages], id="verified-stages")
             else:
                 yield Static(
                     "Everything was written. Reading it back was switched off, so it was not "
                     "checked.",
                     id="verified",
                 )
-            steps = "\n".join(f" {i}. {text}" for i, text in enumerate(self.next_steps, 1))
-            yield Static(f"[b]What to do next:[/b]\n{steps}", id="next-steps")
+            yield Static("[b]What to do next:[/b]", id="next-steps")
+            yield ItemList(
+                [(f" {i}.", text) for i, text in enumerate(self.next_steps, 1)], id="next-list"
+            )
             for w in plan.warnings:
                 if w.code in REPEATED_CODES:
                     yield Static(f"Note: {wizard_words(w, plan, restored=True)}", classes="hint")
@@ -141,20 +142,16 @@ class FailureScreen(Screen[FailureResult]):
         yield Static(title, classes="step-title")
         with VerticalScroll(id="body"):
             yield Static(what, id="what-happened", classes="" if o.cancelled else "error")
-            safe = ["Your backup was not changed: restore-tui only reads it."]
+            yield Static(
+                "Your backup was not changed: restore-tui only reads it.", id="what-is-safe"
+            )
             if done:
-                safe.append(
-                    f"On {target} these stages are finished"
-                    + (" and checked" if self.job.verify else "")
-                    + ":\n"
-                    + "\n".join(f"   ✓ {s.title}" for s in done)
-                )
+                checked = " and checked" if self.job.verify else ""
+                yield Static(f"On {target} these stages are finished{checked}:")
+                yield ItemList([("   ✓", s.title) for s in done], id="stages-done")
             if left:
-                safe.append(
-                    "Not finished yet (the disk will not work until they are):\n"
-                    + "\n".join(f"   · {s.title}" for s in left)
-                )
-            yield Static("\n".join(safe), id="what-is-safe")
+                yield Static("Not finished yet (the disk will not work until they are):")
+                yield ItemList([("   ·", s.title) for s in left], id="stages-left")
             where = (
                 f"The progress record is kept in {o.journal_path}."
                 if o.journal_path

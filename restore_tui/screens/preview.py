@@ -23,7 +23,7 @@ from layout.models import PartitionTable
 from layout.notices import Notice
 from layout.plan import Plan
 from restore_tui.plan_text import LayoutRow, bar_segments, plan_rows
-from restore_tui.screens.common import TERMS, Step, StepHeader, human_size
+from restore_tui.screens.common import TERMS, ItemList, Step, StepHeader, human_size
 
 PreviewResult = Literal["go", "back", "done", "restore-now", "new-ids", "same-ids"]
 NEW_IDS_FULL = "Give the restored disk new identifiers"
@@ -128,8 +128,11 @@ def wizard_words(said: Notice, plan: Plan, *, restored: bool = False) -> str:
             f"Two partitions {would} share partition GUID {p['guid']}: partition "
             f"{p['partition']} of {p['other']} has it. Boot entries naming that GUID may pick "
             "the wrong one"
-            + ("; unplug that disk before starting the computer." if restored
-               else f"; {choice} for a fresh one")
+            + (
+                "; unplug that disk before starting the computer."
+                if restored
+                else f"; {choice} for a fresh one"
+            )
         )
     if said.code in NEW_ID_CODES:
         return said.text.replace("Fresh identifiers (--new-ids):", "New identifiers:")
@@ -228,16 +231,13 @@ class PreviewScreen(Screen[PreviewResult]):
                 yield Static(one_partition_words(plan, dry_run=self.dry_run), id="erases")
             elif plan.erases:
                 will = "Would be" if self.dry_run else "Will be"
-                yield Static(
-                    f"[b]{will} erased:[/b] {plan.erases}", classes="warning", id="erases"
-                )
+                yield Static(f"[b]{will} erased:[/b] {plan.erases}", classes="warning", id="erases")
             runs = "would run" if self.dry_run else "runs"
             yield Static(
                 f"[b]The restore {runs} in this order, with a checkpoint after each:[/b]",
                 id="stages-title",
             )
-            stages = "\n".join(f" {i}. {s.title}" for i, s in enumerate(plan.stages, 1))
-            yield Static(stages, id="stages")
+            yield ItemList([(f" {i}.", s.title) for i, s in enumerate(plan.stages, 1)], id="stages")
             if plan.stages and plan.stages[0].name == "table" and plan.job == "full-disk":
                 yield Static(TERMS["track0"], classes="hint")
             yield DiskBar("Before", plan_rows(plan, "before"))
@@ -248,8 +248,9 @@ class PreviewScreen(Screen[PreviewResult]):
                 yield Static(f"[b]Note:[/b] {note}", classes="warning note")
             if self.offer_ids:
                 yield Static(identity_words(plan, self.source_table), id="identity")
-            if any(w.code in SHARED_ID_CODES | NEW_ID_CODES | {"shared-fs-uuid"}
-                   for w in plan.warnings):
+            if any(
+                w.code in SHARED_ID_CODES | NEW_ID_CODES | {"shared-fs-uuid"} for w in plan.warnings
+            ):
                 yield Static(TERMS["ids"], classes="hint")
             if self.offer_ids:
                 yield Button(f"{new_ids_label(plan)} (n)", id="new-ids")
@@ -289,9 +290,7 @@ class PreviewScreen(Screen[PreviewResult]):
     def _scroll_to_ids(self) -> None:
         notes = list(self.query(".note"))
         target = notes[-1] if notes else self.query_one("#identity")
-        self.query_one("#body", VerticalScroll).scroll_to_widget(
-            target, animate=False, top=True
-        )
+        self.query_one("#body", VerticalScroll).scroll_to_widget(target, animate=False, top=True)
 
     def on_resize(self) -> None:
         self.call_after_refresh(self._more_hint)

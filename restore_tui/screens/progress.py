@@ -35,6 +35,8 @@ from restore_tui.journal import Journal
 from restore_tui.progress import percent, stall_words
 from restore_tui.screens.common import (
     TERMS,
+    Item,
+    ItemList,
     Step,
     StepHeader,
     human_duration,
@@ -138,7 +140,7 @@ class ProgressScreen(Screen[Outcome]):
             "Leave the computer on; if it stops, the restore can continue.",
         )
         with VerticalScroll(id="body"):
-            yield Static(self._stage_lines(), id="stages")
+            yield ItemList(self._stage_items(), id="stages")
             # The percents are the labels' (the one way of rounding, as the resume offer
             # and the command line have it), not the bars' own.
             yield Label("This stage:", id="stage-label", classes="section")
@@ -165,8 +167,8 @@ class ProgressScreen(Screen[Outcome]):
             return "Overall:"
         return f"Overall: {percent(*self.overall)} %"
 
-    def _stage_lines(self) -> str:
-        lines = []
+    def _stage_items(self) -> list[Item]:
+        items = []
         for i, stage in enumerate(self.job.plan.stages):
             if stage.name in self.done_stages:
                 mark, state = "✓", "done" + (", checked" if self.job.verify else "")
@@ -174,8 +176,8 @@ class ProgressScreen(Screen[Outcome]):
                 mark, state = "▶", "now"
             else:
                 mark, state = "·", "waiting"
-            lines.append(f" {mark} {i + 1}. {stage.title} — {state}")
-        return "\n".join(lines)
+            items.append((f" {mark} {i + 1}.", f"{stage.title} — {state}"))
+        return items
 
     # -- the engine, in a thread ---------------------------------------------------------
 
@@ -256,7 +258,7 @@ class ProgressScreen(Screen[Outcome]):
             )
             self.checkpoints = [*self.checkpoints, text][-MAX_CHECKPOINT_LINES:]
             self.query_one("#checkpoints", Static).update("\n".join(self.checkpoints))
-        self.query_one("#stages", Static).update(self._stage_lines())
+        self.query_one("#stages", ItemList).update(self._stage_items())
         self.query_one("#stage-bar", ProgressBar).update(
             total=max(1, e.stage_total), progress=e.stage_done
         )
