@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One entry point that sets everything up on a fresh Debian 12 machine (as root)
 # and then runs what was asked:   ./run.sh demo   |   ./run.sh test   |   ./run.sh setup
+#                                  ./run.sh rescue-image   (builds build/restore-tui-rescue.iso)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$here"
@@ -10,10 +11,16 @@ debian_packages=(
     udev util-linux fdisk gdisk parted e2fsprogs dosfstools ntfs-3g partclone
     zstd tmux mtools clonezilla fusefat fuse3 libfuse3-dev
 )
+# What building the rescue image and booting it in QEMU take: only for `rescue-image`, and
+# for `test` as root (the boot tests in tests/test_rescue_image.py need root).
+image_packages=(
+    mmdebstrap squashfs-tools xorriso grub-pc-bin grub-efi-amd64-bin grub-common mtools
+    qemu-system-x86 ovmf
+)
 
 install_system_packages() {
     local missing=()
-    for p in "${debian_packages[@]}"; do
+    for p in "$@"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
@@ -50,11 +57,16 @@ make_venv() {
 
 cmd="${1:-demo}"
 shift || true
-install_system_packages
+wanted=("${debian_packages[@]}")
+if [ "$cmd" = rescue-image ] || { [ "$cmd" = test ] && [ "$(id -u)" -eq 0 ]; }; then
+    wanted+=("${image_packages[@]}")
+fi
+install_system_packages "${wanted[@]}"
 make_venv
 case "$cmd" in
     setup) echo "==> ready: .venv/bin/restore-tui --help" ;;
     demo) exec .venv/bin/restore-tui demo "$@" ;;
     test) exec bash .ci/test-suite "$@" ;;
-    *) echo "error: unknown command '$cmd'; use: ./run.sh demo | ./run.sh test | ./run.sh setup" >&2; exit 2 ;;
+    rescue-image) exec bash rescue/build.sh "$@" ;;
+    *) echo "error: unknown command '$cmd'; use: ./run.sh demo | ./run.sh test | ./run.sh setup | ./run.sh rescue-image" >&2; exit 2 ;;
 esac
