@@ -133,7 +133,7 @@ class ArchiveRef(Frozen):
     identity: str = Field(description="The backup's content identity (``Archive.identity()``)")
 
 
-Job = Literal["full-disk", "one-partition"]
+Job = Literal["full-disk", "one-partition", "replace-partition"]
 
 
 class PlanChoices(Frozen):

@@ -43,12 +43,15 @@ from restore_tui.journal import (
     find_unfinished,
 )
 from restore_tui.matching import Job, Match, identity_differences, judge, match_disks
-from restore_tui.planner import plan_full_disk, plan_one_partition
+from restore_tui.planner import plan_full_disk, plan_one_partition, plan_replace_partition
 
 SERIAL_DIGITS = 4
 # Blockers about free space concern planning a one-partition restore; once its table
 # stage ran, the new partition fills that space and resuming must not be refused for it.
-ROOM_CODES = frozenset({"table-damaged", "no-free-space", "no-room"})
+# Likewise a half-replaced partition may no longer look like its counterpart.
+ROOM_CODES = frozenset(
+    {"table-damaged", "no-free-space", "no-room", "no-counterpart", "no-partition-to-replace"}
+)
 
 
 #: ``--target serial:S``: the disk by its serial number instead of its /dev name
@@ -92,7 +95,8 @@ def confirmation_for(identity: DiskIdentity, job: Job) -> Confirmation:
     serial = (identity.serial or "").strip()
     if len(serial) >= SERIAL_DIGITS:
         return Confirmation(serial[-SERIAL_DIGITS:], "serial")
-    return Confirmation("ERASE" if job == "full-disk" else "WRITE", "word")
+    # Adding a partition into free space erases nothing; the other jobs erase.
+    return Confirmation("WRITE" if job == "one-partition" else "ERASE", "word")
 
 
 @dataclass(frozen=True)
@@ -281,6 +285,14 @@ class Flow:
                 )
             if choices.partition is None:
                 raise UserError("a one-partition restore needs the partition's number")
+            if choices.job == "replace-partition":
+                if choices.region is not None:
+                    raise UserError("--region does not go with --replace: the partition's "
+                                    "place is its counterpart's")  # fmt: skip
+                return plan_replace_partition(
+                    self.archive.manifest, self.archive.identity(), path, disk,
+                    choices.partition,
+                )  # fmt: skip
             return plan_one_partition(
                 self.archive.manifest,
                 self.archive.identity(),

@@ -8,13 +8,14 @@ sentence a person can read.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Literal
 
 from archive.manifest import ArchiveManifest
 from layout.gaps import MiB, align_up
 from layout.models import DiskIdentity, FreeRegion, Frozen, PartitionTable
 from layout.notices import Notice, joined, notice
+from layout.plan import Job
 from layout.probe import ProbedDisk, human_size
+from restore_tui.counterpart import judge_counterpart
 
 # Scores: any one strong fact outweighs every supporting fact together.
 STRONG_POINTS = 1000
@@ -22,7 +23,6 @@ MODEL_POINTS = 20
 SIZE_POINTS = 20
 PARTITION_ID_POINTS = 10  # per partition GUID or filesystem UUID still present
 LABEL_POINTS = 3
-Job = Literal["full-disk", "one-partition"]
 ARCHIVE_BLOCKER = "holds the backup you are restoring from — cannot be the target"
 
 
@@ -47,6 +47,8 @@ class Match(Frozen):
         one partition, any disk with room (the backed-up disk is rarely where it goes)."""
         if self.blockers:
             return False
+        if self.job == "replace-partition":
+            return True  # its blockers say it holds a backed-up partition
         return self.strong if self.job == "full-disk" else bool(self.disk.free)
 
 
@@ -258,7 +260,36 @@ def _blockers(
         )
     elif job == "one-partition":
         blockers.extend(_room_blockers(manifest, disk))
+    elif job == "replace-partition":
+        blockers.extend(_counterpart_blockers(manifest, disk))
     return blockers
+
+
+def _counterpart_blockers(manifest: ArchiveManifest, disk: ProbedDisk) -> list[Notice]:
+    """A disk to replace a partition on must hold one of the backed-up partitions."""
+    if disk.table is None:
+        return [
+            notice(
+                "no-partition-to-replace",
+                "it has no partition table, so no partition to replace: restore the whole "
+                "disk, or the partition into free space, instead",
+            )
+        ]
+    table = disk.table
+    if any(
+        judge_counterpart(src, p).strong
+        for src in manifest.table.data_partitions
+        for p in table.data_partitions
+    ):
+        return []
+    return [
+        notice(
+            "no-counterpart",
+            "none of the backed-up partitions is on it (no partition with their filesystem "
+            "UUID, partition GUID, or place, size and filesystem): restore into free space "
+            "instead",
+        )
+    ]
 
 
 def _in_place_reason(disk: ProbedDisk, in_place: Sequence[int]) -> str:
@@ -324,7 +355,7 @@ def rank_key(match: Match) -> tuple[object, ...]:
     # that can be targets before blocked ones. One partition goes wherever there is
     # room, so usable disks come first there. Then more evidence; then identity. The
     # /dev name only separates disks identical in every other respect.
-    usable_first = match.job == "one-partition"
+    usable_first = match.job in ("one-partition", "replace-partition")
     return (
         bool(match.blockers) if usable_first else not match.strong,
         not match.strong if usable_first else bool(match.blockers),

@@ -85,6 +85,9 @@ def _partition_row(
 ) -> LayoutRow:
     # A partition already on the target may be anything: no guessing that the largest
     # one is a system (his 'photos' partition is not), only what its type and label say.
+    # Partitions kept by the plan (or replaced in place) are the target's own, in the
+    # after-layout too: one way of naming them in both tables.
+    on_disk_now = on_disk_now or status in ("kept", "replaced")
     role, _evidence = infer_role(p, table, guess_system=not on_disk_now)
     name = plain_name(role, p.filesystem)
     if on_disk_now and role is Role.DATA:
@@ -150,6 +153,7 @@ def layout_rows(
     for p in top:
         status = statuses.get(p.number, default_status)
         items.append((p.start_lba, 0, _partition_row(p, table, status, on_disk_now)))
+        # (A kept partition is one the target holds now: _partition_row names it so.)
         if p.kind == "extended":
             logicals = sorted(
                 (q for q in table.partitions if q.kind == "logical"), key=lambda q: q.start_lba
@@ -207,11 +211,28 @@ def plan_statuses(plan: Plan) -> tuple[dict[int, Status], dict[int, Status]]:
             {p.number: "replaced" for p in before},
             {p.number: "created" for p in plan.after.partitions},
         )
+    if plan.job == "replace-partition":
+        replaced = replaced_partition(plan)
+        return (
+            {p.number: "replaced" if p.number == replaced else "kept" for p in before},
+            {
+                p.number: "replaced" if p.number == replaced else "kept"
+                for p in plan.after.partitions
+            },
+        )
     kept = set(before)
     return (
         {p.number: "kept" for p in before},
         {p.number: "kept" if p in kept else "created" for p in plan.after.partitions},
     )
+
+
+def replaced_partition(plan: Plan) -> int | None:
+    """The partition of the target a replace plan puts the backed-up version over."""
+    for w in plan.warnings:
+        if w.code == "counterpart-found":
+            return int(w.params["partition"])
+    return None
 
 
 def plan_rows(plan: Plan, which: Literal["before", "after"]) -> list[LayoutRow]:
@@ -315,7 +336,11 @@ def _wrap(text: str, first: str, rest: str) -> list[str]:
 def render_text(plan: Plan, exact: bool = False) -> str:
     """The whole preview as text: target, before, after, what is destroyed, steps, warnings."""
     ident = plan.target.identity
-    job = "the whole disk" if plan.job == "full-disk" else "one partition into free space"
+    job = {
+        "full-disk": "the whole disk",
+        "one-partition": "one partition into free space",
+        "replace-partition": "one partition over its counterpart",
+    }[plan.job]
     lines = [
         f"Restore plan: {job}. Nothing has been written yet.",
         f"Backup: {plan.archive.path}",

@@ -50,6 +50,7 @@ from layout.table_io import (
 )
 from layout.units import human_size
 from layout.validate import PlanError, check_plan
+from restore_tui.counterpart import CounterpartError, find_counterpart, size_words
 
 __all__ = [
     "PlanError",
@@ -1053,6 +1054,25 @@ def _boot_repair_notice(src: Partition) -> Notice:
     )
 
 
+def _backed_up_partition(manifest: ArchiveManifest, number: int) -> Partition:
+    """Backed-up partition ``number``, refused in words when it is not one to restore."""
+    try:
+        src = manifest.table.partition(number)
+    except KeyError:
+        numbers = ", ".join(str(p.number) for p in manifest.table.data_partitions)
+        raise PlanError(f"the backup has no partition {number}; it has {numbers}") from None
+    if src.kind == "extended":
+        raise PlanError(
+            f"partition {number} is the extended container, which holds no data of "
+            "its own; choose one of the partitions inside it"
+        )
+    try:
+        manifest.image(number)
+    except KeyError:
+        raise PlanError(f"partition {number} was not stored in the backup") from None
+    return src
+
+
 def plan_one_partition(
     manifest: ArchiveManifest,
     backup_identity: str,
@@ -1079,23 +1099,8 @@ def plan_one_partition(
     ss = _check_sector_size(manifest, target)
     size_lba = target.identity.size_bytes // ss
     region_given = region
-    numbers = [p.number for p in manifest.table.data_partitions]
-    try:
-        src = manifest.table.partition(partition_number)
-    except KeyError:
-        raise PlanError(
-            f"the backup has no partition {partition_number}; it has "
-            + ", ".join(str(n) for n in numbers)
-        ) from None
-    if src.kind == "extended":
-        raise PlanError(
-            f"partition {partition_number} is the extended container, which holds no data of "
-            "its own; choose one of the partitions inside it"
-        )
-    try:
-        image = manifest.image(partition_number)
-    except KeyError:
-        raise PlanError(f"partition {partition_number} was not stored in the backup") from None
+    src = _backed_up_partition(manifest, partition_number)
+    image = manifest.image(partition_number)
     ids = IdSource(id_seed)
     # An empty disk gets a new table of the backup's kind, holding only this partition.
     table = target.table or _empty_table(manifest.table, size_lba, ids)
@@ -1205,6 +1210,164 @@ def plan_one_partition(
         before=target.table,
         after=placement.after,
         stages=stages,
+        warnings=tuple(warnings),
+        erases=erases,
+    )
+    return check_plan(plan, target.identity.size_bytes)
+
+
+# -- replacing one partition with its backed-up version ----------------------------------
+
+
+def _with_type(table: PartitionTable, number: int, **types: Any) -> PartitionTable:
+    fields: dict[str, Any] = table.model_dump()
+    for p in fields["partitions"]:
+        if p["number"] == number:
+            p.update(types)
+    return PartitionTable.model_validate(fields)
+
+
+def _type_change(
+    table: PartitionTable, found: Partition, src: Partition, size_lba: int
+) -> tuple[tuple[Action, ...], PartitionTable, str | None]:
+    """The table writes that give ``found`` the backed-up partition's type (none when it
+    has it already), the table after them, and the change in words."""
+    ss = table.sector_size
+    if table.scheme == "msdos":
+        want = _mbr_type(src)
+        if found.mbr_type == want:
+            return (), table, None
+        if found.kind != "primary":
+            raise PlanError(
+                f"partition {found.number} is a logical partition of type 0x{found.mbr_type:02x}"
+                f", the backed-up one is 0x{want:02x}; restore-tui changes the type of primary "
+                "partitions only. Restore it into free space instead"
+            )
+        type_byte_at = 446 + 16 * (found.number - 1) + 4
+        after = _with_type(table, found.number, mbr_type=want)
+        action = _write(type_byte_at, bytes([want]), f"Partition {found.number}'s type byte")
+        return (action,), after, f"its type changes from 0x{found.mbr_type:02x} to 0x{want:02x}"
+    want_guid = _gpt_type(src)
+    if (found.gpt_type or "").lower() == want_guid.lower():
+        return (), table, None
+    after = _with_type(table, found.number, gpt_type=want_guid)
+    try:
+        gpt = render_gpt(after, size_lba)
+    except TableError as exc:
+        raise PlanError(str(exc)) from exc
+    if gpt.backup_header_lba != size_lba - 1:
+        raise PlanError("the backup GPT is not at the disk's end; restore the whole disk instead")
+    entry_size = table.gpt_entry_size or 128
+    at = (found.number - 1) * entry_size
+    entry = gpt.entries[at : at + entry_size]
+    actions: tuple[Action, ...] = (
+        _write(gpt.primary_entries_lba * ss + at, entry, f"Primary GPT entry {found.number}"),
+        _write(ss, gpt.primary_header, "Primary GPT header (entry checksum)"),
+        _write(gpt.backup_entries_lba * ss + at, entry, f"Backup GPT entry {found.number}"),
+        _write(gpt.backup_header_lba * ss, gpt.backup_header, "Backup GPT header"),
+    )
+    return actions, after, "its partition type changes to the backed-up one's"
+
+
+def plan_replace_partition(
+    manifest: ArchiveManifest,
+    backup_identity: str,
+    archive_path: str,
+    target: TargetDisk,
+    partition_number: int,
+) -> Plan:
+    """Replace the target's counterpart of backed-up partition ``partition_number`` (found
+    by what it is: restore_tui.counterpart) with the backed-up version, in place.
+
+    Only the counterpart's extent is written (plus its boot sector's place fields when it
+    starts elsewhere than the backed-up one); the table is written only when the
+    partition's type must change. A counterpart smaller than the backed-up partition is
+    refused, saying by how much.
+    """
+    ss = _check_sector_size(manifest, target)
+    size_lba = target.identity.size_bytes // ss
+    src = _backed_up_partition(manifest, partition_number)
+    image = manifest.image(partition_number)
+    name = disk_summary(target)
+    try:
+        found = find_counterpart(src, target.table, name)
+    except CounterpartError as exc:
+        raise PlanError(str(exc)) from None
+    table = target.table
+    assert table is not None  # find_counterpart refuses a disk without one
+    cp = found.partition
+    too_small = size_words(src, cp, ss)
+    if too_small:
+        raise PlanError(too_small)
+    type_actions, after, type_words = _type_change(table, cp, src, size_lba)
+    # The restored extent: the backed-up partition's size, at the counterpart's start.
+    extent = cp.model_copy(update={"length_lba": src.length_lba})
+    data = RestoreArea(
+        area=partition_number, offset=cp.start_lba * ss, source_offset=src.start_lba * ss,
+        length=src.length_lba * ss,
+        description=f"Backed-up partition {partition_number} written over partition {cp.number}",
+    )
+    patches, patch_note = _hidden_sectors_patches(extent, src, ss)
+    label = cp.label or cp.gpt_name
+    held = " ".join(x for x in (cp.filesystem or "unknown contents", label and f"“{label}”") if x)
+    now = f"{held}, {human_size(cp.length_lba * ss)}"
+    stages: list[Stage] = []
+    if type_actions:
+        stages.append(
+            Stage(
+                name="table",
+                title=f"Partition {cp.number}'s type in the partition table",
+                explanation=f"Only partition {cp.number}'s entry changes: {type_words}.",
+                actions=type_actions,
+            )
+        )
+    stages.append(
+        Stage(
+            name=f"partition-{cp.number}",
+            title=f"{partition_title(extent, image.role, ss)}, replaced by backed-up partition "
+            f"{partition_number}",
+            explanation=_image_note(image),
+            actions=(data, *patches),
+        )
+    )
+    warnings: list[Notice] = [
+        notice(
+            "counterpart-found",
+            f"Partition {cp.number} of this disk is backed-up partition {partition_number}: "
+            + ", ".join(found.reasons),
+            partition=cp.number,
+        )
+    ]
+    if patch_note:
+        warnings.append(patch_note)
+    if cp.length_lba > src.length_lba:
+        spare = (cp.length_lba - src.length_lba) * ss
+        warnings.append(
+            notice(
+                "counterpart-larger",
+                f"Partition {cp.number} is {human_size(spare)} larger than the backed-up one: "
+                "the restored filesystem fills only its first "
+                f"{human_size(src.length_lba * ss)}; the rest of the partition stays unused "
+                "until the filesystem is grown into it",
+                spare=spare,
+            )
+        )
+    erases = (
+        f"Everything now in partition {cp.number} ({now}) on {name}: it is replaced by the "
+        f"backed-up version of {manifest.created:%d %B %Y}. Every other partition and the "
+        "boot code stay exactly as they are"
+        + (f"; in the partition table {type_words}" if type_words else "")
+    )
+    plan = Plan(
+        choices=PlanChoices(job="replace-partition", partition=partition_number),
+        archive=ArchiveRef(path=archive_path, identity=backup_identity),
+        target=TargetRef(
+            device=target.device, name=name, identity=target.identity,
+            table_fingerprint=target.table_fingerprint,
+        ),
+        before=table,
+        after=after,
+        stages=tuple(stages),
         warnings=tuple(warnings),
         erases=erases,
     )

@@ -18,7 +18,7 @@ from archive import open_archive
 from layout.plan import Plan
 from layout.probe import ProbedDisk
 from restore_tui.commands.disk_options import add_disk_options, probe_from_args
-from restore_tui.commands.restore import choices_from
+from restore_tui.commands.restore import add_replace_option, choices_from
 from restore_tui.errors import UserError
 from restore_tui.flow import Flow
 from restore_tui.matching import Job, choice_explanation, choose_target
@@ -53,6 +53,7 @@ def register(subparsers: Any) -> None:
         help="with --partition: the free space to use, by a sector inside it (default: the "
         "first free space the partition fits in)",
     )
+    add_replace_option(parser)
     parser.add_argument(
         "--new-ids",
         action="store_true",

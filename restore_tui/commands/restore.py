@@ -59,6 +59,7 @@ def register(subparsers: Any) -> None:
         metavar="LBA",
         help="with --partition: the free region starting at (or containing) this sector",
     )
+    add_replace_option(parser)
     parser.add_argument(
         "--new-ids",
         action="store_true",
@@ -66,6 +67,16 @@ def register(subparsers: Any) -> None:
     )
     add_run_options(parser)
     parser.set_defaults(run=run)
+
+
+def add_replace_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="with --partition N: replace the partition on DISK that is backed-up partition "
+        "N (found by its filesystem UUID, partition GUID, or place, size and filesystem) "
+        "with its backed-up version; nothing else on DISK changes",
+    )
 
 
 def add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -367,8 +378,14 @@ def execute(
 def choices_from(args: argparse.Namespace) -> PlanChoices:
     if args.partition is None and args.region is not None:
         raise UserError("--region only applies with --partition N")
+    replace = getattr(args, "replace", False)
+    if replace and args.partition is None:
+        raise UserError("--replace needs --partition N: the backed-up partition to put back")
+    job: Job = "full-disk"
+    if args.partition is not None:
+        job = "replace-partition" if replace else "one-partition"
     return PlanChoices(
-        job="full-disk" if args.partition is None else "one-partition",
+        job=job,
         partition=args.partition,
         region=args.region,
         new_ids=args.new_ids,
