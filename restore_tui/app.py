@@ -51,6 +51,7 @@ from restore_tui.screens.job import JobChoice, JobScreen
 from restore_tui.screens.partition import PartitionChoice, PartitionScreen
 from restore_tui.screens.preview import PreviewScreen
 from restore_tui.screens.progress import Outcome, ProgressScreen, RestoreJob
+from restore_tui.screens.replace import ReplaceScreen
 from restore_tui.screens.target import TargetCandidate, TargetScreen
 from restore_tui.screens.unfinished import UnfinishedScreen
 
@@ -86,6 +87,8 @@ PREVIEW_STEPS = (
     "What would change",
 )
 ONE_PREVIEW_STEPS = (*ONE_STEPS[:5], "What would change")
+REPLACE_STEPS = (*ONE_STEPS[:4], "Which partition", *ONE_STEPS[5:])
+REPLACE_PREVIEW_STEPS = (*REPLACE_STEPS[:5], "What would change")
 # Resuming skips from choosing straight to restoring.
 RESUME_STEPS = ("Choose the backup", "Restoring", "Done")
 # When the disk's /dev name changed, the person confirms the disk found by identity first.
@@ -94,6 +97,8 @@ RESUME_RENAMED_STEPS = ("Choose the backup", "Continue", "Restoring", "Done")
 
 def steps_for(kind: str, dry_run: bool) -> tuple[str, ...]:
     """The steps of one job, in order: what the header counts."""
+    if kind == "replace-partition":
+        return REPLACE_PREVIEW_STEPS if dry_run else REPLACE_STEPS
     if dry_run:
         return ONE_PREVIEW_STEPS if kind == "one-partition" else PREVIEW_STEPS
     return ONE_STEPS if kind == "one-partition" else FULL_STEPS
@@ -296,6 +301,8 @@ class RestoreWizard(App[int]):
                 "replaced.",
                 "one-partition": "Which disk should the partition go onto? Only its free space "
                 "is used; nothing else on it changes.",
+                "replace-partition": "Which disk holds the partition to put back? Only that "
+                "partition changes.",
             }[job.kind]
         while True:
             self.busy("Looking at the disks…")
@@ -345,8 +352,21 @@ class RestoreWizard(App[int]):
     ) -> int | None:
         """From the chosen target to the end; None goes back to choosing the target."""
         while True:
-            part: PartitionChoice | None = None
-            if job.kind == "one-partition":
+            part: PartitionChoice | int | None = None
+            if job.kind == "replace-partition":
+                number = await self.push_screen_wait(
+                    ReplaceScreen(
+                        step_of(steps, "Which partition"),
+                        archive.manifest,
+                        target.disk,
+                        dry_run=job.dry_run,
+                    )
+                )
+                if number == "back":
+                    return None
+                assert isinstance(number, int)
+                part = number
+            elif job.kind == "one-partition":
                 picked = await self.push_screen_wait(
                     PartitionScreen(
                         step_of(steps, "Which partition, and where"),
@@ -419,15 +439,20 @@ class RestoreWizard(App[int]):
         archive: Archive,
         job: JobChoice,
         target: TargetCandidate,
-        part: PartitionChoice | None,
+        part: PartitionChoice | int | None,
         new_ids: bool = False,
     ) -> Plan:
-        choices = PlanChoices(
-            job=job.kind,
-            partition=part.number if part else None,
-            region=part.region.start_lba if part else None,
-            new_ids=new_ids,
-        )
+        """The plan of the choices made on screen; ``part`` is the one-partition job's
+        partition and free space, or the replace job's partition number."""
+        if isinstance(part, int):
+            choices = PlanChoices(job=job.kind, partition=part)
+        else:
+            choices = PlanChoices(
+                job=job.kind,
+                partition=part.number if part else None,
+                region=part.region.start_lba if part else None,
+                new_ids=new_ids,
+            )
         return self._flow(archive).plan(target.disk, choices)
 
     async def _run_restore(self, job: RestoreJob, steps: Sequence[str]) -> int | None:
@@ -503,11 +528,11 @@ def holds_words(disk: ProbedDisk, job: Job) -> str:
     for p in table.data_partitions:
         label = f" “{p.label or p.gpt_name}”" if (p.label or p.gpt_name) else ""
         parts.append(f"{held_now(p)}{label} ({human_size(p.length_lba * ss)})")
-    fate = (
-        "a whole-disk restore erases all of it"
-        if job == "full-disk"
-        else "these stay as they are; only free space is used"
-    )
+    fate = {
+        "full-disk": "a whole-disk restore erases all of it",
+        "one-partition": "these stay as they are; only free space is used",
+        "replace-partition": "only the partition that is put back changes",
+    }[job]
     return f"Holds now: {', '.join(parts)} — {fate}."
 
 

@@ -42,6 +42,7 @@ from restore_tui.screens.job import JobScreen
 from restore_tui.screens.partition import PartitionScreen
 from restore_tui.screens.preview import PreviewScreen
 from restore_tui.screens.progress import ProgressScreen
+from restore_tui.screens.replace import ReplaceScreen
 from restore_tui.screens.target import TargetScreen
 from restore_tui.screens.unfinished import UnfinishedScreen
 
@@ -192,6 +193,12 @@ async def to_dry_run(pilot: Pilot[object], demo: DemoSetup) -> None:
     await on_screen(pilot, PreviewScreen)
 
 
+async def to_replace(pilot: Pilot[object], demo: DemoSetup) -> None:
+    screen = await _target(pilot, demo, ["down", "down", "down"])  # put one partition back
+    await _choose_disk(pilot, screen, demo.windows.path)
+    await on_screen(pilot, ReplaceScreen)
+
+
 async def to_unfinished(pilot: Pilot[object], demo: DemoSetup) -> None:
     await on_screen(pilot, UnfinishedScreen)
 
@@ -243,6 +250,7 @@ SHOTS: dict[str, Shot] = {
     "done": Shot(to_done),
     "one-partition-done": Shot(to_one_done),
     "dry-run": Shot(to_dry_run),
+    "replace": Shot(to_replace),
     "unfinished": Shot(to_unfinished, options=named, prepare=start_and_stop_restore),
     "damaged": Shot(to_damaged, prepare=lambda demo: damage_last_chunk(demo.windows_archive)),
 }

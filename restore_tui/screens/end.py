@@ -42,10 +42,21 @@ SYSTEM_PARTITION_NEXT_STEPS = (
 REPEATED_CODES = NEW_ID_CODES | {"system-partition-alone", "shared-disk-identity"}
 
 
+# A partition put back over its counterpart is the same drive as before.
+REPLACED_NEXT_STEPS = (
+    "Remove the rescue USB stick or CD, so the computer does not start from it again.",
+    "Restart the computer. The partition that was put back holds what it held when the "
+    "backup was made; the other partitions are as they were.",
+    "Check that your files are there before you delete any other copy of them.",
+)
+
+
 def default_next_steps(job: RestoreJob) -> tuple[str, ...]:
     plan = job.plan
     if plan.job == "full-disk":
         return DEFAULT_NEXT_STEPS
+    if plan.job == "replace-partition":
+        return REPLACED_NEXT_STEPS
     number = plan.choices.partition
     try:
         role = job.archive.manifest.image(number).role if number is not None else None

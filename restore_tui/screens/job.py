@@ -20,9 +20,10 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, OptionList, Static
 from textual.widgets.option_list import Option
 
+from layout.plan import Job
 from restore_tui.screens.common import TERMS, Step, StepHeader
 
-JobKind = Literal["full-disk", "one-partition"]
+JobKind = Job
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,14 @@ _CHOICES: tuple[tuple[str, JobKind, bool, str, str], ...] = (
         True,
         "Only show what would change",
         "Plan a whole-disk restore and show it, before and after. Nothing is written.",
+    ),
+    (
+        "replace",
+        "replace-partition",
+        False,
+        "Put one partition back as it was",
+        "Replace one partition on a disk with its backed-up version — after a bad update or "
+        "a mistake. Only that partition changes; the others stay as they are.",
     ),
 )
 
