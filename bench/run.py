@@ -46,6 +46,7 @@ PARTCLONE = {"ntfs": "partclone.ntfs", "ext4": "partclone.extfs", "vfat": "partc
 # Clonezilla's buffer for partclone (ocs-sr passes -z 10485760).
 PARTCLONE_BUFFER = "10485760"
 
+LIMIT_SCRIPT = str(Path(__file__).resolve().parent / "limit.py")
 # Targets of the issue, as (ratio name, comparison, bound).
 TARGETS = {
     "restore vs zstd|dd": 0.8,
@@ -397,6 +398,44 @@ def bench_restores(bench: Bench, prep: Prepared, kind: str, *, others: bool = Tr
         prep.results[f"restore {kind} {key}"] = best
 
 
+def bench_limit(bench: Bench, prep: Prepared, kind: str) -> None:
+    """The parts of the physical limit of a restore, on the same kind of target and the
+    same number of bytes: decompressing the stored data on all cores, writing that many
+    bytes with O_DIRECT, and reading them back with O_DIRECT."""
+    stored = NativeArchive(prep.archive).manifest.stored_bytes()
+    blocks = -(-stored // (4 * MIB))
+    if "limit decompress" not in prep.results:
+        prep.results["limit decompress"] = bench.measure(
+            lambda: run("decompress, all cores", [[sys.executable, LIMIT_SCRIPT, prep.archive]])
+        )
+
+    def write_read() -> tuple[Result, Result]:
+        with target(bench, kind, prep.disk.size_bytes) as dest:
+            drop_caches() if bench.cold else os.sync()
+            wrote = run(
+                "write, O_DIRECT",
+                [["dd", "if=/dev/zero", f"of={dest}", "bs=4M", f"count={blocks}",
+                  "oflag=direct", "conv=notrunc,fdatasync", "status=none"]],
+            )  # fmt: skip
+            drop_caches() if bench.cold else os.sync()
+            read = run(
+                "read back, O_DIRECT",
+                [["dd", f"if={dest}", "of=/dev/null", "bs=4M", f"count={blocks}",
+                  "iflag=direct", "status=none"]],
+            )  # fmt: skip
+        return wrote, read
+
+    best_w: Result | None = None
+    best_r: Result | None = None
+    for _ in range(bench.repeat):
+        wrote, read = write_read()
+        best_w = wrote if best_w is None or wrote.wall_s < best_w.wall_s else best_w
+        best_r = read if best_r is None or read.wall_s < best_r.wall_s else best_r
+    assert best_w is not None and best_r is not None
+    prep.results[f"limit {kind} write"] = best_w
+    prep.results[f"limit {kind} read"] = best_r
+
+
 def bench_verify(bench: Bench, prep: Prepared) -> None:
     prep.results["verify zstd -t"] = bench.measure(
         lambda: run("zstd -t", [["zstd", "-q", "-T1", "-t", prep.zst]])
@@ -478,10 +517,20 @@ def report(prep: Prepared, kinds: list[str]) -> list[str]:
             lines.append(fmt_row("zstd -d | dd bs=4M", dd, None))
         if pc is not None:
             lines.append(fmt_row("zstd -d | partclone.restore", pc, dd))
+        limit = limit_lines(r, kind)
+        lines += limit.lines
         for variant in ("ours", "ours --no-verify"):
             ours = r[f"{key} {variant}"]
             name = "restore-tui restore" + variant.removeprefix("ours")
             lines.append(fmt_row(name, ours, dd, alone=dd is None))
+            bound = limit.verified if variant == "ours" else limit.unverified
+            if bound:
+                want = LIMIT_TARGETS[variant]
+                x = ours.wall_s / bound
+                ratio_lines.append(
+                    f"ratio restore/{prep.label}/{kind}/{name}: vs its limit L = {x:.2f} "
+                    f"(L = {bound:.2f} s; target <= {want}: {verdict(x <= want)})"
+                )
             if dd is None or pc is None:
                 continue
             a, b = ours.wall_s / dd.wall_s, ours.wall_s / pc.wall_s
@@ -491,6 +540,36 @@ def report(prep: Prepared, kinds: list[str]) -> list[str]:
                 f"vs partclone.restore = {b:.2f} (target <= 1.0: {verdict(b <= 1.0)})"
             )
     return lines + ratio_lines
+
+
+# Issue 14's bounds: a verified restore within 1.6x of max(decompress, write, read);
+# without the read-back, within 1.3x of max(decompress, write).
+LIMIT_TARGETS = {"ours": 1.6, "ours --no-verify": 1.3}
+
+
+@dataclass
+class Limit:
+    lines: list[str]
+    verified: float | None  # L = max(decompress, write, read back), seconds
+    unverified: float | None  # max(decompress, write)
+
+
+def limit_lines(r: dict[str, Result], kind: str) -> Limit:
+    dec, wrote, read = (
+        r.get("limit decompress"), r.get(f"limit {kind} write"), r.get(f"limit {kind} read")
+    )
+    if dec is None or wrote is None or read is None:
+        return Limit([], None, None)
+    lines = [
+        fmt_row("limit: decompress, all cores", dec, None, alone=True),
+        fmt_row("limit: write, O_DIRECT", wrote, None, alone=True),
+        fmt_row("limit: read back, O_DIRECT", read, None, alone=True),
+    ]
+    return Limit(
+        lines,
+        max(dec.wall_s, wrote.wall_s, read.wall_s),
+        max(dec.wall_s, wrote.wall_s),
+    )
 
 
 def rss_lines(small: Prepared, big: Prepared) -> list[str]:
@@ -562,6 +641,7 @@ def main(argv: list[str] | None = None) -> int:
             prep = prepare_disk(bench, label, build)
             bench_verify(bench, prep)
             for kind in kinds:
+                bench_limit(bench, prep, kind)
                 bench_restores(bench, prep, kind)
             out += report(prep, kinds)
             print("\n".join(report(prep, kinds)), flush=True)
