@@ -13,9 +13,11 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from archive.digest import Algorithm
 from layout.models import DiskIdentity, Frozen, PartitionTable
 
-SCHEMA_VERSION = 1
+# 2: chunks carry BLAKE3 digests (archive.digest); version 1 (SHA-256) is still read.
+SCHEMA_VERSION: Literal[1, 2] = 2
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 HexBytes = Annotated[str, Field(pattern=r"^([0-9a-f]{2})*$")]
 NonNegative = Annotated[int, Field(ge=0)]
@@ -44,8 +46,9 @@ class Role(StrEnum):
 class Chunk(Frozen):
     """A run of source-disk bytes: stored data (one zstd frame) or a run of zeros.
 
-    ``offset`` is the byte offset on the *source disk*. For data chunks the
-    SHA-256 is of the raw (decompressed) bytes. ``frame_offset``/``frame_length``
+    ``offset`` is the byte offset on the *source disk*. For data chunks the digest
+    (``sha256`` in version 1 manifests, ``blake3`` in version 2) is of the raw
+    (decompressed) bytes. ``frame_offset``/``frame_length``
     locate the compressed frame inside a native archive file; readers of other
     formats leave them unset.
     """
@@ -54,6 +57,7 @@ class Chunk(Frozen):
     length: Annotated[int, Field(gt=0, le=MAX_CHUNK_BYTES)]
     kind: Literal["data", "zero"]
     sha256: Sha256 | None = None
+    blake3: Sha256 | None = None  # the same form: 64 lowercase hex digits
     frame_offset: NonNegative | None = None
     frame_length: Positive | None = None
 
@@ -61,10 +65,21 @@ class Chunk(Frozen):
     def stop(self) -> int:
         return self.offset + self.length
 
+    @property
+    def digest(self) -> tuple[Algorithm, str] | None:
+        """(algorithm, hex digest) of the raw bytes, or None (zeros; other formats)."""
+        if self.blake3 is not None:
+            return "blake3", self.blake3
+        if self.sha256 is not None:
+            return "sha256", self.sha256
+        return None
+
     @model_validator(mode="after")
     def _check_kind(self) -> Chunk:
-        if self.kind == "zero" and (self.sha256 or self.frame_offset is not None):
+        if self.kind == "zero" and (self.digest or self.frame_offset is not None):
             raise ValueError("a zero chunk stores no data and has no digest")
+        if self.sha256 is not None and self.blake3 is not None:
+            raise ValueError("a chunk carries one digest, not two")
         if (self.frame_offset is None) != (self.frame_length is None):
             raise ValueError("frame_offset and frame_length go together")
         return self
@@ -136,7 +151,7 @@ class SourceDisk(Frozen):
 class ArchiveManifest(Frozen):
     """Everything a restore needs to know about a backup, readable without the data."""
 
-    schema_version: Literal[1] = 1
+    schema_version: Literal[1, 2] = SCHEMA_VERSION
     created: datetime
     creator: str = Field(description="Tool and version that made the backup")
     source: SourceDisk
@@ -147,6 +162,15 @@ class ArchiveManifest(Frozen):
     @model_validator(mode="after")
     def _check(self) -> ArchiveManifest:
         table = self.table
+        # BLAKE3 digests came with version 2: a version 1 manifest holding one was not
+        # written by restore-tui (and an older restore-tui could not check it).
+        if self.schema_version == 1:
+            for chunk in (*self.boot.track0, *(c for p in self.partitions for c in p.chunks)):
+                if chunk.blake3 is not None:
+                    raise ValueError(
+                        f"a version 1 manifest carries SHA-256 digests, but the chunk at "
+                        f"byte {chunk.offset} has a BLAKE3 one"
+                    )
         if table.sector_size != self.source.identity.logical_sector_size:
             raise ValueError(
                 f"the table's sector size {table.sector_size} differs from the disk's "

@@ -47,6 +47,7 @@ from archive.base import (
     canonical_json,
     sha256_hex,
 )
+from archive.digest import CURRENT, chunk_matches, digest_hex
 from archive.errors import (
     ArchiveError,
     CorruptData,
@@ -168,7 +169,7 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return dctx
 
 
-# (source offset, length, compressed frame or None for zeros, sha256 hex or None)
+# (source offset, length, compressed frame or None for zeros, digest hex or None)
 _Segment = tuple[int, int, bytes | None, str | None]
 
 
@@ -186,7 +187,7 @@ def _encode_block(item: tuple[int, bytes]) -> list[_Segment]:
                     offset + start,
                     stop - start,
                     _compressor().compress(raw),
-                    hashlib.sha256(raw).hexdigest(),
+                    digest_hex(CURRENT, raw),
                 )
             )
     return out
@@ -288,7 +289,7 @@ class NativeWriter:
                             offset=offset,
                             length=length,
                             kind="data",
-                            sha256=digest,
+                            blake3=digest,  # archive.digest.CURRENT
                             frame_offset=frame_offset,
                             frame_length=len(frame),
                         )
@@ -435,7 +436,7 @@ def _check_manifest_extents(manifest: ArchiveManifest, data_stop: int | None) ->
         for c in chunks:
             if c.kind != "data":
                 continue
-            if c.sha256 is None or c.frame_offset is None or c.frame_length is None:
+            if c.digest is None or c.frame_offset is None or c.frame_length is None:
                 raise ManifestInvalid(
                     f"{what}: the data chunk at byte {c.offset} has no checksum or no location "
                     "in the archive file"
@@ -641,7 +642,7 @@ class NativeArchive(Archive):
             data = _decompressor().decompress(frame, max_output_size=chunk.length)
         except zstandard.ZstdError:
             raise bad("the stored data is damaged and cannot be decompressed") from None
-        if len(data) != chunk.length or hashlib.sha256(data).hexdigest() != chunk.sha256:
+        if not chunk_matches(chunk, data):
             raise bad("data does not match its checksum")
         return Piece(chunk.offset, chunk.length, data)
 

@@ -7,7 +7,6 @@ with its ratio to a baseline measured in the same run, on the same data and targ
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -37,6 +36,7 @@ from measure import (
     run,
 )
 
+from archive.digest import chunk_matches
 from archive.native import NativeArchive
 from restore_tui.sample import SampleDisk
 
@@ -365,7 +365,7 @@ def check_restored(prep: Prepared, dest: str) -> None:
             if c.kind != "data":
                 continue
             f.seek(c.offset)
-            if hashlib.sha256(f.read(c.length)).hexdigest() != c.sha256:
+            if not chunk_matches(c, f.read(c.length)):
                 raise BenchError(f"{prep.label}: restored bytes differ at byte {c.offset}")
 
 

@@ -10,13 +10,13 @@ verified restore takes about as long as its slowest part, not the sum of its par
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from archive.digest import chunk_matches
 from archive.manifest import Chunk
 from archive.native import default_workers, ordered_map
 from layout.blockio import read_at
@@ -50,7 +50,7 @@ def split_for_digest(chunks: Sequence[Chunk], lo: int, hi: int) -> DigestSplit:
         if c.stop <= lo or c.offset >= hi:
             continue
         a, b = max(c.offset, lo), min(c.stop, hi)
-        if a == c.offset and b == c.stop and (c.kind == "zero" or c.sha256 is not None):
+        if a == c.offset and b == c.stop and (c.kind == "zero" or c.digest is not None):
             whole.append(c)
         elif rest and rest[-1][1] == a:
             rest[-1] = (rest[-1][0], b)
@@ -93,7 +93,7 @@ def first_bad_chunk(
 ) -> Chunk | None:
     """The first chunk whose bytes at ``chunk.offset + delta`` on ``fd`` do not match.
 
-    Data chunks are read and hashed (SHA-256, as the manifest records them); zero
+    Data chunks are read and hashed (by the digest the manifest records); zero
     chunks must read as zeros (for an image file, a hole is zeros without a read).
     Reading and hashing both release the GIL, so a few threads keep the disk and
     the cores busy together; at most a few chunks are in memory at once.
@@ -104,7 +104,7 @@ def first_bad_chunk(
         if c.kind == "zero":
             return c, _zeros_ok(fd, c.offset + delta, c.length, sparse_file)
         data = read_at(fd, c.offset + delta, c.length)
-        return c, len(data) == c.length and hashlib.sha256(data).hexdigest() == c.sha256
+        return c, chunk_matches(c, data)
 
     results = ordered_map(check, chunks, workers=n_workers, in_flight=n_workers + 2)
     try:
@@ -196,7 +196,7 @@ class ReadBehind:
         self._chunks = [
             c
             for c in chunks
-            if c.offset >= src_lo and c.stop <= src_hi and (c.kind == "zero" or c.sha256)
+            if c.offset >= src_lo and c.stop <= src_hi and (c.kind == "zero" or c.digest)
         ]
         self._next = 0  # the first chunk not handed to the checker yet
         self._batch, self._in_flight = batch, in_flight

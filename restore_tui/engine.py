@@ -262,7 +262,7 @@ def chunk_batches(chunks: Iterable[Chunk], lo: int, hi: int, size: int) -> list[
         if c.stop <= lo or c.offset >= hi:
             continue
         a, b = max(c.offset, lo), min(c.stop, hi)
-        whole = a == c.offset and b == c.stop and (c.kind == "zero" or c.sha256 is not None)
+        whole = a == c.offset and b == c.stop and (c.kind == "zero" or c.digest is not None)
         if held and held + (b - a) > size and whole and checkable:
             out.append((start, a))
             start, held = a, 0

@@ -142,7 +142,7 @@ def test_native_changed_chunk_digest_is_another_backup(native: Path, tmp_path: P
     other = Path(shutil.copyfile(native, tmp_path / "other.rtui"))
     obj = _manifest_json(other)
     chunk = obj["partitions"][0]["chunks"][0]  # type: ignore[index]
-    chunk["sha256"] = ("0" if chunk["sha256"][0] != "0" else "1") + chunk["sha256"][1:]
+    chunk["blake3"] = ("0" if chunk["blake3"][0] != "0" else "1") + chunk["blake3"][1:]
     rewrite_manifest(other, json.dumps(obj).encode())
     changed = identity_of(other)
     assert changed != original

@@ -222,7 +222,7 @@ def test_commands_end_to_end(
     assert "the operating system" in text
     assert main(["inspect", str(out), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["schema_version"] == 1 and data["table"]["scheme"] == disk.scheme
+    assert data["schema_version"] == 2 and data["table"]["scheme"] == disk.scheme
 
     assert main(["verify", str(out)]) == 0
     assert "sound" in capsys.readouterr().out

@@ -50,7 +50,11 @@ def test_bench_runs_and_prints_ratios(tmp_path: Path) -> None:
     for line in ratios:
         assert re.search(r"= \d+\.\d\d", line), line
     restore = [line for line in ratios if line.startswith("ratio restore/")]
-    assert restore and all("zstd|dd" in line and "partclone" in line for line in restore)
+    # Each restore is compared with both baselines, and with its limit L.
+    against_tools = [line for line in restore if "vs its limit" not in line]
+    against_limit = [line for line in restore if "vs its limit" in line]
+    assert against_tools and all("zstd|dd" in x and "partclone" in x for x in against_tools)
+    assert len(against_limit) == len(against_tools) and all("L = " in x for x in against_limit)
     assert "page caches:" in proc.stdout and "machine:" in proc.stdout
     figures = out_json.read_text()
     assert '"gpt"' in figures and '"gpt-big"' in figures

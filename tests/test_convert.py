@@ -67,7 +67,7 @@ def test_converted_backup_verifies_and_restores_the_same_bytes(
         m = arc.manifest
         assert m.creator.endswith("(converted by restore-tui from Clonezilla image)")
         assert {p.number for p in m.partitions if p.chunks} == {1, 5, 6}
-        assert all(c.sha256 for p in m.partitions for c in p.chunks if c.kind == "data")
+        assert all(c.digest for p in m.partitions for c in p.chunks if c.kind == "data")
     size = disk.stat().st_size
     assert restored(out, size, tmp_path / "a") == restored(image, size, tmp_path / "b")
 

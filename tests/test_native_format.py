@@ -318,7 +318,7 @@ def _manifest_json(path: Path) -> dict[str, object]:
 
 def test_newer_schema_version(archive_path: Path) -> None:
     obj = _manifest_json(archive_path)
-    obj["schema_version"] = 2
+    obj["schema_version"] = 3
     obj["something_new"] = {"x": 1}
     rewrite_manifest(archive_path, json.dumps(obj).encode())
     with pytest.raises(UnsupportedVersion, match=r"newer restore-tui.*update restore-tui"):

@@ -19,7 +19,9 @@ def test_checked_in_schema_is_current() -> None:
 
 def test_schema_pins_the_version_and_forbids_unknown_fields() -> None:
     schema = json.loads(SCHEMA_PATH.read_text())
-    assert schema["properties"]["schema_version"]["const"] == SCHEMA_VERSION
+    # Version 2 is written; version 1 (SHA-256 digests) is still read.
+    version = schema["properties"]["schema_version"]
+    assert version["default"] == SCHEMA_VERSION == 2 and version["enum"] == [1, 2]
     assert schema["additionalProperties"] is False
     chunk = schema["$defs"]["Chunk"]
     assert chunk["additionalProperties"] is False

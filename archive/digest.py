@@ -1,0 +1,40 @@
+"""The digests that vouch for each chunk of a native backup, in one place.
+
+Version 1 manifests carry SHA-256; version 2 carries BLAKE3, which hashes about three
+times faster here (3.7 vs 1.3 GiB/s on one core with SHA extensions) — and a verified
+restore hashes every byte twice, once before writing it (a damaged backup) and once
+after reading it back (a failing disk). Both are 256-bit cryptographic digests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Literal
+
+import blake3
+
+if TYPE_CHECKING:
+    from archive.manifest import Chunk
+
+Algorithm = Literal["sha256", "blake3"]
+# What new backups use.
+CURRENT: Algorithm = "blake3"
+_HASHERS: dict[Algorithm, Callable[[bytes | memoryview], str]] = {
+    "sha256": lambda data: hashlib.sha256(data).hexdigest(),
+    # max_threads=1: the chunks are hashed in parallel already, one chunk per thread.
+    "blake3": lambda data: blake3.blake3(data, max_threads=1).hexdigest(),
+}
+
+
+def digest_hex(algorithm: Algorithm, data: bytes | memoryview) -> str:
+    return _HASHERS[algorithm](data)
+
+
+def chunk_matches(chunk: Chunk, data: bytes | memoryview) -> bool:
+    """Whether ``data`` is the chunk's bytes, by the digest the chunk carries."""
+    said = chunk.digest
+    if said is None:
+        return False
+    algorithm, expected = said
+    return len(data) == chunk.length and digest_hex(algorithm, data) == expected
