@@ -47,6 +47,7 @@ from restore_tui.screens.choose import (
 from restore_tui.screens.common import Step, human_size
 from restore_tui.screens.confirm import ConfirmScreen
 from restore_tui.screens.end import DoneScreen, FailureScreen
+from restore_tui.screens.inside import LookInsideScreen
 from restore_tui.screens.job import JobChoice, JobScreen
 from restore_tui.screens.partition import PartitionChoice, PartitionScreen
 from restore_tui.screens.preview import PreviewScreen
@@ -276,6 +277,11 @@ class RestoreWizard(App[int]):
             )
             if seen == "back":
                 return None
+            if seen == "look":
+                await self.push_screen_wait(
+                    LookInsideScreen(early_step("The backup", opts.dry_run), Path(archive.path))
+                )
+                continue
             while True:
                 job = await self.push_screen_wait(
                     JobScreen(early_step("What to do", opts.dry_run), dry_run=opts.dry_run)

@@ -95,7 +95,7 @@ async def test_full_disk_restore_puts_the_backup_on_the_target(demo: DemoSetup) 
         # Before the job is chosen the steps of the usual job are counted.
         assert header(backup) == "Step 2 of 8 · The backup"
         assert "Partition table: the list at the start of the disk" in screen_text(backup)
-        await pilot.press("enter")  # "Check the backup" has the focus
+        await pilot.press("enter")  # "Check it" has the focus
         await until(pilot, lambda: backup.report is not None, "the backup check")
         assert backup.report is not None and backup.report.ok
         await pilot.press("enter")  # "Continue" has the focus once the check passed

@@ -31,7 +31,7 @@ from restore_tui.screens.common import (
     when,
 )
 
-BackupResult = Literal["next", "back"]
+BackupResult = Literal["next", "back", "look"]
 # Progress reaches the screen at most this often; the archive reports per chunk.
 PROGRESS_INTERVAL = 0.1
 
@@ -83,6 +83,7 @@ class BackupScreen(Screen[BackupResult]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "back", "Back"),
+        Binding("l", "look", "Look inside"),
     ]
 
     class Progress(Message):
@@ -127,8 +128,9 @@ class BackupScreen(Screen[BackupResult]):
             yield ProgressBar(id="verify-bar", show_eta=False)
             yield Static("", id="verify-status")
         with Horizontal(classes="buttons"):
-            yield Button("Check the backup (recommended)", id="check", variant="primary")
+            yield Button("Check it (recommended)", id="check", variant="primary")
             yield Button("Skip the check", id="next")
+            yield Button("Look inside", id="look")
             yield Button("Back", id="back")
         yield Footer()
 
@@ -233,6 +235,11 @@ class BackupScreen(Screen[BackupResult]):
     def _next(self) -> None:
         if not self.checking:
             self.dismiss("next")
+
+    @on(Button.Pressed, "#look")
+    def action_look(self) -> None:
+        if not self.checking:
+            self.dismiss("look")
 
     @on(Button.Pressed, "#back")
     def action_back(self) -> None:
