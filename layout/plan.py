@@ -28,6 +28,8 @@ class ActionRunner(Protocol):
 
     def zero_range(self, action: ZeroRange, start_done: int) -> None: ...
 
+    def grow_filesystem(self, action: GrowFilesystem, start_done: int) -> None: ...
+
 
 class ActionChecker(Protocol):
     """What reads actions back from the target: the first byte in [lo, hi) that differs."""
@@ -37,6 +39,8 @@ class ActionChecker(Protocol):
     def area_mismatch(self, action: RestoreArea, lo: int, hi: int) -> int | None: ...
 
     def zeros_mismatch(self, action: ZeroRange, lo: int, hi: int) -> int | None: ...
+
+    def filesystem_mismatch(self, action: GrowFilesystem, lo: int, hi: int) -> int | None: ...
 
 
 class _ActionBase(Frozen):
@@ -99,11 +103,34 @@ class ZeroRange(_ActionBase):
         return checker.zeros_mismatch(self, lo, hi)
 
 
-Action = Annotated[WriteBytes | RestoreArea | ZeroRange, Field(discriminator="kind")]
+GrowableFs = Literal["ext2", "ext3", "ext4", "ntfs"]
+
+
+class GrowFilesystem(_ActionBase):
+    """Grow the filesystem of the partition at [offset, offset + length) to fill it, with
+    the filesystem's own tool (resize2fs, ntfsresize). The tool is given a device that
+    is exactly this extent, so it cannot write anywhere else."""
+
+    kind: Literal["grow-filesystem"] = "grow-filesystem"
+    filesystem: GrowableFs
+    from_length: Positive = Field(description="The filesystem's size before, in bytes")
+
+    def execute(self, runner: ActionRunner, start_done: int) -> None:
+        runner.grow_filesystem(self, start_done)
+
+    def first_mismatch(self, checker: ActionChecker, lo: int, hi: int) -> int | None:
+        return checker.filesystem_mismatch(self, lo, hi)
+
+
+Action = Annotated[
+    WriteBytes | RestoreArea | ZeroRange | GrowFilesystem, Field(discriminator="kind")
+]
 ACTION = TypeAdapter(Action)
 
 
-def parse_action(fields: dict[str, object]) -> WriteBytes | RestoreArea | ZeroRange:
+def parse_action(
+    fields: dict[str, object],
+) -> WriteBytes | RestoreArea | ZeroRange | GrowFilesystem:
     """An action from plain fields (``kind`` picks its class)."""
     return ACTION.validate_python(fields)
 
@@ -145,6 +172,9 @@ class PlanChoices(Frozen):
         default=None, description="A sector inside the free space to use (one partition)"
     )
     new_ids: bool = False
+    grow: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Whole disk: the partition grown into the space after it"
+    )
     id_seed: NonNegative | None = Field(
         default=None, description="Seed of any new identifiers, so planning again repeats them"
     )

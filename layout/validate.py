@@ -93,6 +93,9 @@ def validate_plan(plan: Plan, disk_size_bytes: int) -> list[str]:
             ):
                 patches.add((sj, aj))
                 continue
+            # Growing a filesystem works on what was restored into its partition before.
+            if other.kind == "grow-filesystem" and _inside(action, other.offset, other.stop):
+                continue
             problems.append(
                 f"{_where(name, ai, action)} overlaps {_where(other_name, aj, other)}"
             )
@@ -144,6 +147,9 @@ def validate_plan(plan: Plan, disk_size_bytes: int) -> list[str]:
                 problems.append(f"{where} lies outside partition {match.group(1)}")
             elif plan.job == "full-disk" and all(p.number != action.area for p in holders):
                 problems.append(f"{where} restores partition {action.area} into another one")
+        elif action.kind == "grow-filesystem":
+            if not any((action.offset, action.stop) == _span(p, ss) for p in data_parts):
+                problems.append(f"{where} grows a filesystem that is not exactly one partition")
         else:
             for p in data_parts:
                 if _overlaps(action.offset, action.stop, *_span(p, ss)):
@@ -151,6 +157,18 @@ def validate_plan(plan: Plan, disk_size_bytes: int) -> list[str]:
                         f"{where} writes table data inside partition {p.number}"
                     )
 
+    if plan.job == "replace-partition" and plan.before is not None:
+        # Every partition but the one replaced must stay exactly as it is.
+        replaced = {int(m.group(1)) for s in plan.stages if (m := _PARTITION_STAGE.match(s.name))}
+        for _si, ai, name, action in indexed:
+            for p in plan.before.data_partitions:
+                if p.number in replaced:
+                    continue
+                if _overlaps(action.offset, action.stop, *_span(p, plan.before.sector_size)):
+                    problems.append(
+                        f"{_where(name, ai, action)} would write into partition {p.number}, "
+                        "which must stay untouched"
+                    )
     if plan.job == "one-partition" and plan.before is not None:
         # Every partition already on the disk must stay exactly as it is.
         for _si, ai, name, action in indexed:

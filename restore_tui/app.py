@@ -24,6 +24,7 @@ from archive.base import Archive
 from archive.errors import ArchiveError
 from layout.plan import Plan, PlanChoices
 from layout.probe import Probe, ProbedDisk, ProbeError
+from layout.validate import PlanError
 from restore_tui.errors import UserError
 from restore_tui.flow import Flow, Located, is_restore_target
 from restore_tui.journal import (
@@ -36,6 +37,7 @@ from restore_tui.journal import (
 )
 from restore_tui.matching import Job, Match, room_in
 from restore_tui.plan_text import held_now
+from restore_tui.planner import grow_choice
 from restore_tui.screens.backup import BackupScreen
 from restore_tui.screens.choose import (
     BackupChosen,
@@ -339,6 +341,22 @@ class RestoreWizard(App[int]):
         record = unfinished.record if unfinished is not None else None
         return [candidate_for(m, record) for m in flow.candidates(job.kind)]
 
+    def _grow_offer(self, archive: Archive, target: TargetCandidate, plan: Plan) -> int | None:
+        """The partition a whole-disk restore onto a larger disk can grow (the last one),
+        when planning that works; None when there is nothing to offer."""
+        if plan.job != "full-disk":
+            return None
+        if plan.choices.grow is not None:
+            return plan.choices.grow
+        if not any(w.code == "target-larger" for w in plan.warnings):
+            return None
+        try:
+            number = grow_choice(archive.manifest, "last")
+            self._flow(archive).plan(target.disk, plan.choices.model_copy(update={"grow": number}))
+        except (PlanError, UserError):
+            return None
+        return number
+
     def _flow(self, archive: Archive) -> Flow:
         return Flow(archive, self._probe())
 
@@ -386,13 +404,14 @@ class RestoreWizard(App[int]):
                 assert isinstance(picked, PartitionChoice)
                 part = picked
             new_ids = replanned = False
+            grow: int | None = None
             plan: Plan | None = None
             while True:
                 if plan is None:
                     self.busy("Working out the plan…")
                     try:
                         plan = await asyncio.to_thread(
-                            self._make_plan, archive, job, target, part, new_ids
+                            self._make_plan, archive, job, target, part, new_ids, grow
                         )
                     except UserError as exc:
                         self.notify(f"This cannot be done: {exc}", severity="error", timeout=15)
@@ -407,6 +426,9 @@ class RestoreWizard(App[int]):
                         source_table=archive.manifest.table,
                         show_ids=replanned,
                         can_restore=not self.options.dry_run,
+                        grow_offer=await asyncio.to_thread(
+                            self._grow_offer, archive, target, plan
+                        ),
                     )
                 )
                 replanned = False
@@ -414,6 +436,10 @@ class RestoreWizard(App[int]):
                     # The preview he just read becomes the restore: same plan, real steps.
                     job = JobChoice(job.kind, dry_run=False)
                     steps = steps_for(job.kind, dry_run=False)
+                if go in ("grow", "no-grow"):
+                    grow = self._grow_offer(archive, target, plan) if go == "grow" else None
+                    plan = None
+                    continue
                 if go in ("new-ids", "same-ids"):
                     # Plan again and show the new plan: what the choice changes is on it.
                     new_ids = go == "new-ids"
@@ -447,6 +473,7 @@ class RestoreWizard(App[int]):
         target: TargetCandidate,
         part: PartitionChoice | int | None,
         new_ids: bool = False,
+        grow: int | None = None,
     ) -> Plan:
         """The plan of the choices made on screen; ``part`` is the one-partition job's
         partition and free space, or the replace job's partition number."""
@@ -458,6 +485,7 @@ class RestoreWizard(App[int]):
                 partition=part.number if part else None,
                 region=part.region.start_lba if part else None,
                 new_ids=new_ids,
+                grow=grow,
             )
         return self._flow(archive).plan(target.disk, choices)
 

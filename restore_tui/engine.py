@@ -27,8 +27,9 @@ from archive.manifest import Chunk
 from layout.blockio import BLKRRPART, geometry_of_fd
 from layout.models import DiskIdentity, PartitionTable
 from layout.notices import Notice, notice
-from layout.plan import Action, Plan, RestoreArea, Stage, WriteBytes, ZeroRange
+from layout.plan import Action, GrowFilesystem, Plan, RestoreArea, Stage, WriteBytes, ZeroRange
 from layout.table_io import TableError, read_table, table_fingerprint
+from restore_tui import growing
 from restore_tui.datapath import ReadBackMismatch, ReadBehind, check_copy
 from restore_tui.errors import UserError
 from restore_tui.journal import Checkpoint, Journal, lost_at_restart
@@ -40,6 +41,8 @@ from restore_tui.writer import CheckedWriter, OutsidePlan, TargetOpenError
 # happen between slices, so a 4 MiB chunk is not an indivisible step.
 WRITE_SLICE = 1024 * 1024
 ZERO_SLICE = 64 * 1024 * 1024
+# Progress units of growing a filesystem: it writes little, but takes a while.
+GROW_WEIGHT = 64 * 1024 * 1024
 VERIFY_BLOCK = 4 * 1024 * 1024
 CHECKPOINT_SECONDS = 3.0
 LOCK_WAIT_SECONDS = 10.0
@@ -85,6 +88,10 @@ class TableMismatch(EngineError):
 
 class VerifyFailed(EngineError):
     """Bytes read back differ from what was written."""
+
+
+class GrowFailed(EngineError):
+    """The filesystem's own tool could not grow it; the message says what to run."""
 
 
 class WriteFailed(EngineError):
@@ -431,6 +438,8 @@ class RestoreEngine:
     def _action_weight(self, action: Action, done: int | None = None) -> int:
         """Work units of ``action`` (of its first ``done`` bytes when given)."""
         length = action.length if done is None else done
+        if isinstance(action, GrowFilesystem):
+            return GROW_WEIGHT if done is None or done >= action.length else 0
         if not isinstance(action, RestoreArea):
             return length
         chunks = self._area_chunks(action.area)
@@ -843,6 +852,31 @@ class RestoreEngine:
             pos += n
             self._after_slice(stage, ai, pos - action.offset, (pos - n, pos))
 
+    def grow_filesystem(self, action: GrowFilesystem, start_done: int) -> None:
+        """The filesystem's own tool on exactly the partition's extent (restore_tui.growing);
+        what lies around the extent must be unchanged afterwards."""
+        writer = self._writer
+        assert writer is not None and self._at is not None
+        stage, ai = self._at
+        if start_done >= action.length:
+            return
+        self._flush(writer)
+        before = growing.around(writer.fd, action)
+        try:
+            with self._waiting("target"):
+                growing.grow(self.target_path, action)
+        except growing.GrowError as exc:
+            raise GrowFailed(str(exc), resumable=True) from exc
+        writer.drop_cache(0, 0)  # the tool wrote through another device: read afresh
+        if growing.around(writer.fd, action) != before:
+            raise GrowFailed(
+                f"while growing {stage.title!r}, bytes outside the partition changed; stop "
+                "using this disk and restore it again"
+            )
+        self._moved()
+        self._advance(GROW_WEIGHT)
+        self._after_slice(stage, ai, action.length, (action.offset, action.stop))
+
     def restore_area(self, action: RestoreArea, start_done: int) -> None:
         writer = self._writer
         assert writer is not None
@@ -1066,6 +1100,13 @@ class RestoreEngine:
     def zeros_mismatch(self, action: ZeroRange, lo: int, hi: int) -> int | None:
         assert self._writer is not None
         return self._compare(self._writer, lo, hi, None, lo)
+
+    def filesystem_mismatch(self, action: GrowFilesystem, lo: int, hi: int) -> int | None:
+        """A grown filesystem is checked by its own checker (read-only), not byte by byte."""
+        with self._waiting("target"):
+            clean = growing.check(self.target_path, action)
+        self._moved()
+        return None if clean else action.offset
 
     def area_mismatch(self, action: RestoreArea, lo: int, hi: int) -> int | None:
         """For copies only stored pieces are checked: bytes the archive does not hold were

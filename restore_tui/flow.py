@@ -282,7 +282,10 @@ class Flow:
                     new_ids=choices.new_ids,
                     other_disks=others,
                     id_seed=choices.id_seed,
+                    grow=choices.grow,
                 )
+            if choices.grow is not None:
+                raise UserError("--grow goes with a whole-disk restore only")
             if choices.partition is None:
                 raise UserError("a one-partition restore needs the partition's number")
             if choices.job == "replace-partition":

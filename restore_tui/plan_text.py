@@ -301,7 +301,8 @@ def render_layout(
 
 
 def _action_line(action: Action) -> str:
-    what = {"write-bytes": "write", "restore-area": "restore", "zero": "zero"}[action.kind]
+    what = {"write-bytes": "write", "restore-area": "restore", "zero": "zero",
+            "grow-filesystem": "grow"}[action.kind]  # fmt: skip
     source = ""
     if action.kind == "restore-area":
         area = "track 0" if action.area == "track0" else f"backed-up partition {action.area}"
@@ -313,9 +314,13 @@ def _action_line(action: Action) -> str:
 
 
 def _stage_size(stage: Stage) -> str:
-    table = sum(a.length for a in stage.actions if a.kind != "restore-area")
+    table = sum(a.length for a in stage.actions if a.kind in ("write-bytes", "zero"))
     data = sum(a.length for a in stage.actions if a.kind == "restore-area")
-    parts = []
+    parts = [
+        f"the filesystem's own tool works on the partition only ({human_size(a.length)})"
+        for a in stage.actions
+        if a.kind == "grow-filesystem"
+    ]
     if data:
         parts.append(f"restores up to {human_size(data)} from the backup")
     if table:

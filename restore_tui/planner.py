@@ -31,6 +31,7 @@ from layout.notices import Notice, notice
 from layout.plan import (
     Action,
     ArchiveRef,
+    GrowFilesystem,
     Plan,
     PlanChoices,
     RestoreArea,
@@ -274,11 +275,20 @@ def _sector0(manifest: ArchiveManifest) -> bytes:
 
 
 def _table_stage_full(
-    manifest: ArchiveManifest, after: PartitionTable, size_lba: int, ids: IdSource | None
+    manifest: ArchiveManifest,
+    after: PartitionTable,
+    size_lba: int,
+    ids: IdSource | None,
+    grown: Partition | None = None,
 ) -> Stage:
     ss = after.sector_size
     boot = manifest.boot
     sector0 = _sector0(manifest)
+    if grown is not None and after.scheme == "msdos":
+        # The grown partition's entry in the backed-up sector 0: its sector count.
+        patched = bytearray(sector0)
+        struct.pack_into("<I", patched, 446 + 16 * (grown.number - 1) + 12, grown.length_lba)
+        sector0 = bytes(patched)
     disk_stop = size_lba * ss
     actions: list[Action] = []
     if after.scheme == "gpt":
@@ -451,8 +461,10 @@ def plan_full_disk(
     new_ids: bool = False,
     other_disks: Sequence[TargetDisk] = (),
     id_seed: int | None = None,
+    grow: int | None = None,
 ) -> Plan:
-    """Restore the whole backed-up disk onto ``target``, geometry kept exactly."""
+    """Restore the whole backed-up disk onto ``target``, geometry kept exactly; with
+    ``grow``, that partition then fills the free space after it (a larger disk)."""
     ss = _check_sector_size(manifest, target)
     size_lba = target.identity.size_bytes // ss
     need = required_sectors(manifest.table, manifest.boot.track0_stop)
@@ -466,12 +478,19 @@ def plan_full_disk(
         )
     ids = IdSource(id_seed) if new_ids else None
     after = _table_for_target(manifest.table, size_lba, ids)
+    # The data goes where it was; a grown partition only gets a longer table entry and,
+    # last, its filesystem grown into the new room.
+    restored = _partition_stages(manifest, after)
+    growth = _growth(manifest, after, size_lba, grow) if grow is not None else None
+    if growth is not None:
+        after = growth.after
     stages = [
-        _table_stage_full(manifest, after, size_lba, ids),
-        *_partition_stages(manifest, after),
+        _table_stage_full(manifest, after, size_lba, ids, growth.partition if growth else None),
+        *restored,
+        *([growth.stage] if growth else []),
     ]
 
-    warnings: list[Notice] = []
+    warnings: list[Notice] = [growth.note] if growth else []
     source_bytes = manifest.source.identity.size_bytes
     if size_lba * ss < source_bytes:
         warnings.append(
@@ -482,7 +501,7 @@ def plan_full_disk(
                 bytes=source_bytes - size_lba * ss,
             )
         )
-    elif size_lba * ss > source_bytes:
+    elif size_lba * ss > source_bytes and growth is None:
         warnings.append(
             notice(
                 "target-larger",
@@ -517,7 +536,7 @@ def plan_full_disk(
         else "it has no partitions now; whatever data it holds is overwritten"
     )
     plan = Plan(
-        choices=PlanChoices(job="full-disk", new_ids=new_ids, id_seed=id_seed),
+        choices=PlanChoices(job="full-disk", new_ids=new_ids, id_seed=id_seed, grow=grow),
         archive=ArchiveRef(path=archive_path, identity=backup_identity),
         target=TargetRef(
             device=target.device, name=disk_summary(target), identity=target.identity,
@@ -1372,3 +1391,111 @@ def plan_replace_partition(
         erases=erases,
     )
     return check_plan(plan, target.identity.size_bytes)
+
+
+# -- growing a partition into a larger disk ---------------------------------------------
+
+#: filesystems restore-tui grows, with the tool that does it
+GROW_TOOLS = {"ext2": "resize2fs", "ext3": "resize2fs", "ext4": "resize2fs", "ntfs": "ntfsresize"}
+
+
+@dataclass(frozen=True)
+class _Growth:
+    partition: Partition  # as grown
+    after: PartitionTable
+    stage: Stage
+    note: Notice
+
+
+def grow_choice(manifest: ArchiveManifest, word: str) -> int:
+    """`--grow N|last|system` as a partition number of the backup."""
+    data = manifest.table.data_partitions
+    if word.isdigit():
+        return int(word)
+    if word == "last":
+        if not data:
+            raise PlanError("the backup has no partition to grow")
+        return max(data, key=lambda p: p.start_lba).number
+    if word == "system":
+        systems = [i.number for i in manifest.partitions if i.role == Role.SYSTEM]
+        if not systems:
+            raise PlanError("the backup has no system partition; name the partition by number")
+        return systems[0]
+    raise PlanError(f"--grow takes a partition number, 'last' or 'system', not {word!r}")
+
+
+def _room_after(table: PartitionTable, p: Partition, size_lba: int) -> int:
+    """The first sector after ``p`` that it may not grow into."""
+    later = [
+        q.start_lba for q in table.partitions if q.start_lba > p.start_lba and q.kind != "logical"
+    ]
+    gpt_end = (table.gpt_last_usable_lba or size_lba - 34) + 1
+    return min([*later, gpt_end if table.scheme == "gpt" else size_lba])
+
+
+def _growth(
+    manifest: ArchiveManifest, after: PartitionTable, size_lba: int, number: int
+) -> _Growth:
+    ss = after.sector_size
+    try:
+        p = after.partition(number)
+    except KeyError:
+        raise PlanError(f"the backup has no partition {number} to grow") from None
+    fs = (p.filesystem or "").lower()
+    if fs not in GROW_TOOLS:
+        raise PlanError(
+            f"partition {number} holds {p.filesystem or 'no filesystem restore-tui knows'}; "
+            "restore-tui grows ext2/3/4 (resize2fs) and NTFS (ntfsresize) only"
+        )
+    if p.kind != "primary":
+        raise PlanError(
+            f"partition {number} is a logical partition; restore-tui grows primary and GPT "
+            "partitions only"
+        )
+    align = max(1, MiB // ss)
+    stop = (_room_after(after, p, size_lba) // align) * align
+    if stop - p.stop_lba < align:
+        raise PlanError(
+            f"there is no free space after partition {number} on this disk to grow it into"
+        )
+    grown = p.model_copy(update={"length_lba": stop - p.start_lba})
+    fields = after.model_dump()
+    fields["partitions"] = [
+        grown.model_dump() if q["number"] == number else q for q in fields["partitions"]
+    ]
+    new_after = PartitionTable.model_validate(fields)
+    was, now = human_size(p.length_lba * ss), human_size(grown.length_lba * ss)
+    tool = GROW_TOOLS[fs]
+    action = GrowFilesystem(
+        offset=p.start_lba * ss, length=grown.length_lba * ss, filesystem=fs,
+        from_length=p.length_lba * ss,
+        description=f"Grow partition {number}'s filesystem from {was} to {now} ({tool})",
+    )
+    stored = {i.number: i.role for i in manifest.partitions}
+    role = stored.get(number, Role.DATA)
+    stage = Stage(
+        name=f"grow-{number}",
+        title=f"{partition_title(grown, role, ss)}: its filesystem grown to fill it",
+        explanation=f"{tool} grows the filesystem from {was} to {now}; it works only inside "
+        "the partition.",
+        actions=(action,),
+    )
+    if tool == "resize2fs":
+        crash = (
+            "If the computer stops during this stage, the restore continues: e2fsck checks "
+            "the filesystem and resize2fs grows it again"
+        )
+    else:
+        crash = (
+            "Windows checks the grown volume once at its next start (ntfsresize asks it to). "
+            "ntfsresize cannot continue a resize that was cut off: if the computer stops "
+            "during this stage, the restore runs ntfsresize again, and if that fails, start "
+            "Windows and let it check the disk (or run `ntfsfix` on the partition)"
+        )
+    note = notice(
+        "grow-partition",
+        f"Partition {number} is grown from {was} to {now} to use the whole disk, and its "
+        f"filesystem with it ({tool}), as the last stage. {crash}",
+        partition=number,
+    )
+    return _Growth(grown, new_after, stage, note)

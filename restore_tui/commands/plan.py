@@ -18,7 +18,7 @@ from archive import open_archive
 from layout.plan import Plan
 from layout.probe import ProbedDisk
 from restore_tui.commands.disk_options import add_disk_options, probe_from_args
-from restore_tui.commands.restore import add_replace_option, choices_from
+from restore_tui.commands.restore import add_grow_option, add_replace_option, choices_from
 from restore_tui.errors import UserError
 from restore_tui.flow import Flow
 from restore_tui.matching import Job, choice_explanation, choose_target
@@ -54,6 +54,7 @@ def register(subparsers: Any) -> None:
         "first free space the partition fits in)",
     )
     add_replace_option(parser)
+    add_grow_option(parser)
     parser.add_argument(
         "--new-ids",
         action="store_true",
@@ -112,9 +113,9 @@ def _save(plan: Plan, out: str) -> None:
 
 def make_plan(args: argparse.Namespace) -> Plan:
     """Open the archive, probe the disks, pick the target and plan; raises UserError."""
-    choices = choices_from(args)
     extra = [args.target] if args.target and _is_image(args.target) else []
     with open_archive(args.archive) as archive:
+        choices = choices_from(args, archive.manifest)
         flow = Flow(archive, probe_from_args(args, extra))
         return flow.plan(_pick_target(args, flow, choices.job), choices)
 

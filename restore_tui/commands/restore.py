@@ -16,8 +16,10 @@ import time
 from typing import Any, TextIO
 
 from archive import open_archive
+from archive.manifest import ArchiveManifest
 from layout.plan import Plan, PlanChoices
 from layout.probe import Probe, ProbedDisk, probe_for
+from layout.validate import PlanError
 from restore_tui.engine import (
     EngineError,
     ProgressEvent,
@@ -28,6 +30,7 @@ from restore_tui.errors import UserError
 from restore_tui.flow import Flow, Refused, confirmation_for, is_restore_target
 from restore_tui.journal import Journal
 from restore_tui.matching import Job
+from restore_tui.planner import grow_choice
 from restore_tui.progress import human_bytes, human_duration, rough_duration, stall_words
 
 
@@ -60,6 +63,7 @@ def register(subparsers: Any) -> None:
         help="with --partition: the free region starting at (or containing) this sector",
     )
     add_replace_option(parser)
+    add_grow_option(parser)
     parser.add_argument(
         "--new-ids",
         action="store_true",
@@ -67,6 +71,16 @@ def register(subparsers: Any) -> None:
     )
     add_run_options(parser)
     parser.set_defaults(run=run)
+
+
+def add_grow_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--grow",
+        metavar="N|last|system",
+        help="whole disk onto a larger disk: grow partition N (or the last one, or the system "
+        "partition) into the free space after it, and its filesystem with it (resize2fs, "
+        "ntfsresize)",
+    )
 
 
 def add_replace_option(parser: argparse.ArgumentParser) -> None:
@@ -375,7 +389,9 @@ def execute(
     return 0
 
 
-def choices_from(args: argparse.Namespace) -> PlanChoices:
+def choices_from(args: argparse.Namespace, manifest: ArchiveManifest | None = None) -> PlanChoices:
+    """The choices given on the command line (``--grow`` needs the backup's ``manifest``
+    to say which partition 'last' or 'system' is)."""
     if args.partition is None and args.region is not None:
         raise UserError("--region only applies with --partition N")
     replace = getattr(args, "replace", False)
@@ -384,8 +400,17 @@ def choices_from(args: argparse.Namespace) -> PlanChoices:
     job: Job = "full-disk"
     if args.partition is not None:
         job = "replace-partition" if replace else "one-partition"
+    grow = None
+    if getattr(args, "grow", None) is not None:
+        if manifest is None:
+            raise UserError("--grow needs the backup")  # a bug: callers pass the manifest
+        try:
+            grow = grow_choice(manifest, args.grow)
+        except PlanError as exc:
+            raise UserError(str(exc)) from None
     return PlanChoices(
         job=job,
+        grow=grow,
         partition=args.partition,
         region=args.region,
         new_ids=args.new_ids,
@@ -393,8 +418,8 @@ def choices_from(args: argparse.Namespace) -> PlanChoices:
 
 
 def run(args: argparse.Namespace) -> int:
-    choices = choices_from(args)
     with open_archive(args.archive) as archive:
+        choices = choices_from(args, archive.manifest)
         flow = Flow(archive, target_probe(args.target))
         disk = flow.disk(args.target)
         unfinished = flow.unfinished()

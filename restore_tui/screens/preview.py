@@ -25,7 +25,9 @@ from layout.plan import Plan
 from restore_tui.plan_text import LayoutRow, bar_segments, plan_rows
 from restore_tui.screens.common import TERMS, ItemList, Step, StepHeader, human_size
 
-PreviewResult = Literal["go", "back", "done", "restore-now", "new-ids", "same-ids"]
+PreviewResult = Literal[
+    "go", "back", "done", "restore-now", "new-ids", "same-ids", "grow", "no-grow"
+]
 NEW_IDS_FULL = "Give the restored disk new identifiers"
 NEW_IDS_ONE = "Give the new partition a new identifier"
 SAME_IDS = "Keep the backed-up identifiers"
@@ -101,6 +103,13 @@ NEW_ID_CODES = frozenset({"new-disk-ids", "new-partition-guid"})
 
 def offers_new_ids(plan: Plan) -> bool:
     return plan.new_ids or any(w.code in SHARED_ID_CODES for w in plan.warnings)
+
+
+def grow_label(plan: Plan, number: int) -> str:
+    """The larger-disk choice on the preview: grow a partition, or leave the space free."""
+    if plan.choices.grow is not None:
+        return "Leave the extra space unallocated (g)"
+    return f"Use the whole disk: grow partition {number} into the extra space (g)"
 
 
 def new_ids_label(plan: Plan) -> str:
@@ -191,6 +200,7 @@ class PreviewScreen(Screen[PreviewResult]):
         # One key, two meanings: only the one that fits the plan on screen is enabled.
         Binding("n", "new_ids", "New identifiers"),
         Binding("n", "same_ids", "Keep identifiers"),
+        Binding("g", "grow", "Whole disk"),
         Binding("down", "scroll('down')", "Scroll", show=False),
         Binding("up", "scroll('up')", "Scroll", show=False),
         Binding("pagedown", "scroll('page_down')", "More", show=False),
@@ -208,6 +218,7 @@ class PreviewScreen(Screen[PreviewResult]):
         source_table: PartitionTable | None = None,
         show_ids: bool = False,
         can_restore: bool = False,
+        grow_offer: int | None = None,
     ) -> None:
         super().__init__()
         self.step = step
@@ -220,6 +231,8 @@ class PreviewScreen(Screen[PreviewResult]):
         #: just planned again with other identifiers: open at what that changed
         self.show_ids = show_ids
         self.offer_ids = offers_new_ids(plan)
+        #: a larger disk: the partition that can grow into the extra space (None: none)
+        self.grow_offer = grow_offer
 
     def compose(self) -> ComposeResult:
         plan = self.plan
@@ -243,7 +256,7 @@ class PreviewScreen(Screen[PreviewResult]):
             yield DiskBar("Before", plan_rows(plan, "before"))
             yield DiskBar("After", plan_rows(plan, "after"))
             yield Static("[grey50]░ free space (unallocated)[/grey50]", classes="hint")
-            notes = [wizard_words(w, plan) for w in plan.warnings]
+            notes = [self._note_words(w) for w in plan.warnings]
             for note in notes:
                 yield Static(f"[b]Note:[/b] {note}", classes="warning note")
             if self.offer_ids:
@@ -254,6 +267,8 @@ class PreviewScreen(Screen[PreviewResult]):
                 yield Static(TERMS["ids"], classes="hint")
             if self.offer_ids:
                 yield Button(f"{new_ids_label(plan)} (n)", id="new-ids")
+            if self.grow_offer is not None:
+                yield Button(grow_label(plan, self.grow_offer), id="grow")
             yield Label("Now on the disk:", classes="section")
             yield DataTable(id="before-table", cursor_type="none")
             yield Label("After the restore:", classes="section")
@@ -270,6 +285,16 @@ class PreviewScreen(Screen[PreviewResult]):
             yield Button("Exact sectors", id="exact-toggle")
             yield Button("Back", id="back")
         yield Footer()
+
+    def _note_words(self, said: Notice) -> str:
+        if said.code == "target-larger" and self.grow_offer is not None:
+            return (
+                f"The target is {human_size(int(said.params['bytes']))} larger than the "
+                "backed-up disk; the extra space at the end stays unallocated unless you "
+                f"choose “Use the whole disk” (key g), which grows partition {self.grow_offer} "
+                "into it"
+            )
+        return wizard_words(said, self.plan)
 
     def on_mount(self) -> None:
         for which in ("before", "after"):
@@ -311,6 +336,8 @@ class PreviewScreen(Screen[PreviewResult]):
             more.update("")
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "grow":
+            return self.grow_offer is not None
         if action == "new_ids":
             return self.offer_ids and not self.plan.new_ids
         if action == "same_ids":
@@ -341,6 +368,11 @@ class PreviewScreen(Screen[PreviewResult]):
                 top=True,
             )
         self.call_after_refresh(self._more_hint)
+
+    @on(Button.Pressed, "#grow")
+    def action_grow(self) -> None:
+        if self.grow_offer is not None:
+            self.dismiss("no-grow" if self.plan.choices.grow is not None else "grow")
 
     @on(Button.Pressed, "#new-ids")
     def _ids_pressed(self) -> None:
