@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import blake3
 
-if TYPE_CHECKING:
-    from archive.manifest import Chunk
-
 Algorithm = Literal["sha256", "blake3"]
+
+
+class Digested(Protocol):
+    """What a chunk offers here (archive.manifest.Chunk): its length and its digest."""
+
+    @property
+    def length(self) -> int: ...
+
+    @property
+    def digest(self) -> tuple[Algorithm, str] | None: ...
 # What new backups use.
 CURRENT: Algorithm = "blake3"
 _HASHERS: dict[Algorithm, Callable[[bytes | memoryview], str]] = {
@@ -31,7 +38,7 @@ def digest_hex(algorithm: Algorithm, data: bytes | memoryview) -> str:
     return _HASHERS[algorithm](data)
 
 
-def chunk_matches(chunk: Chunk, data: bytes | memoryview) -> bool:
+def chunk_matches(chunk: Digested, data: bytes | memoryview) -> bool:
     """Whether ``data`` is the chunk's bytes, by the digest the chunk carries."""
     said = chunk.digest
     if said is None:
