@@ -279,6 +279,6 @@ def test_backup_of_a_block_device_matches_the_image(
     assert from_device.table == from_image.table
     assert from_device.boot == from_image.boot
     for a, b in zip(from_image.partitions, from_device.partitions, strict=True):
-        assert [(c.offset, c.length, c.sha256) for c in a.chunks] == [
-            (c.offset, c.length, c.sha256) for c in b.chunks
+        assert [(c.offset, c.length, c.digest) for c in a.chunks] == [
+            (c.offset, c.length, c.digest) for c in b.chunks
         ]

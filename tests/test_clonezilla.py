@@ -128,7 +128,7 @@ def test_mbr_folder_maps_onto_the_manifest(mbr: tuple[Path, Path]) -> None:
     assert m.image(1).chunks[-1].offset == p1_stop - 512
     assert m.boot.track0_stop == 2048 * 512
     assert all(
-        c.length <= 4 * 1024 * 1024 and c.sha256 is None for p in m.partitions for c in p.chunks
+        c.length <= 4 * 1024 * 1024 and c.digest is None for p in m.partitions for c in p.chunks
     )
 
 

@@ -153,7 +153,7 @@ def test_zero_runs_are_extents_not_frames(archive_path: Path) -> None:
     # the 5 MiB run (one extent, whole block + tail) and the 256 KiB run inside a block
     assert (2 * MiB, 5 * MiB) in zeros
     assert (8 * MiB + 12288, 256 * 1024) in zeros
-    assert all(c.sha256 is None and c.frame_offset is None for c in chunks if c.kind == "zero")
+    assert all(c.digest is None and c.frame_offset is None for c in chunks if c.kind == "zero")
     # nothing random was mistaken for zeros: exactly those two runs
     assert sum(n for _, n in zeros) == 5 * MiB + 256 * 1024
 

@@ -8,7 +8,6 @@ backed-up one again; every other byte of the disk is as it was.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from test_tui_flow import SIZE, built_demo, choose_backup, demo, pick_target
 from tui_support import cut_widgets, header, on_screen, read, screen_text, wizard
 
 from archive import open_archive
+from archive.digest import chunk_matches
 from restore_tui.demo import DemoSetup
 from restore_tui.screens.backup import BackupScreen
 from restore_tui.screens.confirm import ConfirmScreen
@@ -74,6 +74,10 @@ async def test_partition_2_goes_back_over_itself(demo: DemoSetup) -> None:
         await pilot.press("enter")
         confirm = await on_screen(pilot, ConfirmScreen)
         assert isinstance(confirm, ConfirmScreen)
+        # The last check says what is erased, never "only free space is used".
+        last_check = screen_text(confirm)
+        assert "Everything now in partition 2" in last_check and "cannot be undone" in last_check
+        assert "free space" not in last_check
         await pilot.press(*confirm.wanted.word, "enter")
         done = await on_screen(pilot, DoneScreen)
         assert "holds what it held when the backup was made" in screen_text(done)
@@ -85,8 +89,8 @@ async def test_partition_2_goes_back_over_itself(demo: DemoSetup) -> None:
         p2 = arc.manifest.table.partition(2)
         for c in image.chunks:
             if c.kind == "data":
-                got = hashlib.sha256(read(disk, c.offset, c.length)).hexdigest()
-                assert got == c.sha256, f"partition 2 differs at byte {c.offset}"
+                got = read(disk, c.offset, c.length)
+                assert chunk_matches(c, got), f"partition 2 differs at byte {c.offset}"
     lo, hi = p2.start_lba * 512, p2.stop_lba * 512
     assert after[:lo] == before[:lo] and after[hi:] == before[hi:]
     assert after[changed_at : changed_at + 4096] != b"\xee" * 4096

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from rich.markup import escape
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -70,6 +71,13 @@ class ConfirmScreen(Screen[bool]):
                     f"{replaced} This cannot be undone.",
                     classes="warning",
                 )
+            elif plan.job == "replace-partition":
+                # The planner's words: which partition is erased, and what replaces it.
+                yield Static(
+                    f"[b]{escape(plan.erases.rstrip('.'))}.[/b] This cannot be undone.",
+                    classes="warning",
+                    id="erases",
+                )
             else:
                 yield Static(
                     f"[b]This will write one new partition onto {target}.[/b]\n"
@@ -87,8 +95,9 @@ class ConfirmScreen(Screen[bool]):
             )
             yield Static(f"Now called {plan.target.device} ({note}).", classes="hint")
             stages = len(plan.stages)
+            runs = f"{stages} stages" if stages != 1 else "one stage"
             yield Static(
-                f"The restore runs in {stages} stages with a checkpoint after each. "
+                f"The restore runs in {runs} with a checkpoint after each. "
                 + TERMS["checkpoint"],
                 classes="hint",
             )
