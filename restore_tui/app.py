@@ -158,6 +158,8 @@ class RestoreWizard(App[int]):
         self.archive: Archive | None = None
         self.plan: Plan | None = None
         self.outcome: Outcome | None = None
+        #: a preview chosen as the job that became the restore it showed (Restore this now)
+        self._job_now: JobChoice | None = None
         self._release: Callable[[], None] | None = None
 
     def compose(self) -> ComposeResult:
@@ -291,28 +293,19 @@ class RestoreWizard(App[int]):
                 if job == "back":
                     break
                 assert isinstance(job, JobChoice)
+                self._job_now = None
                 code = await self._job(archive, job)
                 if code is not None:
                     return code
 
     async def _job(self, archive: Archive, job: JobChoice) -> int | None:
         """Target, plan, preview and (unless previewing) restore. None: back to the job."""
-        steps = steps_for(job.kind, job.dry_run)
-        if job.dry_run:
-            job_words = (
-                "Which disk should the preview be for? Nothing is written: you only see what "
-                "a restore would change."
-            )
-        else:
-            job_words = {
-                "full-disk": "Which disk should the backup go onto? Everything on it will be "
-                "replaced.",
-                "one-partition": "Which disk should the partition go onto? Only its free space "
-                "is used; nothing else on it changes.",
-                "replace-partition": "Which disk holds the partition to put back? Only that "
-                "partition changes.",
-            }[job.kind]
+        chosen: str | None = None
         while True:
+            # A preview turned into the restore it showed stays a restore from then on.
+            job = self._job_now or job
+            steps = steps_for(job.kind, job.dry_run)
+            job_words = target_words(job)
             self.busy("Looking at the disks…")
             try:
                 candidates = await asyncio.to_thread(self._candidates, archive, job)
@@ -325,11 +318,13 @@ class RestoreWizard(App[int]):
                     candidates,
                     job_words=job_words,
                     dry_run=job.dry_run,
+                    chosen=chosen,
                 )
             )
             if target == "back":
                 return None
             assert isinstance(target, TargetCandidate)
+            chosen = target.device
             code = await self._plan_and_run(archive, job, steps, target)
             if code is not None:
                 return code
@@ -434,7 +429,7 @@ class RestoreWizard(App[int]):
                 replanned = False
                 if go == "restore-now":
                     # The preview he just read becomes the restore: same plan, real steps.
-                    job = JobChoice(job.kind, dry_run=False)
+                    job = self._job_now = JobChoice(job.kind, dry_run=False)
                     steps = steps_for(job.kind, dry_run=False)
                 if go in ("grow", "no-grow"):
                     grow = self._grow_offer(archive, target, plan) if go == "grow" else None
@@ -448,6 +443,9 @@ class RestoreWizard(App[int]):
                     continue
                 if go == "back":
                     break
+                if go == "done" and not self.options.dry_run:
+                    # A preview chosen as the job: done looking, back to the first step.
+                    raise ChooseAnotherBackup
                 if go == "done" or job.dry_run:
                     return 0
                 confirmed = await self.push_screen_wait(
@@ -490,6 +488,8 @@ class RestoreWizard(App[int]):
         return self._flow(archive).plan(target.disk, choices)
 
     async def _run_restore(self, job: RestoreJob, steps: Sequence[str]) -> int | None:
+        # Shown for a moment between the progress screen and the next one.
+        self.busy("Saving where the restore got to…")
         outcome = await self.push_screen_wait(ProgressScreen(step_of(steps, "Restoring"), job))
         self.outcome = outcome
         if outcome.ok:
@@ -548,6 +548,22 @@ class RestoreWizard(App[int]):
         )
 
 
+def target_words(job: JobChoice) -> str:
+    """What the target step asks, for this job."""
+    if job.dry_run:
+        return (
+            "Which disk should the preview be for? Nothing is written: you only see what "
+            "a restore would change."
+        )
+    return {
+        "full-disk": "Which disk should the backup go onto? Everything on it will be replaced.",
+        "one-partition": "Which disk should the partition go onto? Only its free space "
+        "is used; nothing else on it changes.",
+        "replace-partition": "Which disk holds the partition to put back? Only that "
+        "partition changes.",
+    }[job.kind]
+
+
 def holds_words(disk: ProbedDisk, job: Job) -> str:
     """What the disk holds now and what the job does to it, in one line of words."""
     table = disk.table
@@ -579,7 +595,8 @@ def candidate_for(match: Match, unfinished: Checkpoint | None = None) -> TargetC
         summary = summarize(unfinished, Path())
         notes.append(
             f"half restored: a restore of this backup onto it stopped at {summary.percent} % "
-            "(go back to continue it, or choose it to start over)"
+            "(to continue it, go back to step 1 and choose “Resume restoring…”; choosing it "
+            "here starts over)"
         )
     if match.job == "one-partition" and disk.free and not match.blockers:
         # What a new partition can really use: its start moves to the next MiB.

@@ -215,8 +215,12 @@ async def test_preview_writes_nothing(demo: DemoSetup, how: str) -> None:
         assert bool(preview.query("#restore-now")) == (how == "only-show")
         await pilot.press("x")  # exact sectors on request
         assert preview.query_one("#exact").display
-        await pilot.press("enter")  # Done
-    assert app.return_value == 0
+        await pilot.press("enter")  # Done (preview-only wizard) / Back to the start
+        if how == "only-show":
+            # A preview chosen as the job goes back to step 1, not out of the program.
+            await on_screen(pilot, ChooseBackupScreen)
+            await pilot.press("ctrl+q")
+    assert app.return_value == (0 if how == "--dry-run" else 1)
     assert {p: sha256_of(p) for p in demo.disk_images} == hashes
 
 
@@ -728,3 +732,47 @@ async def test_a_resumed_restore_shows_finished_stages_done_and_the_offers_perce
     assert app.return_value == 0
     assert isinstance(done, DoneScreen)
     assert_full_restore(demo.new_disk, demo.windows_archive)
+
+
+async def test_going_back_to_the_target_step_keeps_the_disk_picked(demo: DemoSetup) -> None:
+    """Back from the preview, the list starts on the disk he picked — not on the best
+    match, where one Enter would plan for another disk."""
+    app = wizard(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await choose_backup(pilot, demo.windows_archive)
+        await on_screen(pilot, BackupScreen)
+        app.screen.query_one("#next").press()  # type: ignore[attr-defined]
+        await on_screen(pilot, JobScreen)
+        await pilot.press("enter")
+        first = await pick_target(pilot, demo.new_disk)
+        assert first.candidates[0].device != str(demo.new_disk)  # not the best match
+        await on_screen(pilot, PreviewScreen)
+        await pilot.press("escape")
+        again = await on_screen(pilot, TargetScreen)
+        assert isinstance(again, TargetScreen) and again is not first
+        assert again._highlighted() is not None
+        assert again._highlighted().device == str(demo.new_disk)  # type: ignore[union-attr]
+        await pilot.press("ctrl+q")
+
+
+async def test_a_preview_turned_restore_stays_a_restore_when_going_back(demo: DemoSetup) -> None:
+    app = wizard(demo)
+    async with app.run_test(size=SIZE) as pilot:
+        await choose_backup(pilot, demo.windows_archive)
+        await on_screen(pilot, BackupScreen)
+        app.screen.query_one("#next").press()  # type: ignore[attr-defined]
+        await on_screen(pilot, JobScreen)
+        await pilot.press("down", "down", "enter")  # "Only show what would change"
+        await pick_target(pilot, demo.new_disk)
+        preview = await on_screen(pilot, PreviewScreen)
+        preview.query_one("#restore-now").press()  # type: ignore[attr-defined]
+        await on_screen(pilot, ConfirmScreen)
+        await pilot.press("escape")  # Go back: the preview of the restore, not of a preview
+        real = await on_screen(pilot, PreviewScreen)
+        assert isinstance(real, PreviewScreen) and not real.dry_run
+        assert header(real) == "Step 5 of 8 · What will change"
+        await pilot.press("escape")
+        target = await on_screen(pilot, TargetScreen)
+        assert isinstance(target, TargetScreen) and not target.dry_run
+        assert header(target) == "Step 4 of 8 · The target disk"
+        await pilot.press("ctrl+q")

@@ -148,3 +148,41 @@ async def test_another_backup_goes_back_to_the_first_step_with_the_resume_offer(
         offers = [str(b.label) for b in choose.query("Button.resume")]  # type: ignore[attr-defined]
         assert any("new-disk-80MiB.img" in o for o in offers), offers
         await pilot.press("ctrl+q")
+
+
+async def test_stopped_before_the_first_byte_says_the_disk_is_untouched(
+    demo: DemoSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_tui_flow import pick_target
+
+    from restore_tui.screens.confirm import ConfirmScreen
+    from restore_tui.screens.end import FailureScreen
+    from restore_tui.screens.preview import PreviewScreen
+    from restore_tui.screens.progress import ProgressScreen
+    from tui_support import sha256_of
+
+    before = sha256_of(demo.new_disk)
+    reached, release = hold_engine_in_stage(monkeypatch, 0, kind="stage-start")
+    app = wizard(demo, archive_path=str(demo.windows_archive))
+    async with app.run_test(size=SIZE) as pilot:
+        backup = await on_screen(pilot, BackupScreen)
+        backup.query_one("#next").press()  # type: ignore[attr-defined]
+        await on_screen(pilot, JobScreen)
+        await pilot.press("enter")
+        await pick_target(pilot, demo.new_disk)
+        await on_screen(pilot, PreviewScreen)
+        await pilot.press("enter")
+        confirm = await on_screen(pilot, ConfirmScreen)
+        assert isinstance(confirm, ConfirmScreen)
+        await pilot.press(*confirm.wanted.word, "enter")
+        await on_screen(pilot, ProgressScreen)
+        while not reached.is_set():
+            await pilot.pause(0.05)
+        await pilot.press("escape")
+        release.set()
+        failure = await on_screen(pilot, FailureScreen)
+        said = screen_text(failure)
+        assert "Nothing was written to new-disk-80MiB.img" in said
+        assert "the disk will not work" not in said
+        await pilot.press("ctrl+q")
+    assert sha256_of(demo.new_disk) == before

@@ -156,11 +156,16 @@ class FailureScreen(Screen[FailureResult]):
             yield Static(
                 "Your backup was not changed: restore-tui only reads it.", id="what-is-safe"
             )
+            if o.wrote_nothing:
+                yield Static(
+                    f"Nothing was written to {target} yet: it is exactly as it was before.",
+                    id="untouched",
+                )
             if done:
                 checked = " and checked" if self.job.verify else ""
                 yield Static(f"On {target} these stages are finished{checked}:")
                 yield ItemList([("   ✓", s.title) for s in done], id="stages-done")
-            if left:
+            if left and not o.wrote_nothing:
                 yield Static("Not finished yet (the disk will not work until they are):")
                 yield ItemList([("   ·", s.title) for s in left], id="stages-left")
             where = (
@@ -168,12 +173,15 @@ class FailureScreen(Screen[FailureResult]):
                 if o.journal_path
                 else "Nothing had been written yet, so you can simply start again."
             )
-            yield Static(
-                "[b]How to continue:[/b] start restore-tui again and choose “Resume restoring…” "
-                "on the first screen. It continues from the last checkpoint instead of "
-                f"starting over. {where}",
-                id="how-to-resume",
-            )
+            if o.wrote_nothing:
+                how = "there is nothing to continue; start the restore again whenever you like."
+            else:
+                how = (
+                    "choose “Resume restoring…” on the first screen (“Another backup” below, "
+                    "or when restore-tui starts again). It continues from the last checkpoint "
+                    f"instead of starting over. {where}"
+                )
+            yield Static(f"[b]How to continue:[/b] {how}", id="how-to-resume")
             yield Static(
                 "Or choose the disk again now (“Choose the disk again”): the disk list is read "
                 "anew, so a disk that was unplugged or a cable that was loose can be fixed "

@@ -40,31 +40,28 @@ _CHOICES: tuple[tuple[str, JobKind, bool, str, str], ...] = (
         "full-disk",
         False,
         "Restore the whole disk",
-        "Put back every partition and the start of the disk exactly as they were, on a disk "
-        "you choose. Everything on that disk is replaced.",
+        "Everything back as it was; the disk you choose is replaced.",
     ),
     (
         "one",
         "one-partition",
         False,
         "Restore one partition into free space",
-        "Pick one partition from the backup and put it into unused space on a disk. The other "
-        "partitions on that disk are not touched.",
+        "One partition into unused space; nothing else on the disk changes.",
     ),
     (
         "preview",
         "full-disk",
         True,
         "Only show what would change",
-        "Plan a whole-disk restore and show it, before and after. Nothing is written.",
+        "A whole-disk restore planned and shown. Nothing is written.",
     ),
     (
         "replace",
         "replace-partition",
         False,
         "Put one partition back as it was",
-        "Replace one partition on a disk with its backed-up version — after a bad update or "
-        "a mistake. Only that partition changes; the others stay as they are.",
+        "After a bad update or a mistake; nothing else on the disk changes.",
     ),
 )
 
@@ -89,7 +86,7 @@ class JobScreen(Screen[JobResult]):
                 if self.dry_run:
                     title = f"Preview: {title[0].lower()}{title[1:]}"
                 # The explanation indented under its title, also where it wraps.
-                prompt = Group(Text(title, style="bold"), Padding(Text(text), (0, 0, 1, 2)))
+                prompt = Group(Text(title, style="bold"), Padding(Text(text), (0, 0, 0, 2)))
                 options.add_option(Option(prompt, id=key))
             yield options
             yield Static(TERMS["partition"] + "\n" + TERMS["free"], classes="hint")

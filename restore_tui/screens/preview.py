@@ -277,7 +277,10 @@ class PreviewScreen(Screen[PreviewResult]):
         yield Static("", id="more", classes="hint")
         with Horizontal(classes="buttons"):
             if self.dry_run:
-                yield Button("Done", id="done", variant="primary")
+                # Chosen as a job, the preview goes back to the start; a wizard started for
+                # previews only ends there.
+                done = "Back to the start" if self.can_restore else "Done"
+                yield Button(done, id="done", variant="primary")
                 if self.can_restore:
                     yield Button("Restore this now", id="restore-now")
             else:

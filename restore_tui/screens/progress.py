@@ -77,6 +77,8 @@ class Outcome:
     journal_path: str | None = None
     stages_done: list[str] = field(default_factory=list)
     notes: list[Notice] = field(default_factory=list)
+    #: stopped before the first byte reached the disk: it is as it was
+    wrote_nothing: bool = False
 
 
 class ProgressScreen(Screen[Outcome]):
@@ -222,8 +224,10 @@ class ProgressScreen(Screen[Outcome]):
             outcome = Outcome(ok=True)
         outcome.notes = list(engine.notes)
         if engine.journal is not None:
+            record = engine.journal.record
             outcome.journal_path = str(engine.journal.path)
-            outcome.stages_done = list(engine.journal.record.completed_stages)
+            outcome.stages_done = list(record.completed_stages)
+            outcome.wrote_nothing = not record.completed_stages and record.bytes_done() == 0
         self.post_message(self.Finished(outcome))
 
     # -- showing progress ----------------------------------------------------------------

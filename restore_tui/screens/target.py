@@ -87,10 +87,13 @@ class TargetScreen(Screen[TargetResult]):
         *,
         job_words: str,
         dry_run: bool = False,
+        chosen: str | None = None,
     ) -> None:
         super().__init__()
         self.step = step
         self.candidates = candidates
+        #: the disk picked last time this step was shown (going back keeps it)
+        self.chosen = chosen
         self.by_device = {c.device: c for c in candidates}
         self.job_words = job_words
         self.dry_run = dry_run
@@ -117,15 +120,18 @@ class TargetScreen(Screen[TargetResult]):
         table.add_column("Serial", key="serial")
         table.add_column("Connection", key="bus")
         table.add_column("Use it?", key="verdict")
+        best = next((c.device for c in self.candidates if c.recommended), None)
         for c in self.candidates:
             ident = c.disk.identity
             style = "dim" if c.blocked else ("bold" if c.recommended else "")
+            # One best match: the list is in order of evidence.
+            verdict = verdict_words(c) if c.device == best or not c.recommended else "✓ matches too"
             cells = (
                 clip(model_words(c.disk.identity, c.disk.backing_file), MODEL_WIDTH),
                 human_size(ident.size_bytes),
                 clip_left(ident.serial or "—", SERIAL_WIDTH),
                 clip(bus_name(ident.bus), BUS_WIDTH),
-                verdict_words(c),
+                verdict,
             )
             table.add_row(*(Text(cell, style=style) for cell in cells), key=c.device)
         if not self.candidates:
@@ -135,10 +141,14 @@ class TargetScreen(Screen[TargetResult]):
             )
             self.query_one("#use", Button).disabled = True
             return
-        # Start on the best usable disk, never on a refused one.
+        # Start on the disk picked before (coming back), else the best usable disk —
+        # never on a refused one.
         first_ok = next(
-            (i for i, c in enumerate(self.candidates) if c.recommended),
-            next((i for i, c in enumerate(self.candidates) if not c.blocked), 0),
+            (i for i, c in enumerate(self.candidates) if c.device == self.chosen and not c.blocked),
+            next(
+                (i for i, c in enumerate(self.candidates) if c.recommended),
+                next((i for i, c in enumerate(self.candidates) if not c.blocked), 0),
+            ),
         )
         table.move_cursor(row=first_ok)
         table.focus()
