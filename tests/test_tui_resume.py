@@ -154,12 +154,12 @@ async def test_stopped_before_the_first_byte_says_the_disk_is_untouched(
     demo: DemoSetup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from test_tui_flow import pick_target
+    from tui_support import sha256_of
 
     from restore_tui.screens.confirm import ConfirmScreen
     from restore_tui.screens.end import FailureScreen
     from restore_tui.screens.preview import PreviewScreen
     from restore_tui.screens.progress import ProgressScreen
-    from tui_support import sha256_of
 
     before = sha256_of(demo.new_disk)
     reached, release = hold_engine_in_stage(monkeypatch, 0, kind="stage-start")
