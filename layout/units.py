@@ -7,7 +7,7 @@ def human_size(n_bytes: float) -> str:
     """Binary units with one decimal: "512 bytes", "64.0 MiB", "931.5 GiB"."""
     value = float(n_bytes)
     if value < 1024:
-        return f"{int(value)} bytes"
+        return "1 byte" if int(value) == 1 else f"{int(value)} bytes"
     for unit in ("KiB", "MiB", "GiB", "TiB"):
         value /= 1024
         if value < 1024 or unit == "TiB":

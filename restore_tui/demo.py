@@ -7,6 +7,7 @@ probe, so the computer's own disks are never even listed.
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 import tempfile
@@ -61,6 +62,13 @@ class DemoSetup:
         ]
 
 
+def _finished(record: Path) -> bool:
+    try:
+        return bool(json.loads(record.read_text()).get("finished"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def build_demo(
     folder: Path, *, size_mib: int = SAMPLE_MIB, say: Callable[[str], None] = lambda _m: None
 ) -> DemoSetup:
@@ -72,12 +80,14 @@ def build_demo(
     """
     folder.mkdir(parents=True, exist_ok=True)
     old_records = sorted(folder.glob("*" + JOURNAL_SUFFIX))
+    unfinished = [r for r in old_records if not _finished(r)]
     for record in old_records:
         record.unlink()
-    if old_records:
+    if unfinished:
         say(
-            "the disks are built anew, so the unfinished restore recorded here was removed "
-            "(this demo starts afresh)"
+            "the disks are built anew, so the unfinished restore recorded here was removed: "
+            "this demo starts afresh (to try resuming, use “Another backup” on the stopped "
+            "screen, in the same run)"
         )
     say("building a Windows-like disk (MBR: System Reserved + Windows)…")
     windows = build_windows_mbr(folder / "windows-pc-disk.img", size_mib)

@@ -38,3 +38,16 @@ def test_a_rebuilt_demo_folder_does_not_offer_a_stale_resume(
     assert main(["demo", "--no-tui", "--folder", str(folder)]) == 0
     assert not stale.exists()
     assert "this demo starts afresh" in capsys.readouterr().err
+
+
+def test_only_an_unfinished_record_is_called_unfinished(tmp_path: Path) -> None:
+    """Rebuilding the demo removes old restore records; it says 'unfinished' only of one."""
+    from restore_tui.demo import _finished
+
+    done = tmp_path / "a.restore-journal.json"
+    done.write_text('{"finished": true}')
+    stopped = tmp_path / "b.restore-journal.json"
+    stopped.write_text('{"finished": false}')
+    broken = tmp_path / "c.restore-journal.json"
+    broken.write_text("{not json")
+    assert _finished(done) and not _finished(stopped) and not _finished(broken)

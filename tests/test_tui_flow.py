@@ -112,6 +112,8 @@ async def test_full_disk_restore_puts_the_backup_on_the_target(demo: DemoSetup) 
         confirm = await on_screen(pilot, ConfirmScreen)
         assert isinstance(confirm, ConfirmScreen)
         assert header(confirm) == "Step 6 of 8 · Confirm"
+        # The backed-up disk is attached too: the last check says so again.
+        assert "Two disks would share an identity" in screen_text(confirm)
         await pilot.press("enter")  # nothing typed: Enter must not start anything
         assert app.screen is confirm
         await pilot.press(*confirm.wanted.word, "enter")

@@ -119,6 +119,14 @@ class Browsed:
     mount: ReadOnlyMount | None = None
 
 
+class PlainDirectoryTree(DirectoryTree):
+    """Folder and file marks a rescue console's font can draw (not emoji)."""
+
+    ICON_NODE = "▸ "
+    ICON_NODE_EXPANDED = "▾ "
+    ICON_FILE = "  "
+
+
 class BrowseScreen(ModalScreen[Browsed | None]):
     """A file browser for picking a backup file or folder by hand, on any attached disk.
 
@@ -156,7 +164,7 @@ class BrowseScreen(ModalScreen[Browsed | None]):
                     id="browse-place",
                 )
             yield Static("", id="browse-status", classes="hint")
-            yield DirectoryTree(str(self.root or "/"), id="browse-tree")
+            yield PlainDirectoryTree(str(self.root or "/"), id="browse-tree")
             with Horizontal(classes="buttons"):
                 yield Button("Use this folder", id="use-folder")
                 yield Button("Cancel", id="cancel")

@@ -19,6 +19,7 @@ from textual.widgets import Button, Footer, Input, Static
 from layout.plan import Plan
 from restore_tui.flow import Confirmation, Located, confirmation_for
 from restore_tui.screens.common import TERMS, Step, StepHeader
+from restore_tui.screens.preview import SHARED_ID_CODES, wizard_words
 
 
 def request_words(wanted: Confirmation) -> str:
@@ -85,6 +86,12 @@ class ConfirmScreen(Screen[bool]):
                     "The other partitions stay as they are.",
                     classes="warning",
                 )
+            # A disk that would share its identity with another is said again here: on the
+            # preview it may have been below the fold.
+            for w in plan.warnings:
+                if w.code in SHARED_ID_CODES:
+                    said = wizard_words(w, plan).replace("(key n)", "on the preview (Go back)")
+                    yield Static(f"[b]Note:[/b] {escape(said)}", classes="notice")
             if plan.new_ids:
                 what = "disk" if plan.job == "full-disk" else "partition"
                 yield Static(f"The restored {what} gets new identifiers, as you chose.")

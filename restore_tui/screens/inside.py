@@ -206,7 +206,8 @@ class LookInsideScreen(Screen[None]):
         skipped = f"; {len(result.skipped)} skipped" if result.skipped else ""
         self.app.call_from_thread(
             self._status,
-            f"Copied to {result.path}: {result.files} file(s), {human_size(result.bytes)}"
+            f"Copied to {result.path}: {result.files} file{'s' if result.files != 1 else ''}, "
+            f"{human_size(result.bytes)}"
             f"{skipped}.",
         )
 
