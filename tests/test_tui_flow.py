@@ -217,6 +217,7 @@ async def test_preview_writes_nothing(demo: DemoSetup, how: str) -> None:
         assert bool(preview.query("#restore-now")) == (how == "only-show")
         await pilot.press("x")  # exact sectors on request
         assert preview.query_one("#exact").display
+        assert str(preview.query_one("#exact-toggle").label) == "Hide sectors"  # type: ignore[attr-defined]
         await pilot.press("enter")  # Done (preview-only wizard) / Back to the start
         if how == "only-show":
             # A preview chosen as the job goes back to step 1, not out of the program.

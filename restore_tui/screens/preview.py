@@ -362,6 +362,10 @@ class PreviewScreen(Screen[PreviewResult]):
     def action_exact(self) -> None:
         exact = self.query_one("#exact", Static)
         exact.display = not exact.display
+        # The button says what pressing it does now.
+        self.query_one("#exact-toggle", Button).label = (
+            "Hide sectors" if exact.display else "Exact sectors"
+        )
         if exact.display:
             # After the next layout: until then the shown lines have no place to scroll to.
             self.call_after_refresh(
