@@ -11,12 +11,13 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical
+from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from archive import open_archive
@@ -372,31 +373,21 @@ class RestoreWizard(App[int]):
         """From the chosen target to the end; None goes back to choosing the target."""
         while True:
             part: PartitionChoice | int | None = None
-            if job.kind == "replace-partition":
-                number = await self.push_screen_wait(
-                    ReplaceScreen(
-                        step_of(steps, "Which partition"),
-                        archive.manifest,
-                        target.disk,
-                        dry_run=job.dry_run,
-                    )
-                )
-                if number == "back":
-                    return None
-                assert isinstance(number, int)
-                part = number
-            elif job.kind == "one-partition":
+            # The jobs of one partition pick it (and, into free space, where) on a step of
+            # their own: one screen class and step title per job.
+            pickers: dict[str, tuple[Callable[..., Screen[Any]], str]] = {
+                "replace-partition": (ReplaceScreen, "Which partition"),
+                "one-partition": (PartitionScreen, "Which partition, and where"),
+            }
+            picker = pickers.get(job.kind)
+            if picker is not None:
+                kind, title = picker
                 picked = await self.push_screen_wait(
-                    PartitionScreen(
-                        step_of(steps, "Which partition, and where"),
-                        archive.manifest,
-                        target.disk,
-                        dry_run=job.dry_run,
-                    )
+                    kind(step_of(steps, title), archive.manifest, target.disk, dry_run=job.dry_run)
                 )
                 if picked == "back":
                     return None
-                assert isinstance(picked, PartitionChoice)
+                assert isinstance(picked, PartitionChoice | int)
                 part = picked
             new_ids = replanned = False
             grow: int | None = None

@@ -6,8 +6,11 @@ started on that backup by name, or the backup is picked from the list.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
-from test_tui_flow import SIZE, built_demo, demo, start_and_stop_restore
+from test_tui_flow import SIZE, built_demo, demo, pick_target, start_and_stop_restore
+from textual.pilot import Pilot
 from textual.widgets import Input
 from tui_support import (
     assert_full_restore,
@@ -15,6 +18,7 @@ from tui_support import (
     hold_engine_in_stage,
     on_screen,
     screen_text,
+    until,
     wizard,
 )
 
@@ -22,13 +26,40 @@ from restore_tui.demo import DemoSetup
 from restore_tui.journal import find_unfinished
 from restore_tui.screens.backup import BackupScreen
 from restore_tui.screens.choose import ChooseBackupScreen
-from restore_tui.screens.end import DoneScreen
+from restore_tui.screens.confirm import ConfirmScreen
+from restore_tui.screens.end import DoneScreen, FailureScreen
 from restore_tui.screens.job import JobScreen
+from restore_tui.screens.preview import PreviewScreen
+from restore_tui.screens.progress import ProgressScreen
 from restore_tui.screens.target import TargetScreen
 from restore_tui.screens.unfinished import UnfinishedScreen
 
 pytestmark = pytest.mark.asyncio
 __all__ = ["built_demo", "demo"]  # fixtures used by name below
+
+
+async def stop_a_restore(
+    pilot: Pilot[object], demo: DemoSetup, reached: threading.Event, release: threading.Event
+) -> FailureScreen:
+    """From step 2 of the Windows backup: a whole-disk restore onto the new disk, stopped
+    (Esc) once the held engine is reached; the stopped screen that follows."""
+    backup = await on_screen(pilot, BackupScreen)
+    backup.query_one("#next").press()  # type: ignore[attr-defined]
+    await on_screen(pilot, JobScreen)
+    await pilot.press("enter")
+    await pick_target(pilot, demo.new_disk)
+    await on_screen(pilot, PreviewScreen)
+    await pilot.press("enter")
+    confirm = await on_screen(pilot, ConfirmScreen)
+    assert isinstance(confirm, ConfirmScreen)
+    await pilot.press(*confirm.wanted.word, "enter")
+    await on_screen(pilot, ProgressScreen)
+    await until(pilot, reached.is_set, "the engine reaching the held stage")
+    await pilot.press("escape")
+    release.set()
+    failure = await on_screen(pilot, FailureScreen)
+    assert isinstance(failure, FailureScreen)
+    return failure
 
 
 async def test_a_backup_named_at_start_offers_its_unfinished_restore(demo: DemoSetup) -> None:
@@ -76,32 +107,10 @@ async def test_a_stopped_restore_is_no_dead_end(
 ) -> None:
     """The stopped screen offers to choose the disk again; the list is read anew and the
     half-restored disk is marked there."""
-    from test_tui_flow import pick_target
-
-    from restore_tui.screens.confirm import ConfirmScreen
-    from restore_tui.screens.end import FailureScreen
-    from restore_tui.screens.preview import PreviewScreen
-    from restore_tui.screens.progress import ProgressScreen
-
     reached, release = hold_engine_in_stage(monkeypatch, 2)
     app = wizard(demo, archive_path=str(demo.windows_archive))
     async with app.run_test(size=SIZE) as pilot:
-        backup = await on_screen(pilot, BackupScreen)
-        backup.query_one("#next").press()  # type: ignore[attr-defined]
-        await on_screen(pilot, JobScreen)
-        await pilot.press("enter")
-        await pick_target(pilot, demo.new_disk)
-        await on_screen(pilot, PreviewScreen)
-        await pilot.press("enter")
-        confirm = await on_screen(pilot, ConfirmScreen)
-        assert isinstance(confirm, ConfirmScreen)
-        await pilot.press(*confirm.wanted.word, "enter")
-        await on_screen(pilot, ProgressScreen)
-        while not reached.is_set():
-            await pilot.pause(0.05)
-        await pilot.press("escape")
-        release.set()
-        failure = await on_screen(pilot, FailureScreen)
+        failure = await stop_a_restore(pilot, demo, reached, release)
         assert "restore-tui resume" not in screen_text(failure)
         failure.query_one("#start-over").press()  # type: ignore[attr-defined]
         target = await on_screen(pilot, TargetScreen)
@@ -116,32 +125,10 @@ async def test_another_backup_goes_back_to_the_first_step_with_the_resume_offer(
 ) -> None:
     """After a stop, "Another backup" is step 1 again, and the restore just stopped is
     offered there for resuming."""
-    from test_tui_flow import pick_target
-
-    from restore_tui.screens.confirm import ConfirmScreen
-    from restore_tui.screens.end import FailureScreen
-    from restore_tui.screens.preview import PreviewScreen
-    from restore_tui.screens.progress import ProgressScreen
-
     reached, release = hold_engine_in_stage(monkeypatch, 2)
     app = wizard(demo, archive_path=str(demo.windows_archive))
     async with app.run_test(size=SIZE) as pilot:
-        backup = await on_screen(pilot, BackupScreen)
-        backup.query_one("#next").press()  # type: ignore[attr-defined]
-        await on_screen(pilot, JobScreen)
-        await pilot.press("enter")
-        await pick_target(pilot, demo.new_disk)
-        await on_screen(pilot, PreviewScreen)
-        await pilot.press("enter")
-        confirm = await on_screen(pilot, ConfirmScreen)
-        assert isinstance(confirm, ConfirmScreen)
-        await pilot.press(*confirm.wanted.word, "enter")
-        await on_screen(pilot, ProgressScreen)
-        while not reached.is_set():
-            await pilot.pause(0.05)
-        await pilot.press("escape")
-        release.set()
-        failure = await on_screen(pilot, FailureScreen)
+        failure = await stop_a_restore(pilot, demo, reached, release)
         failure.query_one("#other-backup").press()  # type: ignore[attr-defined]
         choose = await on_screen(pilot, ChooseBackupScreen)
         assert header(choose) == "Step 1 of 8 · Choose the backup"
@@ -153,34 +140,14 @@ async def test_another_backup_goes_back_to_the_first_step_with_the_resume_offer(
 async def test_stopped_before_the_first_byte_says_the_disk_is_untouched(
     demo: DemoSetup, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from test_tui_flow import pick_target
     from tui_support import sha256_of
 
-    from restore_tui.screens.confirm import ConfirmScreen
-    from restore_tui.screens.end import FailureScreen
-    from restore_tui.screens.preview import PreviewScreen
-    from restore_tui.screens.progress import ProgressScreen
 
     before = sha256_of(demo.new_disk)
     reached, release = hold_engine_in_stage(monkeypatch, 0, kind="stage-start")
     app = wizard(demo, archive_path=str(demo.windows_archive))
     async with app.run_test(size=SIZE) as pilot:
-        backup = await on_screen(pilot, BackupScreen)
-        backup.query_one("#next").press()  # type: ignore[attr-defined]
-        await on_screen(pilot, JobScreen)
-        await pilot.press("enter")
-        await pick_target(pilot, demo.new_disk)
-        await on_screen(pilot, PreviewScreen)
-        await pilot.press("enter")
-        confirm = await on_screen(pilot, ConfirmScreen)
-        assert isinstance(confirm, ConfirmScreen)
-        await pilot.press(*confirm.wanted.word, "enter")
-        await on_screen(pilot, ProgressScreen)
-        while not reached.is_set():
-            await pilot.pause(0.05)
-        await pilot.press("escape")
-        release.set()
-        failure = await on_screen(pilot, FailureScreen)
+        failure = await stop_a_restore(pilot, demo, reached, release)
         said = screen_text(failure)
         assert "Nothing was written to new-disk-80MiB.img" in said
         assert "the disk will not work" not in said
