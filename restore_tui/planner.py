@@ -502,12 +502,15 @@ def plan_full_disk(
             )
         )
     elif size_lba * ss > source_bytes and growth is None:
+        # What stays free after the last partition (the backed-up disk may have had
+        # free space at its end too), as the tables show it.
+        tail = max(0, _room_after_all(after, size_lba) - max(p.stop_lba for p in after.partitions))
         warnings.append(
             notice(
                 "target-larger",
                 f"The target is {human_size(size_lba * ss - source_bytes)} larger than the "
-                "backed-up disk; the extra space at the end stays unallocated (you can grow a "
-                "partition into it later)",
+                f"backed-up disk; the {human_size(tail * ss)} after the last partition stays "
+                "unallocated (a partition can be grown into it later)",
                 bytes=size_lba * ss - source_bytes,
             )
         )
@@ -1424,13 +1427,18 @@ def grow_choice(manifest: ArchiveManifest, word: str) -> int:
     raise PlanError(f"--grow takes a partition number, 'last' or 'system', not {word!r}")
 
 
+def _room_after_all(table: PartitionTable, size_lba: int) -> int:
+    """The first sector no partition may use: the disk's end, or the backup GPT."""
+    gpt_end = (table.gpt_last_usable_lba or size_lba - 34) + 1
+    return gpt_end if table.scheme == "gpt" else size_lba
+
+
 def _room_after(table: PartitionTable, p: Partition, size_lba: int) -> int:
     """The first sector after ``p`` that it may not grow into."""
     later = [
         q.start_lba for q in table.partitions if q.start_lba > p.start_lba and q.kind != "logical"
     ]
-    gpt_end = (table.gpt_last_usable_lba or size_lba - 34) + 1
-    return min([*later, gpt_end if table.scheme == "gpt" else size_lba])
+    return min([*later, _room_after_all(table, size_lba)])
 
 
 def _growth(

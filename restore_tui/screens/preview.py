@@ -291,11 +291,10 @@ class PreviewScreen(Screen[PreviewResult]):
 
     def _note_words(self, said: Notice) -> str:
         if said.code == "target-larger" and self.grow_offer is not None:
-            return (
-                f"The target is {human_size(int(said.params['bytes']))} larger than the "
-                "backed-up disk; the extra space at the end stays unallocated unless you "
-                f"choose “Use the whole disk” (key g), which grows partition {self.grow_offer} "
-                "into it"
+            return said.text.replace(
+                "(a partition can be grown into it later)",
+                f"unless you choose “Use the whole disk” (key g), which grows partition "
+                f"{self.grow_offer} into it",
             )
         return wizard_words(said, self.plan)
 
