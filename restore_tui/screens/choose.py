@@ -53,7 +53,7 @@ from restore_tui.finding import (
     media_roots,
     nothing_found_text,
 )
-from restore_tui.screens.common import Step, StepHeader, human_size
+from restore_tui.screens.common import Step, StepHeader, TextField, human_size
 
 #: shown when a backup found is on a disk opened read-only (rescue media mount nothing)
 READ_ONLY_WORDS = (
@@ -323,7 +323,7 @@ class ChooseBackupScreen(Screen[ChooseResult]):
                 "Or type the path of the backup file or Clonezilla folder:", classes="section"
             )
             with Horizontal(classes="path-row"):
-                yield Input(
+                yield TextField(
                     value=self.initial_path or "", placeholder="/media/usb/backup.rtui", id="path"
                 )
                 yield Button("Open", id="open", variant="primary")

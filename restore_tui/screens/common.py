@@ -6,6 +6,8 @@ words; the helpers here keep sizes, disks and terms worded the same everywhere.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,7 +15,7 @@ from datetime import datetime
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widget import Widget
-from textual.widgets import Label, Static
+from textual.widgets import Input, Label, Static
 
 from layout.units import human_size
 from restore_tui.progress import human_duration as progress_duration
@@ -118,6 +120,24 @@ class StepHeader(Widget):
         )
         if self.subtitle:
             yield Static(self.subtitle, classes="step-subtitle")
+
+
+def on_serial_console() -> bool:
+    """Whether the wizard is drawn on a serial line (the rescue image's ttyS0)."""
+    try:
+        return os.ttyname(sys.stdin.fileno()).startswith("/dev/ttyS")
+    except (OSError, ValueError):
+        return False
+
+
+class TextField(Input):
+    """A text field whose cursor does not blink on a serial console: each blink redraws
+    the field, which at 115200 baud floods the line."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        if on_serial_console():
+            self.cursor_blink = False
 
 
 #: one line of an ItemList: its mark (" ✓ 1.") and its text

@@ -18,7 +18,7 @@ from textual.widgets import Button, Footer, Input, Static
 
 from layout.plan import Plan
 from restore_tui.flow import Confirmation, Located, confirmation_for
-from restore_tui.screens.common import TERMS, Step, StepHeader
+from restore_tui.screens.common import TERMS, Step, StepHeader, TextField
 from restore_tui.screens.preview import SHARED_ID_CODES, wizard_words
 
 
@@ -109,7 +109,7 @@ class ConfirmScreen(Screen[bool]):
                 classes="hint",
             )
             yield Static(f"To go ahead, {self.request}", id="request")
-            yield Input(placeholder="type here", id="word")
+            yield TextField(placeholder="type here", id="word")
             yield Static("", id="confirm-status")
         with Horizontal(classes="buttons"):
             yield Button("Go back", id="back", variant="primary")

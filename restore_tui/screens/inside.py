@@ -26,7 +26,7 @@ from layout.probe import read_mounts
 from restore_tui.errors import UserError
 from restore_tui.journal import LIVE_FILESYSTEMS, MEMORY_FILESYSTEMS
 from restore_tui.looking import Entry, copy_out, list_folder, look_inside
-from restore_tui.screens.common import Step, StepHeader, human_size
+from restore_tui.screens.common import Step, StepHeader, TextField, human_size
 
 # Filesystems that are not a place to keep copied files (gone at a restart, or pseudo).
 NOT_A_DESTINATION = MEMORY_FILESYSTEMS | LIVE_FILESYSTEMS | {
@@ -78,7 +78,7 @@ class CopyTo(ModalScreen[Path | None]):
                 "the shell (Alt+F2: mount /dev/sdX1 /mnt), then type that folder here.",
                 classes="hint",
             )
-            yield Input(value=places[0] if places else "", placeholder="/mnt", id="dest")
+            yield TextField(value=places[0] if places else "", placeholder="/mnt", id="dest")
             yield Static("", id="dest-error", classes="error")
             with Horizontal(classes="buttons"):
                 yield Button("Copy here", id="copy", variant="primary")
