@@ -503,11 +503,39 @@ _REGISTRY = _Registry()
 atexit.register(_REGISTRY.close_all)
 
 
+def record_mount_commands(device: str, fstype: str, point: str) -> list[list[str]]:
+    """Read-write mount commands for the disk that holds the backup — only when the person
+    asked for the restore's progress record to be kept beside the backup (so that a
+    restart of rescue media, whose own files are in memory, does not lose it)."""
+    rw = f"rw,{SAFE_OPTIONS}"
+    if fstype in ("ext2", "ext3", "ext4"):
+        return [["mount", "-t", "ext4", "-o", rw, device, point]]
+    if fstype == "ntfs":
+        # ntfs-3g refuses a hibernated or unclean Windows volume for writing: then the
+        # backup stays read-only, and the person is told.
+        return [["mount", "-t", "ntfs-3g", "-o", rw, device, point]]
+    if fstype in ("vfat", "msdos"):
+        commands = [["mount", "-t", "vfat", "-o", rw, device, point]]
+        if shutil.which("fusefat"):
+            commands.append(["fusefat", "-o", f"rw+,{SAFE_OPTIONS},fsname={device}", device, point])
+        return commands
+    if fstype == "exfat":
+        return [["mount", "-t", "exfat", "-o", rw, device, point]]
+    raise FindError(
+        f"restore-tui writes its record only on ext2/3/4, NTFS, FAT and exFAT, not {fstype}"
+    )
+
+
 def _mount_read_only(device: str, fstype: str, name: str) -> Path:
+    return _mount(device, fstype, name, writable=False)
+
+
+def _mount(device: str, fstype: str, name: str, *, writable: bool) -> Path:
     point = _runtime_dir(name)
     reasons: list[str] = []
+    commands = record_mount_commands if writable else mount_commands
     try:
-        for argv in mount_commands(device, fstype, str(point)):
+        for argv in commands(device, fstype, str(point)):
             try:
                 result = _run(argv)
             except FileNotFoundError:
@@ -519,9 +547,11 @@ def _mount_read_only(device: str, fstype: str, name: str) -> Path:
                 reasons.append("mounting it took too long (a failing disk?)")
                 continue
             if result.returncode == 0 and _is_mounted(point):
-                if not os.statvfs(point).f_flag & os.ST_RDONLY:
+                read_only = bool(os.statvfs(point).f_flag & os.ST_RDONLY)
+                if read_only == writable:
                     _unmount(point)
-                    raise FindError("the system mounted it writable, so it was unmounted again")
+                    got = "read-only" if read_only else "writable"
+                    raise FindError(f"the system mounted it {got}, so it was unmounted again")
                 return point
             text = " ".join((result.stderr or result.stdout).split()) or f"exit {result.returncode}"
             reasons.append(text.removeprefix("mount: ").strip())
@@ -529,7 +559,8 @@ def _mount_read_only(device: str, fstype: str, name: str) -> Path:
         _unmount(point)
         raise
     _unmount(point)
-    raise FindError(f"it could not be mounted read-only ({'; '.join(reasons) or 'no way'})")
+    how = "for writing" if writable else "read-only"
+    raise FindError(f"it could not be mounted {how} ({'; '.join(reasons) or 'no way'})")
 
 
 class ReadOnlyMount:
@@ -560,23 +591,62 @@ class ReadOnlyMount:
         self.close()
 
 
+class WritableMount:
+    """The disk holding a backup, mounted for writing under a private folder until
+    ``close()`` — only when the person asked for the restore's record beside the backup."""
+
+    def __init__(self, device: str, fstype: str, name: str = "") -> None:
+        if os.path.realpath(device) in _REGISTRY.held:
+            raise FindError("it is open read-only for another use right now")
+        self.point: Path | None = _mount(device, fstype, name or Path(device).name, writable=True)
+        _WRITABLE.add(self.point)
+
+    def close(self) -> None:
+        point, self.point = self.point, None
+        if point is not None:
+            _WRITABLE.discard(point)
+            _unmount(point)
+
+    @property
+    def closed(self) -> bool:
+        return self.point is None
+
+
+_WRITABLE: set[Path] = set()
+
+
+def _unmount_writable() -> None:
+    for point in list(_WRITABLE):
+        _unmount(point)
+
+
+atexit.register(_unmount_writable)
+
+#: filesystems a backup's disk can be opened on for writing (record_mount_commands)
+RECORD_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "ntfs", "vfat", "msdos", "exfat"})
+
+
 class OpenedBackup:
     """A found backup opened for use: ``archive``, and ``close()`` when done with it.
 
-    A backup on an unmounted partition stays mounted read-only until ``close()``, which
-    closes the archive first and then unmounts. Errors leave nothing mounted.
+    A backup on an unmounted partition stays mounted until ``close()``, which closes the
+    archive first and then unmounts: read-only, or with ``writable`` (the person asked
+    for the restore's record to be kept beside the backup) for writing. Errors leave
+    nothing mounted.
     """
 
-    def __init__(self, found: FoundBackup) -> None:
+    def __init__(self, found: FoundBackup, *, writable: bool = False) -> None:
         self.found = found
-        self.mount: ReadOnlyMount | None = None
+        self.mount: ReadOnlyMount | WritableMount | None = None
         path = found.path
         if path is None:
             if found.device is None or found.filesystem is None:
                 raise FindError(f"{found.name}: where it is stored is unknown")
-            self.mount = ReadOnlyMount(
+            kind = WritableMount if writable else ReadOnlyMount
+            self.mount = kind(
                 found.device, found.filesystem, found.label or f"part{found.partition or 0}"
             )
+            assert self.mount.point is not None
             path = self.mount.point / found.inner_path.lstrip("/")
         try:
             self.archive: Archive = open_archive(path)

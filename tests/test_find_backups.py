@@ -22,13 +22,19 @@ from clonezilla_fixtures import MISSING_TOOLS, FsSpec, build_disk_and_image
 from conftest import needs_loop
 from textual.app import App
 from textual.widgets import OptionList, Static
+from tui_support import cut_widgets
 
 from archive import open_archive
 from archive.backup import backup
 from layout.probe import ProbedDisk, SystemProbe, disks_holding
 from restore_tui import finding, sample
 from restore_tui.cli import main
-from restore_tui.screens.choose import BackupChosen, BrowseScreen, ChooseBackupScreen
+from restore_tui.screens.choose import (
+    BackupChosen,
+    BrowseScreen,
+    ChooseBackupScreen,
+    KeepRecordScreen,
+)
 from restore_tui.screens.common import Step
 
 MiB = 1024 * 1024
@@ -437,6 +443,9 @@ async def test_step_one_lists_a_backup_on_an_unmounted_partition_and_opens_it(
         note = screen.query_one("#read-only", Static)
         assert note.display and "starts again from the beginning" in str(note.render())
         await pilot.press("enter")
+        # Asked whether the record may go beside the backup; Esc keeps it read-only.
+        await wait_for(pilot, lambda: isinstance(app.screen, KeepRecordScreen), "the question")
+        await pilot.press("escape")
         await wait_for(pilot, lambda: app.result is not None, "the backup to open")
     chosen = app.result
     assert isinstance(chosen, BackupChosen)
@@ -448,6 +457,37 @@ async def test_step_one_lists_a_backup_on_an_unmounted_partition_and_opens_it(
     finally:
         if chosen.cleanup is not None:
             chosen.cleanup()
+    assert mounted_lines(attached, runtime) == []
+
+
+@pytest.mark.asyncio
+async def test_the_record_can_be_kept_beside_a_backup_on_an_unmounted_disk(
+    built: Built, loop_device: Callable[..., str], runtime: Path, tmp_path: Path
+) -> None:
+    """Asked on step 1, he lets the record go beside the backup: its disk is opened for
+    writing (so the record survives a restart of rescue media), and unmounted after.
+    (Mounting for writing replays the ext4 journal: this test has its own copy.)"""
+    copy = tmp_path / built.disk.name
+    shutil.copyfile(built.disk, copy)
+    attached = loop_device(copy)
+    screen = ChooseBackupScreen(
+        Step(1, 8, "Choose the backup"), roots=lambda: [], probe=OneDisk(attached)
+    )
+    app = ChooseApp(screen)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: bool(screen.found), "the scan")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: isinstance(app.screen, KeepRecordScreen), "the question")
+        assert not cut_widgets(app.screen), cut_widgets(app.screen)
+        await pilot.press("enter")  # "Keep the record beside it" has the focus
+        await wait_for(pilot, lambda: app.result is not None, "the backup to open")
+    chosen = app.result
+    assert isinstance(chosen, BackupChosen) and chosen.cleanup is not None
+    try:
+        folder = chosen.archive.path.parent
+        assert not os.statvfs(folder).f_flag & os.ST_RDONLY and os.access(folder, os.W_OK)
+    finally:
+        chosen.cleanup()
     assert mounted_lines(attached, runtime) == []
 
 

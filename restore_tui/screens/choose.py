@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from rich.markup import escape
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
@@ -38,6 +39,7 @@ from layout.probe import Probe, probe_for
 from restore_tui.finding import (
     NATIVE_MAGIC,
     NATIVE_SUFFIX,
+    RECORD_FILESYSTEMS,
     SCAN_DEPTH,
     SKIP_TOP,
     FindError,
@@ -117,6 +119,52 @@ class Browsed:
 
     path: Path
     mount: ReadOnlyMount | None = None
+
+
+class KeepRecordScreen(ModalScreen[bool]):
+    """A backup on a disk that is not mounted: may the restore's record go beside it?
+
+    On rescue media the computer's own files are in memory: a progress record kept there
+    is lost if the computer restarts, and the restore could not continue. Beside the
+    backup it survives — but that needs the backup's disk opened for writing, which is
+    asked, never assumed.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "read_only", "Read-only")]
+
+    def __init__(self, backup: FoundBackup) -> None:
+        super().__init__()
+        self.backup = backup
+
+    def compose(self) -> ComposeResult:
+        with Vertical(id="browse-box"):
+            yield Static(
+                f"[b]{escape(self.backup.name)}[/b] is on {escape(self.backup.disk)}, which "
+                "is not mounted.",
+                id="browse-title",
+            )
+            yield Static(
+                "While it restores, restore-tui keeps a small progress record so that a "
+                "restore cut off by a restart continues where it stopped. On this rescue "
+                "system that record is lost at a restart unless it is kept beside the "
+                "backup, which needs its disk opened for writing. Only that record is "
+                "written there; the backup itself is never changed.",
+                classes="hint",
+            )
+            with Horizontal(classes="buttons"):
+                yield Button("Keep the record beside it", id="writable", variant="primary")
+                yield Button("Read-only", id="read-only")
+
+    def on_mount(self) -> None:
+        self.query_one("#writable", Button).focus()
+
+    @on(Button.Pressed, "#writable")
+    def _writable(self) -> None:
+        self.dismiss(True)
+
+    @on(Button.Pressed, "#read-only")
+    def action_read_only(self) -> None:
+        self.dismiss(False)
 
 
 class PlainDirectoryTree(DirectoryTree):
@@ -422,13 +470,23 @@ class ChooseBackupScreen(Screen[ChooseResult]):
         if backup.path is not None:
             self.open_path(str(backup.path))
             return
-        self._error(f"Opening {backup.name} (reading its disk, changing nothing)…")
-        self._open_found(backup)
+        if self.dry_run or backup.filesystem not in RECORD_FILESYSTEMS:
+            self._open_read_only_or_not(backup, False)
+            return
+        # Its disk is not mounted: ask whether the restore's record may be kept on it.
+        self.app.push_screen(
+            KeepRecordScreen(backup), lambda ok: self._open_read_only_or_not(backup, bool(ok))
+        )
+
+    def _open_read_only_or_not(self, backup: FoundBackup, writable: bool) -> None:
+        doing = "so the restore's record can be kept on it" if writable else "changing nothing"
+        self._error(f"Opening {backup.name} ({doing})…")
+        self._open_found(backup, writable)
 
     @work(thread=True, exit_on_error=False, group="open", exclusive=True)
-    def _open_found(self, backup: FoundBackup) -> None:
+    def _open_found(self, backup: FoundBackup, writable: bool = False) -> None:
         try:
-            opened = OpenedBackup(backup)
+            opened = OpenedBackup(backup, writable=writable)
         except FindError as exc:
             self.post_message(self.Opened(None, f"cannot open {backup.text}: {exc}"))
         except ArchiveError as exc:
