@@ -59,11 +59,10 @@ from restore_tui.screens.common import Step, StepHeader, TextField, human_size
 
 #: shown when a backup found is on a disk opened read-only (rescue media mount nothing)
 READ_ONLY_WORDS = (
-    "Disks that are not mounted are opened read-only, so nothing on them changes. A "
-    "restore from a backup on such a disk keeps its progress record in this computer's "
-    "memory: if the computer restarts during the restore, it starts again from the "
-    "beginning. On a backup disk that is mounted for writing, the record is kept beside "
-    "the backup and the restore continues after a restart."
+    "Disks that are not mounted are looked at read-only. When you choose a backup on one, "
+    "restore-tui asks whether it may keep the restore's progress record beside it: "
+    "otherwise the record is kept in this computer's memory, and if the computer restarts "
+    "during the restore, it starts again from the beginning."
 )
 
 __all__ = [
