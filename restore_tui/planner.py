@@ -1362,15 +1362,22 @@ def plan_replace_partition(
     ]
     if patch_note:
         warnings.append(patch_note)
-    if cp.length_lba > src.length_lba:
+    fs = (src.filesystem or "").lower()
+    if cp.length_lba > src.length_lba and fs in GROW_TOOLS:
+        # A larger counterpart: the restored filesystem is grown to fill it, last.
+        stages.append(_grow_stage(cp, src.length_lba, image.role, fs, ss))
+        warnings.append(
+            _grow_notice(cp.number, src.length_lba, cp.length_lba, fs, ss, in_place=True)
+        )
+    elif cp.length_lba > src.length_lba:
         spare = (cp.length_lba - src.length_lba) * ss
         warnings.append(
             notice(
                 "counterpart-larger",
                 f"Partition {cp.number} is {human_size(spare)} larger than the backed-up one: "
                 "the restored filesystem fills only its first "
-                f"{human_size(src.length_lba * ss)}; the rest of the partition stays unused "
-                "until the filesystem is grown into it",
+                f"{human_size(src.length_lba * ss)}; restore-tui cannot grow "
+                f"{src.filesystem or 'this filesystem'}, so the rest stays unused",
                 spare=spare,
             )
         )
@@ -1472,22 +1479,37 @@ def _growth(
         grown.model_dump() if q["number"] == number else q for q in fields["partitions"]
     ]
     new_after = PartitionTable.model_validate(fields)
-    was, now = human_size(p.length_lba * ss), human_size(grown.length_lba * ss)
+    stored = {i.number: i.role for i in manifest.partitions}
+    stage = _grow_stage(grown, p.length_lba, stored.get(number, Role.DATA), fs, ss)
+    note = _grow_notice(number, p.length_lba, grown.length_lba, fs, ss)
+    return _Growth(grown, new_after, stage, note)
+
+
+def _grow_stage(grown: Partition, from_lba: int, role: Role, fs: str, ss: int) -> Stage:
+    """The last stage: the filesystem of ``grown`` (now ``from_lba`` sectors) fills it."""
+    was, now = human_size(from_lba * ss), human_size(grown.length_lba * ss)
     tool = GROW_TOOLS[fs]
     action = GrowFilesystem(
-        offset=p.start_lba * ss, length=grown.length_lba * ss, filesystem=fs,
-        from_length=p.length_lba * ss,
-        description=f"Grow partition {number}'s filesystem from {was} to {now} ({tool})",
+        offset=grown.start_lba * ss, length=grown.length_lba * ss, filesystem=fs,
+        from_length=from_lba * ss,
+        description=f"Grow partition {grown.number}'s filesystem from {was} to {now} ({tool})",
     )
-    stored = {i.number: i.role for i in manifest.partitions}
-    role = stored.get(number, Role.DATA)
-    stage = Stage(
-        name=f"grow-{number}",
+    return Stage(
+        name=f"grow-{grown.number}",
         title=f"{partition_title(grown, role, ss)}: its filesystem grown to fill it",
         explanation=f"{tool} grows the filesystem from {was} to {now}; it works only inside "
         "the partition.",
         actions=(action,),
     )
+
+
+def _grow_notice(
+    number: int, from_lba: int, to_lba: int, fs: str, ss: int, *, in_place: bool = False
+) -> Notice:
+    """What growing does, and what happens if the computer stops meanwhile — said in the
+    preview, before anything is written."""
+    was, now = human_size(from_lba * ss), human_size(to_lba * ss)
+    tool = GROW_TOOLS[fs]
     if tool == "resize2fs":
         crash = (
             "If the computer stops during this stage, the restore continues: e2fsck checks "
@@ -1500,10 +1522,11 @@ def _growth(
             "during this stage, the restore runs ntfsresize again, and if that fails, start "
             "Windows and let it check the disk (or run `ntfsfix` on the partition)"
         )
-    note = notice(
-        "grow-partition",
-        f"Partition {number} is grown from {was} to {now} to use the whole disk, and its "
-        f"filesystem with it ({tool}), as the last stage. {crash}",
-        partition=number,
+    what = (
+        f"Partition {number} is larger than the backed-up one: the restored filesystem is "
+        f"grown from {was} to {now} to fill it ({tool}), as the last stage."
+        if in_place
+        else f"Partition {number} is grown from {was} to {now} to use the whole disk, and "
+        f"its filesystem with it ({tool}), as the last stage."
     )
-    return _Growth(grown, new_after, stage, note)
+    return notice("grow-partition", f"{what} {crash}", partition=number)

@@ -200,3 +200,51 @@ def test_killed_mid_partition_it_resumes_to_the_same_bytes(disks: tuple[Path, Pa
             proc.wait()
     assert main(["resume", str(archive), "--yes"]) == 0
     assert_only_partition_2_replaced(archive, target, before)
+
+
+def test_a_disk_with_a_mounted_partition_is_refused(
+    disks: tuple[Path, Path],
+    loop_device,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Partition 3 of the disk is mounted: replacing partition 2 is refused like any
+    restore onto a disk in use, and nothing is written."""
+    archive, image = disks
+    device = loop_device(image)
+    before = image.read_bytes()
+    point = tmp_path / "mnt"
+    point.mkdir()
+    subprocess.run(["mount", "-o", "ro", f"{device}p3", str(point)], check=True)
+    try:
+        assert main(["restore", str(archive), "--target", device, "--partition", "2",
+                     "--replace", "--yes"]) != 0  # fmt: skip
+    finally:
+        subprocess.run(["umount", str(point)], check=False)
+    err = " ".join(capsys.readouterr().err.split())
+    assert "in use" in err and "mounted" in err
+    assert image.read_bytes() == before
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="growing runs resize2fs on a loop device: root")
+def test_a_larger_counterpart_is_filled_by_the_restored_filesystem(
+    disks: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    archive, _ = disks
+    big = tmp_path / "big.img"
+    # Partition 2 is 4 MiB larger (same filesystem UUID); partition 3 moved up.
+    layout = (LAYOUT[0], (18432, 49152 + 8192, "data"), (75776, 53248, "home"))
+    build_disk(big, tmp_path / "big", "other files ", layout)
+    before = big.read_bytes()
+    assert main(["restore", str(archive), "--target", str(big), "--partition", "2",
+                 "--replace", "--yes"]) == 0  # fmt: skip
+    said = " ".join(capsys.readouterr().err.split())
+    assert "the restored filesystem is grown from 24.0 MiB to 28.0 MiB to fill it" in said
+    after = big.read_bytes()
+    lo, hi = 18432 * SECTOR, (18432 + 49152 + 8192) * SECTOR
+    assert after[:lo] == before[:lo] and after[hi:] == before[hi:]  # only partition 2
+    dump = subprocess.run(["dumpe2fs", "-h", f"{big}?offset={lo}"], capture_output=True,
+                          text=True, check=False).stdout  # fmt: skip
+    if "Block count" in dump:
+        fields = dict(line.split(":", 1) for line in dump.splitlines() if ":" in line)
+        assert int(fields["Block count"]) * int(fields["Block size"]) > hi - lo - MIB
