@@ -95,8 +95,10 @@ def test_the_last_partition_grows_into_a_larger_disk(
     assert got[:440] == src[:440]
     assert got[SECTOR : 18432 * SECTOR] == src[SECTOR : 18432 * SECTOR]
     assert p1.length_lba == 16384
-    # The filesystem fills the grown partition and checks clean.
+    # The filesystem fills the grown partition and checks clean, its files as backed up.
     assert ext4_blocks(target, p2.start_lba * SECTOR) > (p2.length_lba * SECTOR) - 8 * MIB
+    files = sample.read_files_ext4(target, p2.start_lba * SECTOR, p2.length_lba * SECTOR)
+    assert files == {"hello.txt": b"the data partition\n" * 500}
     with open_archive(archive) as arc:
         assert arc.manifest.table.partition(2).length_lba == 77824
 
@@ -147,3 +149,41 @@ def test_the_windows_system_partition_grows_with_ntfsresize(tmp_path: Path) -> N
         subprocess.run(["losetup", "-d", loop], check=False)
     files = sample.read_files("ntfs", target, offset, length)
     assert files == disk.files[2]
+
+
+def test_killed_just_before_the_grow_stage_it_resumes_and_fills(
+    linux_backup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """kill -9 at the checkpoint just before the resize stage: `resume` runs it and ends
+    with the filesystem filling its partition and its files intact. (The stage's own
+    checkpoint is the restore's last, so there is no later moment short of finishing.)"""
+    from test_crash_resume import let_go, next_checkpoint, spawn
+
+    from restore_tui.journal import Checkpoint, beside_path
+
+    _source, archive = linux_backup
+    target = tmp_path / "big.img"
+    with open(target, "wb") as f:
+        f.truncate(96 * MIB)
+    journal = beside_path(archive)
+    proc = spawn(["restore", str(archive), "--target", str(target), "--grow", "last"])
+    try:
+        while next_checkpoint(proc, 60):
+            record = Checkpoint.model_validate_json(journal.read_text())
+            others = {s.name for s in record.plan.stages} - {"grow-2"}
+            if others <= set(record.completed_stages):  # everything restored, not yet grown
+                proc.kill()
+                break
+            let_go(proc)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0, "killed before it could finish"
+    assert main(["resume", str(archive), "--yes"]) == 0
+    p2 = table_of(target).partition(2)
+    assert p2.stop_lba == 96 * MIB // SECTOR
+    assert ext4_blocks(target, p2.start_lba * SECTOR) > (p2.length_lba * SECTOR) - 8 * MIB
+    files = sample.read_files_ext4(target, p2.start_lba * SECTOR, p2.length_lba * SECTOR)
+    assert files == {"hello.txt": b"the data partition\n" * 500}
