@@ -16,7 +16,7 @@ from archive.manifest import Role
 from archive.roles import infer_role, plain_name
 from layout.gaps import MiB, usable_area
 from layout.models import Partition, PartitionTable
-from layout.plan import Action, Plan, Stage
+from layout.plan import Action, GrowFilesystem, Plan, Stage
 from layout.probe import disk_headline
 from restore_tui.planner import human_size
 
@@ -81,14 +81,20 @@ def _gaps(
 
 
 def _partition_row(
-    p: Partition, table: PartitionTable, status: Status, on_disk_now: bool
+    p: Partition,
+    table: PartitionTable,
+    status: Status,
+    on_disk_now: bool,
+    roles_from: PartitionTable | None = None,
 ) -> LayoutRow:
     # A partition already on the target may be anything: no guessing that the largest
     # one is a system (his 'photos' partition is not), only what its type and label say.
     # Partitions kept by the plan (or replaced in place) are the target's own, in the
     # after-layout too: one way of naming them in both tables.
     on_disk_now = on_disk_now or status in ("kept", "replaced")
-    role, _evidence = infer_role(p, table, guess_system=not on_disk_now)
+    # A grown partition keeps the role it had at its backed-up size.
+    judged, among = (roles_from.partition(p.number), roles_from) if roles_from else (p, table)
+    role, _evidence = infer_role(judged, among, guess_system=not on_disk_now)
     name = plain_name(role, p.filesystem)
     if on_disk_now and role is Role.DATA:
         name = held_now(p)
@@ -127,6 +133,7 @@ def layout_rows(
     default_status: Status = "kept",
     *,
     on_disk_now: bool = False,
+    roles_from: PartitionTable | None = None,
 ) -> list[LayoutRow]:
     """Partitions and unallocated space (1 MiB or more) in disk order.
 
@@ -152,7 +159,9 @@ def layout_rows(
     ]
     for p in top:
         status = statuses.get(p.number, default_status)
-        items.append((p.start_lba, 0, _partition_row(p, table, status, on_disk_now)))
+        items.append(
+            (p.start_lba, 0, _partition_row(p, table, status, on_disk_now, roles_from))
+        )
         # (A kept partition is one the target holds now: _partition_row names it so.)
         if p.kind == "extended":
             logicals = sorted(
@@ -163,7 +172,8 @@ def layout_rows(
                     q.start_lba,
                     0,
                     _partition_row(
-                        q, table, statuses.get(q.number, default_status), on_disk_now
+                        q, table, statuses.get(q.number, default_status), on_disk_now,
+                        roles_from,
                     ),
                 )
                 for q in logicals
@@ -246,7 +256,27 @@ def plan_rows(plan: Plan, which: Literal["before", "after"]) -> list[LayoutRow]:
         return layout_rows(
             plan.before, ident.size_bytes // ss, ss, before_status, default, on_disk_now=True
         )
-    return layout_rows(plan.after, ident.size_bytes // ss, ss, after_status, "kept")
+    return layout_rows(
+        plan.after, ident.size_bytes // ss, ss, after_status, "kept", roles_from=_ungrown(plan)
+    )
+
+
+def _ungrown(plan: Plan) -> PartitionTable | None:
+    """The after-table with grown partitions at their backed-up sizes (None: none grows)."""
+    grown = {
+        a.offset: a.from_length
+        for s in plan.stages
+        for a in s.actions
+        if isinstance(a, GrowFilesystem)
+    }
+    if not grown:
+        return None
+    ss = plan.after.sector_size
+    fields = plan.after.model_dump()
+    for p in fields["partitions"]:
+        if p["start_lba"] * ss in grown:
+            p["length_lba"] = grown[p["start_lba"] * ss] // ss
+    return PartitionTable.model_validate(fields)
 
 
 def _table_heading(table: PartitionTable | None) -> str:

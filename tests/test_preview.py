@@ -24,7 +24,7 @@ from planner_fixtures import (
 from layout.models import Partition, PartitionTable
 from layout.plan import Plan
 from restore_tui.plan_text import bar_segments, layout_rows, plan_statuses, render_bar, render_text
-from restore_tui.planner import plan_full_disk, plan_one_partition
+from restore_tui.planner import plan_full_disk, plan_one_partition, plan_replace_partition
 
 GOLDEN = Path(__file__).parent / "golden"
 ARCHIVE = "/media/usb/backup.rtar"
@@ -65,12 +65,26 @@ def one_partition_into_extended() -> Plan:
                               ebr_lbas=disk.ebr_lbas())
 
 
+def replace_windows_partition() -> Plan:
+    """Partition 3 (NTFS "Windows") put back over itself, found by its partition GUID."""
+    manifest = make_manifest(gpt_table())
+    return plan_replace_partition(manifest, DIGEST, ARCHIVE, probed(gpt_table(), GiB), 3)
+
+
+def full_gpt_grown_onto_larger() -> Plan:
+    """The whole GPT disk onto one twice as large, its last partition grown to the end."""
+    manifest = make_manifest(gpt_table())
+    return plan_full_disk(manifest, DIGEST, ARCHIVE, probed(None, 2 * GiB), grow=4)
+
+
 @pytest.mark.parametrize(
     ("name", "build", "exact"),
     [
         ("full_mbr_over_gpt.txt", full_mbr_over_gpt, False),
         ("full_gpt_onto_blank_exact.txt", full_gpt_onto_blank, True),
         ("one_partition_into_extended_exact.txt", one_partition_into_extended, True),
+        ("replace_windows_partition.txt", replace_windows_partition, False),
+        ("full_gpt_grown_onto_larger.txt", full_gpt_grown_onto_larger, False),
     ],
 )
 def test_render_text_golden(name: str, build: object, exact: bool) -> None:
