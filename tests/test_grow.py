@@ -187,3 +187,58 @@ def test_killed_just_before_the_grow_stage_it_resumes_and_fills(
     assert ext4_blocks(target, p2.start_lba * SECTOR) > (p2.length_lba * SECTOR) - 8 * MIB
     files = sample.read_files_ext4(target, p2.start_lba * SECTOR, p2.length_lba * SECTOR)
     assert files == {"hello.txt": b"the data partition\n" * 500}
+
+
+def test_killed_while_the_tool_runs_it_resumes_and_fills(
+    linux_backup: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The computer stops while the resize stage runs (the whole process group killed
+    while resize2fs is starting, as a power cut would): `resume` runs the stage again —
+    e2fsck, then resize2fs — and the filesystem fills its partition, files intact."""
+    import signal
+    import sys
+    import time
+
+    from restore_tui.journal import Checkpoint, beside_path
+
+    _source, archive = linux_backup
+    target = tmp_path / "big.img"
+    with open(target, "wb") as f:
+        f.truncate(96 * MIB)
+    # A resize2fs that waits before doing anything: the moment to cut the power.
+    shims = tmp_path / "bin"
+    shims.mkdir()
+    started = tmp_path / "resize-started"
+    real = shutil.which("resize2fs")
+    (shims / "resize2fs").write_text(f"#!/bin/sh\ntouch {started}\nsleep 30\nexec {real} \"$@\"\n")
+    (shims / "resize2fs").chmod(0o755)
+    env = {**os.environ, "PATH": f"{shims}:{os.environ['PATH']}"}
+    cli = "import sys; from restore_tui.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", cli, "restore", str(archive), "--target", str(target),
+         "--grow", "last", "--yes"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not started.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), "the resize stage never started"
+        os.killpg(proc.pid, signal.SIGKILL)  # the restore and the tool it started
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    record = Checkpoint.model_validate_json(beside_path(archive).read_text())
+    assert "grow-2" not in record.completed_stages and not record.finished
+    # The loop device the killed restore had set up over the partition is its own:
+    # detach it (a power cut would have taken it away too).
+    for line in subprocess.run(["losetup", "-j", str(target)], capture_output=True,
+                               text=True, check=False).stdout.splitlines():  # fmt: skip
+        subprocess.run(["losetup", "-d", line.split(":", 1)[0]], check=False)
+    assert main(["resume", str(archive), "--yes"]) == 0
+    p2 = table_of(target).partition(2)
+    assert ext4_blocks(target, p2.start_lba * SECTOR) > (p2.length_lba * SECTOR) - 8 * MIB
+    files = sample.read_files_ext4(target, p2.start_lba * SECTOR, p2.length_lba * SECTOR)
+    assert files == {"hello.txt": b"the data partition\n" * 500}
