@@ -25,7 +25,6 @@ from archive.base import Archive
 from archive.errors import ArchiveError
 from layout.plan import Plan, PlanChoices
 from layout.probe import Probe, ProbedDisk, ProbeError
-from layout.validate import PlanError
 from restore_tui.errors import UserError
 from restore_tui.flow import Flow, Located, is_restore_target
 from restore_tui.journal import (
@@ -38,7 +37,6 @@ from restore_tui.journal import (
 )
 from restore_tui.matching import Job, Match, room_in
 from restore_tui.plan_text import held_now
-from restore_tui.planner import grow_choice
 from restore_tui.screens.backup import BackupScreen
 from restore_tui.screens.choose import (
     BackupChosen,
@@ -338,20 +336,7 @@ class RestoreWizard(App[int]):
         return [candidate_for(m, record) for m in flow.candidates(job.kind)]
 
     def _grow_offer(self, archive: Archive, target: TargetCandidate, plan: Plan) -> int | None:
-        """The partition a whole-disk restore onto a larger disk can grow (the last one),
-        when planning that works; None when there is nothing to offer."""
-        if plan.job != "full-disk":
-            return None
-        if plan.choices.grow is not None:
-            return plan.choices.grow
-        if not any(w.code == "target-larger" for w in plan.warnings):
-            return None
-        try:
-            number = grow_choice(archive.manifest, "last")
-            self._flow(archive).plan(target.disk, plan.choices.model_copy(update={"grow": number}))
-        except (PlanError, UserError):
-            return None
-        return number
+        return self._flow(archive).grow_offer(target.disk, plan)
 
     def _flow(self, archive: Archive) -> Flow:
         return Flow(archive, self._probe())

@@ -43,7 +43,12 @@ from restore_tui.journal import (
     find_unfinished,
 )
 from restore_tui.matching import Job, Match, identity_differences, judge, match_disks
-from restore_tui.planner import plan_full_disk, plan_one_partition, plan_replace_partition
+from restore_tui.planner import (
+    grow_choice,
+    plan_full_disk,
+    plan_one_partition,
+    plan_replace_partition,
+)
 
 SERIAL_DIGITS = 4
 # Blockers about free space concern planning a one-partition restore; once its table
@@ -223,6 +228,22 @@ class Flow:
     def judge(self, disk: ProbedDisk, job: Job) -> Match:
         holders = self.holders([disk])
         return judge(self.archive.manifest, disk, holders, job, self.in_place(disk, holders))
+
+    def grow_offer(self, disk: ProbedDisk, plan: Plan) -> int | None:
+        """The partition a whole-disk restore onto a larger ``disk`` can grow into the
+        extra space (the last one), when planning that works; None: nothing to offer."""
+        if plan.job != "full-disk":
+            return None
+        if plan.choices.grow is not None:
+            return plan.choices.grow
+        if not any(w.code == "target-larger" for w in plan.warnings):
+            return None
+        try:
+            number = grow_choice(self.archive.manifest, "last")
+            self.plan(disk, plan.choices.model_copy(update={"grow": number}))
+        except (PlanError, UserError):
+            return None
+        return number
 
     def candidates(self, job: Job) -> list[Match]:
         """Every disk judged for ``job``, best first."""
