@@ -75,6 +75,14 @@ async def choose_backup(pilot, archive: Path) -> None:  # type: ignore[no-untype
     await pilot.press(*["down"] * index, "enter")
 
 
+async def to_job(pilot, archive: Path) -> None:  # type: ignore[no-untyped-def]
+    """Step 1 to step 3: ``archive`` chosen, its check skipped, the job step shown."""
+    await choose_backup(pilot, archive)
+    await on_screen(pilot, BackupScreen)
+    pilot.app.screen.query_one("#next").press()
+    await on_screen(pilot, JobScreen)
+
+
 async def pick_target(pilot, device: Path) -> TargetScreen:  # type: ignore[no-untyped-def]
     screen = await on_screen(pilot, TargetScreen)
     assert isinstance(screen, TargetScreen)
@@ -139,10 +147,7 @@ async def test_one_partition_restore_leaves_the_other_partition_alone(demo: Demo
     photos_hash = sha256_of_range(spare, photos.start_lba * 512, photos.length_lba * 512)
     app = wizard(demo)
     async with app.run_test(size=SIZE) as pilot:
-        await choose_backup(pilot, demo.windows_archive)
-        await on_screen(pilot, BackupScreen)
-        app.screen.query_one("#next").press()  # type: ignore[attr-defined]
-        await on_screen(pilot, JobScreen)
+        await to_job(pilot, demo.windows_archive)
         await pilot.press("down", "enter")  # restore one partition
         target = await pick_target(pilot, spare)
         assert header(target) == "Step 4 of 9 · The target disk"
@@ -194,10 +199,7 @@ async def test_preview_writes_nothing(demo: DemoSetup, how: str) -> None:
     hashes = {p: sha256_of(p) for p in demo.disk_images}
     app = wizard(demo, dry_run=how == "--dry-run")
     async with app.run_test(size=SIZE) as pilot:
-        await choose_backup(pilot, demo.linux_archive)
-        await on_screen(pilot, BackupScreen)
-        app.screen.query_one("#next").press()  # type: ignore[attr-defined]
-        await on_screen(pilot, JobScreen)
+        await to_job(pilot, demo.linux_archive)
         # In preview-only mode the first choice is the whole-disk preview; otherwise the
         # third choice is "Only show what would change".
         await pilot.press(*([] if how == "--dry-run" else ["down", "down"]), "enter")
@@ -230,10 +232,7 @@ async def test_preview_writes_nothing(demo: DemoSetup, how: str) -> None:
 async def test_a_preview_can_become_the_restore_it_shows(demo: DemoSetup) -> None:
     app = wizard(demo)
     async with app.run_test(size=SIZE) as pilot:
-        await choose_backup(pilot, demo.windows_archive)
-        await on_screen(pilot, BackupScreen)
-        app.screen.query_one("#next").press()  # type: ignore[attr-defined]
-        await on_screen(pilot, JobScreen)
+        await to_job(pilot, demo.windows_archive)
         await pilot.press("down", "down", "enter")  # "Only show what would change"
         await pick_target(pilot, demo.new_disk)
         preview = await on_screen(pilot, PreviewScreen)
@@ -257,10 +256,7 @@ async def test_a_refused_disk_cannot_be_chosen(demo: DemoSetup) -> None:
     small_hash = sha256_of(demo.small_disk)
     app = wizard(demo)
     async with app.run_test(size=SIZE) as pilot:
-        await choose_backup(pilot, demo.windows_archive)
-        await on_screen(pilot, BackupScreen)
-        app.screen.query_one("#next").press()  # type: ignore[attr-defined]
-        await on_screen(pilot, JobScreen)
+        await to_job(pilot, demo.windows_archive)
         await pilot.press("enter")
         screen = await pick_target(pilot, demo.small_disk)
         await pilot.pause()
@@ -334,10 +330,7 @@ async def test_new_identifiers_are_a_choice_on_the_preview_and_reach_the_disk(
     plans again, and the restore writes the new signature."""
     app = wizard(demo)
     async with app.run_test(size=SIZE) as pilot:
-        await choose_backup(pilot, demo.windows_archive)
-        await on_screen(pilot, BackupScreen)
-        app.screen.query_one("#next").press()  # type: ignore[attr-defined]
-        await on_screen(pilot, JobScreen)
+        await to_job(pilot, demo.windows_archive)
         await pilot.press("enter")
         await pick_target(pilot, demo.new_disk)
         first = await on_screen(pilot, PreviewScreen)
@@ -404,10 +397,7 @@ async def test_stop_safely_leaves_a_checkpoint_that_the_next_start_resumes(
     monkeypatch.setattr(flow_module, "RestoreEngine", held_engine)
     app = wizard(demo)
     async with app.run_test(size=SIZE) as pilot:
-        await choose_backup(pilot, demo.windows_archive)
-        await on_screen(pilot, BackupScreen)
-        app.screen.query_one("#next").press()  # type: ignore[attr-defined]
-        await on_screen(pilot, JobScreen)
+        await to_job(pilot, demo.windows_archive)
         await pilot.press("enter")
         await pick_target(pilot, demo.new_disk)
         await on_screen(pilot, PreviewScreen)
@@ -742,10 +732,7 @@ async def test_going_back_to_the_target_step_keeps_the_disk_picked(demo: DemoSet
     match, where one Enter would plan for another disk."""
     app = wizard(demo)
     async with app.run_test(size=SIZE) as pilot:
-        await choose_backup(pilot, demo.windows_archive)
-        await on_screen(pilot, BackupScreen)
-        app.screen.query_one("#next").press()  # type: ignore[attr-defined]
-        await on_screen(pilot, JobScreen)
+        await to_job(pilot, demo.windows_archive)
         await pilot.press("enter")
         first = await pick_target(pilot, demo.new_disk)
         assert first.candidates[0].device != str(demo.new_disk)  # not the best match
@@ -761,10 +748,7 @@ async def test_going_back_to_the_target_step_keeps_the_disk_picked(demo: DemoSet
 async def test_a_preview_turned_restore_stays_a_restore_when_going_back(demo: DemoSetup) -> None:
     app = wizard(demo)
     async with app.run_test(size=SIZE) as pilot:
-        await choose_backup(pilot, demo.windows_archive)
-        await on_screen(pilot, BackupScreen)
-        app.screen.query_one("#next").press()  # type: ignore[attr-defined]
-        await on_screen(pilot, JobScreen)
+        await to_job(pilot, demo.windows_archive)
         await pilot.press("down", "down", "enter")  # "Only show what would change"
         await pick_target(pilot, demo.new_disk)
         preview = await on_screen(pilot, PreviewScreen)

@@ -8,16 +8,14 @@ import os
 import shutil
 
 import pytest
-from test_tui_flow import SIZE, built_demo, choose_backup, demo, pick_target
+from test_tui_flow import SIZE, built_demo, demo, pick_target, to_job
 from tui_support import cut_widgets, on_screen, screen_text, wizard
 
 from layout.blockio import DiskReader
 from layout.table_io import read_table
 from restore_tui.demo import DemoSetup
-from restore_tui.screens.backup import BackupScreen
 from restore_tui.screens.confirm import ConfirmScreen
 from restore_tui.screens.end import DoneScreen
-from restore_tui.screens.job import JobScreen
 from restore_tui.screens.preview import PreviewScreen
 
 pytestmark = [
@@ -33,10 +31,7 @@ __all__ = ["built_demo", "demo"]
 async def test_g_grows_the_last_partition_into_the_larger_disk(demo: DemoSetup) -> None:
     app = wizard(demo)
     async with app.run_test(size=SIZE) as pilot:
-        await choose_backup(pilot, demo.windows_archive)
-        await on_screen(pilot, BackupScreen)
-        app.screen.query_one("#next").press()  # type: ignore[attr-defined]
-        await on_screen(pilot, JobScreen)
+        await to_job(pilot, demo.windows_archive)
         await pilot.press("enter")
         await pick_target(pilot, demo.new_disk)  # 80 MiB for a 64 MiB backup
         preview = await on_screen(pilot, PreviewScreen)

@@ -12,16 +12,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_tui_flow import SIZE, built_demo, choose_backup, demo, pick_target
+from test_tui_flow import SIZE, built_demo, demo, pick_target, to_job
 from tui_support import cut_widgets, header, on_screen, read, screen_text, wizard
 
 from archive import open_archive
 from archive.digest import chunk_matches
 from restore_tui.demo import DemoSetup
-from restore_tui.screens.backup import BackupScreen
 from restore_tui.screens.confirm import ConfirmScreen
 from restore_tui.screens.end import DoneScreen
-from restore_tui.screens.job import JobScreen
 from restore_tui.screens.preview import PreviewScreen
 from restore_tui.screens.replace import ReplaceScreen
 
@@ -50,10 +48,7 @@ async def test_partition_2_goes_back_over_itself(demo: DemoSetup) -> None:
     before = disk.read_bytes()
     app = wizard(demo)
     async with app.run_test(size=SIZE) as pilot:
-        await choose_backup(pilot, demo.windows_archive)
-        await on_screen(pilot, BackupScreen)
-        app.screen.query_one("#next").press()  # type: ignore[attr-defined]
-        await on_screen(pilot, JobScreen)
+        await to_job(pilot, demo.windows_archive)
         await pilot.press("down", "down", "down", "enter")  # "Put one partition back"
         target = await pick_target(pilot, disk)
         assert header(target) == "Step 4 of 9 · The target disk"
