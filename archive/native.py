@@ -75,6 +75,10 @@ MIN_ZERO_RUN = 64 * 1024
 #: this bound is hostile and is refused before it is decompressed in full
 MAX_MANIFEST_RAW = 512 * 1024 * 1024
 ZSTD_LEVEL = 3
+#: chunks decompressed ahead of a restore's writes (12 x 4 MiB): when the target pauses
+#: (a flush, a moment of contention with the read-back) decompression goes on, and the
+#: writes then find their data ready instead of waiting for it
+RESTORE_READ_AHEAD = 12
 
 _ZERO_PAGE = bytes(PAGE)
 _ZERO_BLOCK = bytes(CHUNK_BYTES)
@@ -662,7 +666,7 @@ class NativeArchive(Archive):
             lambda c: self._load_chunk(partition, c),
             wanted,
             workers=self.workers,
-            in_flight=self.workers + 2,
+            in_flight=self.workers + RESTORE_READ_AHEAD,
         )
 
     def verify(self, progress: ProgressCallback | None = None) -> VerifyReport:

@@ -6,10 +6,14 @@ the kernel having partition nodes.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import mmap
 import os
+import queue
 import stat
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +110,121 @@ class DiskReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# O_DIRECT reads start and end on this boundary (it covers 512- and 4096-byte sectors).
+DIRECT_ALIGN = 4096
+# Buffers kept for reuse; more readers at once get a buffer of their own for the read.
+_KEPT_BUFFERS = 4
+
+
+class MediumReader:
+    """Reads a disk or image file from the medium itself, never from the page cache.
+
+    The read-back check of a restore must see what the disk stores, not the copy the
+    kernel kept of what was written. Reads go through a descriptor opened ``O_DIRECT``
+    into page-aligned buffers (the range is widened to whole 4 KiB blocks and cut back):
+    no copy through the page cache, large requests, and the kernel writes back any dirty
+    cached pages of the range before reading (so buffered writes are seen too). Where the
+    target cannot do direct I/O (tmpfs, some FUSE filesystems) or a range cannot be
+    widened inside the disk, the range is flushed and evicted, then read normally.
+
+    Safe to use from several threads at once; each :meth:`view` holds its own buffer.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], size: int) -> None:
+        self.path = Path(path)
+        self.size = size
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self._direct: int | None = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
+        except OSError:
+            self._direct = None
+        self._buffers: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
+
+    @property
+    def direct(self) -> bool:
+        """Whether reads bypass the page cache on their own (no flush needed first)."""
+        return self._direct is not None
+
+    def settle(self, offset: int, length: int) -> None:
+        """Make [offset, offset + length) readable from the medium: with direct reads
+        nothing is needed; otherwise written pages are flushed and dropped from the cache."""
+        if self._direct is None:
+            os.fdatasync(self.fd)
+            self._evict(offset, length)
+
+    @contextlib.contextmanager
+    def view(self, offset: int, length: int) -> Iterator[memoryview]:
+        """The bytes at [offset, offset + length), as stored on the medium; shorter only at
+        the end of the disk. Valid inside the ``with`` block only."""
+        start = offset - offset % DIRECT_ALIGN
+        stop = -(-(offset + length) // DIRECT_ALIGN) * DIRECT_ALIGN
+        if self._direct is None or stop > self.size:
+            self._evict(offset, length)
+            yield memoryview(read_at(self.fd, offset, length))
+            return
+        buffer = self._take(stop - start)
+        try:
+            got = _pread_into(self._direct, buffer, start, stop - start)
+            whole = memoryview(buffer)
+            lo = offset - start
+            part = whole[lo : max(lo, min(got, lo + length))]
+            try:
+                yield part
+            finally:
+                # A view kept past the block would pin (and see the reuse of) the buffer.
+                part.release()
+                whole.release()
+        finally:
+            self._give_back(buffer)
+
+    def _evict(self, offset: int, length: int) -> None:
+        # Dropping clean cached pages only makes the read stricter; failing to is no error.
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+    def _take(self, size: int) -> mmap.mmap:
+        try:
+            buffer = self._buffers.get_nowait()
+        except queue.Empty:
+            return mmap.mmap(-1, size)
+        if len(buffer) >= size:
+            return buffer
+        buffer.close()
+        return mmap.mmap(-1, size)
+
+    def _give_back(self, buffer: mmap.mmap) -> None:
+        if self._buffers.qsize() < _KEPT_BUFFERS:
+            self._buffers.put(buffer)
+        else:
+            buffer.close()
+
+    def close(self) -> None:
+        for fd in (self._direct, self.fd):
+            if fd is not None and fd >= 0:
+                os.close(fd)
+        self._direct, self.fd = None, -1
+        while not self._buffers.empty():
+            self._buffers.get_nowait().close()
+
+    def __enter__(self) -> MediumReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _pread_into(fd: int, buffer: mmap.mmap, offset: int, length: int) -> int:
+    """Fill ``buffer[:length]`` from ``offset``; the number of bytes read (less at the end)."""
+    view = memoryview(buffer)
+    done = 0
+    try:
+        while done < length:
+            n = os.preadv(fd, [view[done:length]], offset + done)
+            if n <= 0:
+                break
+            done += n
+    finally:
+        view.release()
+    return done

@@ -1,7 +1,8 @@
 """Fast checks of restored bytes: read the target back and compare digests, in parallel.
 
 The engine's read-back check needs no second decompression when the archive's
-manifest already holds each chunk's SHA-256: hashing what the disk returns is enough.
+manifest already holds each chunk's digest: hashing what the disk returns is enough.
+Reads come from the medium, not the page cache (``layout.blockio.MediumReader``).
 :class:`ReadBehind` runs that check behind the writes — while later chunks are
 decompressed and written, chunks already flushed are read back from the medium — so a
 verified restore takes about as long as its slowest part, not the sum of its parts.
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from archive.digest import chunk_matches
 from archive.manifest import Chunk
 from archive.native import default_workers, ordered_map
-from layout.blockio import read_at
+from layout.blockio import MediumReader
 
 # A zero run is read back in blocks of this size (holes in image files are skipped).
 ZERO_READ = 4 * 1024 * 1024
@@ -69,21 +70,21 @@ def _all_hole(fd: int, offset: int, length: int) -> bool:
     return data >= offset + length
 
 
-def _zeros_ok(fd: int, offset: int, length: int, sparse_file: bool) -> bool:
-    if sparse_file and _all_hole(fd, offset, length):
+def _zeros_ok(reader: MediumReader, offset: int, length: int, sparse_file: bool) -> bool:
+    if sparse_file and _all_hole(reader.fd, offset, length):
         return True
     pos, stop = offset, offset + length
     while pos < stop:
         n = min(ZERO_READ, stop - pos)
-        got = read_at(fd, pos, n)
-        if got != (_ZEROS if n == ZERO_READ else _ZEROS[:n]):
-            return False
+        with reader.view(pos, n) as got:
+            if got != (_ZEROS if n == ZERO_READ else _ZEROS[:n]):
+                return False
         pos += n
     return True
 
 
 def first_bad_chunk(
-    fd: int,
+    reader: MediumReader,
     chunks: Sequence[Chunk],
     delta: int,
     *,
@@ -91,7 +92,7 @@ def first_bad_chunk(
     workers: int | None = None,
     on_chunk: Callable[[Chunk], None] | None = None,
 ) -> Chunk | None:
-    """The first chunk whose bytes at ``chunk.offset + delta`` on ``fd`` do not match.
+    """The first chunk whose bytes at ``chunk.offset + delta`` on the medium do not match.
 
     Data chunks are read and hashed (by the digest the manifest records); zero
     chunks must read as zeros (for an image file, a hole is zeros without a read).
@@ -102,9 +103,9 @@ def first_bad_chunk(
 
     def check(c: Chunk) -> tuple[Chunk, bool]:
         if c.kind == "zero":
-            return c, _zeros_ok(fd, c.offset + delta, c.length, sparse_file)
-        data = read_at(fd, c.offset + delta, c.length)
-        return c, chunk_matches(c, data)
+            return c, _zeros_ok(reader, c.offset + delta, c.length, sparse_file)
+        with reader.view(c.offset + delta, c.length) as data:
+            return c, chunk_matches(c, data)
 
     results = ordered_map(check, chunks, workers=n_workers, in_flight=n_workers + 2)
     try:
@@ -119,7 +120,7 @@ def first_bad_chunk(
 
 
 def check_copy(
-    fd: int,
+    reader: MediumReader,
     chunks: Sequence[Chunk],
     delta: int,
     src_lo: int,
@@ -137,7 +138,7 @@ def check_copy(
     inside a chunk whose digest did not match.
     """
     split = split_for_digest(chunks, src_lo, src_hi)
-    bad = first_bad_chunk(fd, split.chunks, delta, sparse_file=sparse_file, workers=workers)
+    bad = first_bad_chunk(reader, split.chunks, delta, sparse_file=sparse_file, workers=workers)
     # Report the lowest bad byte: a cut range before the bad chunk comes first.
     for a, b in split.rest:
         if bad is not None and a >= bad.offset:
@@ -164,11 +165,11 @@ class ReadBehind:
     """The read-back check of one restored area, running behind its writes.
 
     The writer reports how far it has written (:meth:`written_to`, a source offset).
-    Once a batch of whole chunks lies below that point, they are flushed to the medium
-    (``flush``), evicted from the page cache (``evict``: the read must come from the
-    medium, not from memory) and checked by digest on a background thread, while the
-    writer goes on. At most ``in_flight`` batches wait, so memory stays bounded and the
-    check never falls far behind. A batch that differs raises :class:`ReadBackMismatch`
+    Once a batch of whole chunks lies below that point, it is read back from the medium
+    (``reader``: direct reads, or a flush and eviction first where the target cannot do
+    them) and checked by digest on a background thread, while the writer goes on. At
+    most ``in_flight`` batches wait, so memory stays bounded and the check never falls
+    far behind. A batch that differs raises :class:`ReadBackMismatch`
     in the writer's thread at its next report (or at :meth:`finish`).
 
     Only whole chunks with a digest (or zeros) that start at or after ``src_lo`` are
@@ -179,20 +180,17 @@ class ReadBehind:
 
     def __init__(
         self,
-        fd: int,
+        reader: MediumReader,
         chunks: Sequence[Chunk],
         delta: int,
         src_lo: int,
         src_hi: int,
         *,
-        flush: Callable[[], None],
-        evict: Callable[[int, int], None],
         sparse_file: bool = False,
         batch: int = 32 * 1024 * 1024,
         in_flight: int = 2,
     ) -> None:
-        self._fd, self._delta, self._sparse = fd, delta, sparse_file
-        self._flush, self._evict = flush, evict
+        self._reader, self._delta, self._sparse = reader, delta, sparse_file
         self._chunks = [
             c
             for c in chunks
@@ -230,11 +228,10 @@ class ReadBehind:
     def _submit(self, end: int) -> None:
         batch = self._chunks[self._next : end]
         self._next = end
-        self._flush()
         first, last = batch[0], batch[-1]
-        self._evict(first.offset + self._delta, last.stop - first.offset)
+        self._reader.settle(first.offset + self._delta, last.stop - first.offset)
         future = self._pool.submit(
-            first_bad_chunk, self._fd, batch, self._delta, sparse_file=self._sparse
+            first_bad_chunk, self._reader, batch, self._delta, sparse_file=self._sparse
         )
         self._pending.append((batch, future))
         while len(self._pending) > self._in_flight:

@@ -24,7 +24,7 @@ from typing import Literal
 from archive.base import TRACK0, Archive, Area, Piece
 from archive.errors import ArchiveError, CorruptData
 from archive.manifest import Chunk
-from layout.blockio import BLKRRPART, geometry_of_fd
+from layout.blockio import BLKRRPART, MediumReader, geometry_of_fd
 from layout.models import DiskIdentity, PartitionTable
 from layout.notices import Notice, notice
 from layout.plan import Action, GrowFilesystem, Plan, RestoreArea, Stage, WriteBytes, ZeroRange
@@ -39,7 +39,7 @@ from restore_tui.writer import CheckedWriter, OutsidePlan, TargetOpenError
 
 # Data is written in slices of this size: progress, cancellation and checkpoints
 # happen between slices, so a 4 MiB chunk is not an indivisible step.
-WRITE_SLICE = 1024 * 1024
+WRITE_SLICE = 4 * 1024 * 1024
 ZERO_SLICE = 64 * 1024 * 1024
 # Progress units of growing a filesystem: it writes little, but takes a while.
 GROW_WEIGHT = 64 * 1024 * 1024
@@ -312,6 +312,15 @@ def device_io_counter(path: str) -> IoCounter:
     return count
 
 
+def _first_difference(got: bytes | memoryview, want: bytes | memoryview) -> int:
+    """Index of the first byte where two byte strings differ (the shorter one's length
+    when one is a prefix of the other)."""
+    for k in range(min(len(got), len(want))):
+        if got[k] != want[k]:
+            return k
+    return min(len(got), len(want))
+
+
 def _same_filesystem(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     """Do ``a`` and ``b`` live on one filesystem (the journal beside the backup)?"""
     try:
@@ -389,6 +398,7 @@ class RestoreEngine:
         self._stage_index = -1
         self._last_checkpoint = time.monotonic()
         self._writer: CheckedWriter | None = None
+        self._reader: MediumReader | None = None  # read-back checks: from the medium
         self._at: tuple[Stage, int] | None = None  # the action being executed
         # Target ranges of (stage index, action index) read back equal while they were
         # being written (ReadBehind), in this run: the stage's end check skips them.
@@ -621,6 +631,7 @@ class RestoreEngine:
         except OutsidePlan as exc:
             raise TargetChanged(str(exc)) from exc
         self._writer = writer
+        self._reader = MediumReader(self.target_path, writer.size)
         watch, stop_watch = self._start_watch()
         try:
             self._lock(writer)
@@ -658,8 +669,9 @@ class RestoreEngine:
         finally:
             stop_watch.set()
             watch.join(timeout=5)
+            self._reader.close()
             writer.close()
-            self._writer = None
+            self._writer, self._reader = None, None
         # The lock is gone with the descriptor: now udev may look at the finished disk.
         self._reread_table()
         self._emit("finished", "the restore is complete")
@@ -932,17 +944,15 @@ class RestoreEngine:
     def _read_behind(self, action: RestoreArea, src_lo: int, src_hi: int) -> ReadBehind | None:
         """The read-back of this area behind its writes, when chunks have digests."""
         chunks = self._area_chunks(action.area)
-        writer = self._writer
-        if not self.verify or chunks is None or writer is None:
+        writer, reader = self._writer, self._reader
+        if not self.verify or chunks is None or writer is None or reader is None:
             return None
         return ReadBehind(
-            writer.fd,
+            reader,
             chunks,
             action.offset - action.source_offset,
             src_lo,
             src_hi,
-            flush=writer.sync,
-            evict=writer.drop_cache,
             sparse_file=not writer.is_block_device,
             batch=VERIFY_BATCH,
         )
@@ -1067,7 +1077,7 @@ class RestoreEngine:
             done = self._checked.pop((self._stage_index, ai), [])
             ranges = subtract([(action.offset, action.stop)], later + done)
             for lo, hi in ranges:
-                writer.drop_cache(lo, hi - lo)
+                self._settle(lo, hi - lo)
             to_check.append(ranges)
         for action, ranges in zip(stage.actions, to_check, strict=True):
             for lo, hi in ranges:
@@ -1084,6 +1094,13 @@ class RestoreEngine:
                 if bad is not None:
                     raise self._verify_failed(stage, bad)
             self._emit("verify", f"checked {action.description}")
+
+    def _settle(self, offset: int, length: int) -> None:
+        """Written bytes of the range are to be read from the medium next (MediumReader)."""
+        assert self._reader is not None
+        with self._waiting("target"):
+            self._reader.settle(offset, length)
+        self._moved()
 
     def _mismatch_in(self, writer: CheckedWriter, action: Action, lo: int, hi: int) -> int | None:
         """First byte of target [lo, hi) (inside ``action``) that does not read back as the
@@ -1111,8 +1128,8 @@ class RestoreEngine:
     def area_mismatch(self, action: RestoreArea, lo: int, hi: int) -> int | None:
         """For copies only stored pieces are checked: bytes the archive does not hold were
         never written."""
-        writer = self._writer
-        assert writer is not None
+        writer, reader = self._writer, self._reader
+        assert writer is not None and reader is not None
         delta = action.offset - action.source_offset
         chunks = self._area_chunks(action.area)
         if chunks is not None:
@@ -1122,7 +1139,7 @@ class RestoreEngine:
             for a, b in chunk_batches(chunks, lo - delta, hi - delta, VERIFY_BATCH):
                 with self._waiting("target"):
                     bad = check_copy(
-                        writer.fd,
+                        reader,
                         chunks,
                         delta,
                         a,
@@ -1183,21 +1200,18 @@ class RestoreEngine:
     def _compare(
         self, writer: CheckedWriter, lo: int, hi: int, data: bytes | None, data_start: int
     ) -> int | None:
+        assert self._reader is not None
         pos = lo
         while pos < hi:
             n = min(VERIFY_BLOCK, hi - pos)
-            with self._waiting("target"):
-                got = writer.read(pos, n)
-            self._moved()
             if data is None:
                 want: bytes | memoryview = bytes(n)
             else:
                 want = memoryview(data)[pos - data_start : pos - data_start + n]
-            if got != want:
-                for k in range(min(len(got), len(want))):
-                    if got[k] != want[k]:
-                        return pos + k
-                return pos + min(len(got), len(want))
+            with self._waiting("target"), self._reader.view(pos, n) as got:
+                if got != want:
+                    return pos + _first_difference(got, want)
+            self._moved()
             pos += n
         return None
 
@@ -1212,7 +1226,7 @@ class RestoreEngine:
         lo, hi = max(lo, action.offset), min(hi, action.stop)
         if lo >= hi:
             return True
-        writer.drop_cache(lo, hi - lo)
+        self._settle(lo, hi - lo)
         try:
             bad = self._mismatch_in(writer, action, lo, hi)
         except ArchiveError:

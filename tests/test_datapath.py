@@ -8,6 +8,7 @@ import random
 from pathlib import Path
 
 from archive.manifest import Chunk
+from layout.blockio import MediumReader
 from restore_tui.datapath import check_copy, first_bad_chunk, split_for_digest
 
 MIB = 1024 * 1024
@@ -54,17 +55,14 @@ def test_split_keeps_whole_chunks_and_cuts_the_ends() -> None:
 def test_intact_target_passes_including_a_hole(tmp_path: Path) -> None:
     delta = 5 * MIB
     path, chunks, _ = make_target(tmp_path, delta)
-    fd = os.open(path, os.O_RDONLY)
-    try:
+    with MediumReader(path, path.stat().st_size) as reader:
         seen: list[int] = []
         for sparse in (True, False):
             bad = first_bad_chunk(
-                fd, chunks, delta, sparse_file=sparse, on_chunk=lambda c: seen.append(c.offset)
+                reader, chunks, delta, sparse_file=sparse, on_chunk=lambda c: seen.append(c.offset)
             )
             assert bad is None
         assert seen == [c.offset for c in chunks] * 2
-    finally:
-        os.close(fd)
 
 
 def test_flipped_byte_and_dirty_zero_run_are_found(tmp_path: Path) -> None:
@@ -77,14 +75,11 @@ def test_flipped_byte_and_dirty_zero_run_are_found(tmp_path: Path) -> None:
         f.write(bytes([old[0] ^ 0x40]))
         f.seek(2 * MIB + delta + 4096)
         f.write(b"\x01")  # garbage left in what should be zeros
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        bad = first_bad_chunk(fd, chunks, delta, sparse_file=True)
+    with MediumReader(path, path.stat().st_size) as reader:
+        bad = first_bad_chunk(reader, chunks, delta, sparse_file=True)
         assert bad is not None and bad.offset == 2 * MIB  # the earlier of the two
-        bad = first_bad_chunk(fd, chunks[3:], delta)
+        bad = first_bad_chunk(reader, chunks[3:], delta)
         assert bad is not None and bad.offset == 3 * MIB
-    finally:
-        os.close(fd)
 
 
 def test_check_copy_reports_the_exact_byte(tmp_path: Path) -> None:
@@ -111,13 +106,15 @@ def test_check_copy_reports_the_exact_byte(tmp_path: Path) -> None:
                 return lo + i
         return None
 
+    reader = MediumReader(path, path.stat().st_size)
     try:
         # Whole range: the bad chunk is found by digest, the byte by the slow check.
-        assert check_copy(fd, chunks, delta, 0, 4 * MIB, slow) == flip + delta
+        assert check_copy(reader, chunks, delta, 0, 4 * MIB, slow) == flip + delta
         assert calls == [(MIB + delta, MIB + 300_000 + delta)]
         # A range that cuts the first chunk and stops before the damage: clean.
         calls.clear()
-        assert check_copy(fd, chunks, delta, 1000, MIB, slow) is None
+        assert check_copy(reader, chunks, delta, 1000, MIB, slow) is None
         assert calls == [(1000 + delta, MIB + delta)]
     finally:
+        reader.close()
         os.close(fd)

@@ -23,6 +23,7 @@ import restore_tui.engine as engine_module
 import restore_tui.writer as writer_module
 from archive import open_archive
 from archive.manifest import Chunk, PartitionImage
+from layout.blockio import MediumReader
 from restore_tui.cli import main
 from restore_tui.datapath import ReadBackMismatch, ReadBehind
 
@@ -39,26 +40,32 @@ def data_chunks(count: int, size: int = MIB, seed: int = 1) -> tuple[list[Chunk]
     return chunks, blobs
 
 
+class SpyReader(MediumReader):
+    """A MediumReader that records which ranges were settled for reading back."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        super().__init__(path, size)
+        self.settled: list[tuple[int, int]] = []
+
+    def settle(self, offset: int, length: int) -> None:
+        self.settled.append((offset, length))
+        super().settle(offset, length)
+
+
 class Target:
-    """A target file written chunk by chunk, counting flushes and evictions."""
+    """A target file written chunk by chunk, read back through a recording reader."""
 
     def __init__(self, path: Path, size: int) -> None:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         os.ftruncate(self.fd, size)
-        self.flushes = 0
-        self.evicted: list[tuple[int, int]] = []
-
-    def flush(self) -> None:
-        os.fdatasync(self.fd)
-        self.flushes += 1
-
-    def evict(self, offset: int, length: int) -> None:
-        self.evicted.append((offset, length))
+        self.reader = SpyReader(path, size)
 
     def behind(self, chunks: list[Chunk], delta: int, lo: int, hi: int) -> ReadBehind:
-        return ReadBehind(
-            self.fd, chunks, delta, lo, hi, flush=self.flush, evict=self.evict, batch=2 * MIB
-        )
+        return ReadBehind(self.reader, chunks, delta, lo, hi, batch=2 * MIB)
+
+    def close(self) -> None:
+        self.reader.close()
+        os.close(self.fd)
 
 
 def test_every_chunk_is_checked_behind_the_writes(tmp_path: Path) -> None:
@@ -70,14 +77,14 @@ def test_every_chunk_is_checked_behind_the_writes(tmp_path: Path) -> None:
         for c, b in zip(chunks, blobs, strict=True):
             os.pwrite(target.fd, b, c.offset + delta)
             behind.written_to(c.stop)
-        # Checks were handed out while writing went on (a batch each 2 MiB), each after
-        # a flush and with its range evicted from the page cache.
-        assert target.flushes >= 3
-        assert target.evicted[0] == (delta, 2 * MIB)
+        # Checks were handed out while writing went on (a batch each 2 MiB), each range
+        # made readable from the medium first.
+        assert len(target.reader.settled) >= 3
+        assert target.reader.settled[0] == (delta, 2 * MIB)
         behind.finish()
     finally:
         behind.close()
-        os.close(target.fd)
+        target.close()
     assert behind.checked == [(delta, delta + 8 * MIB)]
 
 
@@ -98,7 +105,7 @@ def test_a_chunk_stored_wrong_is_found_while_writing_goes_on(tmp_path: Path) -> 
             behind.finish()
     finally:
         behind.close()
-        os.close(target.fd)
+        target.close()
     assert found.value.chunk.offset == 2 * MIB
     # Found behind the writes, not after all of them: at most a few batches later.
     assert written <= 10 * MIB
@@ -116,7 +123,7 @@ def test_chunks_cut_by_the_start_are_left_to_the_end_check(tmp_path: Path) -> No
         behind.finish()
     finally:
         behind.close()
-        os.close(target.fd)
+        target.close()
     assert behind.checked == [(MIB, 4 * MIB)]
 
 
@@ -155,9 +162,9 @@ def test_a_clean_restore_reads_every_chunk_back_once(
     checked: list[int] = []
     real = datapath_module.first_bad_chunk
 
-    def counting(fd, chunks, delta, **kw):  # type: ignore[no-untyped-def]
+    def counting(reader, chunks, delta, **kw):  # type: ignore[no-untyped-def]
         checked.extend(c.offset for c in chunks if c.kind == "data")
-        return real(fd, chunks, delta, **kw)
+        return real(reader, chunks, delta, **kw)
 
     monkeypatch.setattr(datapath_module, "first_bad_chunk", counting)
     monkeypatch.setattr(engine_module, "VERIFY_BATCH", 2 * MIB)
@@ -208,3 +215,37 @@ def test_a_byte_stored_wrong_stops_the_restore_long_before_the_partition_ends(
 
 def stored(image: PartitionImage) -> int:
     return sum(c.length for c in image.chunks if c.kind == "data")
+
+
+@needs_sfdisk
+def test_reading_back_does_not_flush_the_disk_for_every_batch(
+    backed_up: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Direct reads see what the medium holds without a flush first: the disk is flushed
+    for the checkpoints only (a flush per batch costs a USB disk dearly)."""
+    source, archive = backed_up
+    target = tmp_path / "t.img"
+    target.write_bytes(b"")
+    os.truncate(target, source.stat().st_size)
+    with MediumReader(target, source.stat().st_size) as probe:
+        if not probe.direct:
+            pytest.skip(f"{tmp_path} does not do direct I/O: each batch is flushed there")
+    flushes: list[int] = []
+    saves: list[int] = []
+    real_fdatasync, real_save = os.fdatasync, engine_module.RestoreEngine._save
+
+    def fdatasync(fd: int) -> None:
+        flushes.append(fd)
+        real_fdatasync(fd)
+
+    def save(self, **fields):  # type: ignore[no-untyped-def]
+        saves.append(1)
+        real_save(self, **fields)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    monkeypatch.setattr(engine_module.RestoreEngine, "_save", save)
+    monkeypatch.setattr(engine_module, "VERIFY_BATCH", 2 * MIB)  # 31 batches
+    assert main(["restore", str(archive), "--target", str(target), "--yes"]) == 0
+    # One flush of the target (its two descriptors) per saved record — checkpoints and
+    # stage ends — and the table's; none per batch.
+    assert len(flushes) <= 2 * (len(saves) + 1) < 31

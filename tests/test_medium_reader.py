@@ -1,0 +1,105 @@
+"""layout.blockio.MediumReader: read-back bytes come from the medium, not the page cache.
+
+On a file: exact bytes for unaligned ranges, at the end of the disk, with or without
+direct I/O. On a loop device: a copy of the disk's bytes cached by the kernel is not
+what the reader returns once the medium (the backing file) holds something else.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from layout.blockio import MediumReader
+
+MIB = 1024 * 1024
+
+
+def make_file(path: Path, size: int) -> bytes:
+    data = random.Random(3).randbytes(size)
+    path.write_bytes(data)
+    return data
+
+
+def no_direct_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every O_DIRECT open fail, as on tmpfs."""
+    real_open = os.open
+
+    def refusing(path: str | os.PathLike[str], flags: int, *args: int) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(22, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refusing)
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "buffered-fallback"])
+def test_views_hold_the_exact_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direct: bool
+) -> None:
+    size = 3 * MIB + 1000  # not a whole number of 4 KiB blocks: the end needs care
+    path = tmp_path / "disk.img"
+    data = make_file(path, size)
+    if not direct:
+        no_direct_io(monkeypatch)
+    with MediumReader(path, size) as reader:
+        if direct and not reader.direct:
+            pytest.skip(f"{tmp_path} does not do direct I/O")
+        assert reader.direct is direct
+        for offset, length in [(0, MIB), (1000, 5000), (4095, 2), (MIB - 7, 2 * MIB + 14)]:
+            with reader.view(offset, length) as got:
+                assert bytes(got) == data[offset : offset + length]
+        with reader.view(size - 500, 500) as tail:
+            assert bytes(tail) == data[-500:]
+        with reader.view(size - 100, 4096) as short:  # past the end: shorter
+            assert bytes(short) == data[-100:]
+
+
+def test_a_view_is_not_usable_after_its_block(tmp_path: Path) -> None:
+    path = tmp_path / "disk.img"
+    make_file(path, MIB)
+    with MediumReader(path, MIB) as reader:
+        with reader.view(0, 4096) as got:
+            kept = got
+        with pytest.raises(ValueError):
+            bytes(kept)  # the buffer is reused by the next read
+
+
+def test_concurrent_views_do_not_share_a_buffer(tmp_path: Path) -> None:
+    path = tmp_path / "disk.img"
+    data = make_file(path, 2 * MIB)
+    reader = MediumReader(path, 2 * MIB)
+    with reader, reader.view(0, MIB) as first, reader.view(MIB, MIB) as second:
+        assert bytes(first) == data[:MIB]
+        assert bytes(second) == data[MIB:]
+
+
+def test_on_a_loop_device_the_medium_wins_over_the_cache(
+    tmp_path: Path, loop_device: Callable[..., str]
+) -> None:
+    image = tmp_path / "disk.img"
+    make_file(image, 4 * MIB)
+    device = loop_device(image)
+    old = b"A" * 8192
+    fd = os.open(device, os.O_RDWR)
+    try:
+        os.pwrite(fd, old, MIB)
+        os.fsync(fd)
+        assert os.pread(fd, 8192, MIB) == old  # now in the loop device's page cache
+        # The medium changes underneath (as a disk that does not keep what it was given).
+        with open(image, "r+b") as backing:
+            backing.seek(MIB)
+            backing.write(b"B" * 8192)
+            backing.flush()
+            os.fsync(backing.fileno())
+        assert os.pread(fd, 8192, MIB) == old  # a plain read still sees the cached copy
+        with MediumReader(device, 4 * MIB) as reader:
+            assert reader.direct
+            with reader.view(MIB, 8192) as got:
+                assert bytes(got) == b"B" * 8192
+    finally:
+        os.close(fd)
