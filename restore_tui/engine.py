@@ -39,7 +39,7 @@ from restore_tui.writer import CheckedWriter, OutsidePlan, TargetOpenError
 
 # Data is written in slices of this size: progress, cancellation and checkpoints
 # happen between slices, so a 4 MiB chunk is not an indivisible step.
-WRITE_SLICE = 4 * 1024 * 1024
+WRITE_SLICE = 1024 * 1024
 ZERO_SLICE = 64 * 1024 * 1024
 # Progress units of growing a filesystem: it writes little, but takes a while.
 GROW_WEIGHT = 64 * 1024 * 1024
