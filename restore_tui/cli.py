@@ -35,8 +35,12 @@ COMMAND_MODULES = (
 )
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, set[str]]:
-    """The parser, and the names of the sub-commands present in this tree."""
+def build_parser(only: str | None = None) -> tuple[argparse.ArgumentParser, set[str]]:
+    """The parser, and the names of the sub-commands present in this tree.
+
+    With ``only``, just that sub-command is registered: a command then imports only what
+    it needs (``mount`` alone pulls in trio and pyfuse3, a fifth of a restore's start-up).
+    """
     parser = argparse.ArgumentParser(
         prog="restore-tui",
         description="Guided restore of whole-disk backups: finds the right disk by what it is, "
@@ -44,7 +48,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, set[str]]:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     names: set[str] = set()
-    for name in COMMAND_MODULES:
+    for name in COMMAND_MODULES if only is None else (only,):
         try:
             module = importlib.import_module(f"restore_tui.commands.{name}")
         except ModuleNotFoundError as exc:
@@ -58,7 +62,8 @@ def build_parser() -> tuple[argparse.ArgumentParser, set[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser, commands = build_parser()
+    named = args_list[0] if args_list and args_list[0] in COMMAND_MODULES else None
+    parser, commands = build_parser(only=named)
     # `restore-tui`, `restore-tui ARCHIVE` and `restore-tui --dry-run` open the wizard.
     opens_wizard = not args_list or args_list[0] == "--dry-run" or (
         args_list[0] not in commands and not args_list[0].startswith("-")
