@@ -49,7 +49,6 @@ PARTCLONE_BUFFER = "10485760"
 LIMIT_SCRIPT = str(Path(__file__).resolve().parent / "limit.py")
 # Targets of the issue, as (ratio name, comparison, bound).
 TARGETS = {
-    "restore vs zstd|dd": 0.8,
     "restore vs partclone": 1.0,
     "verify speed-up vs zstd -t": 1.5,
     "peak RSS MiB": 256,
@@ -73,6 +72,20 @@ def parse_size(text: str) -> int:
     if value < 48 * MIB:
         raise argparse.ArgumentTypeError(f"{text} is too small; the disks need at least 48M")
     return value // MIB * MIB
+
+
+def compile_bytecode() -> None:
+    """Compile restore-tui's modules first, as installing it does: start-up is then measured
+    as users see it, even where PYTHONDONTWRITEBYTECODE kept a checkout from caching it."""
+    root = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", *(str(root / p) for p in PACKAGES)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+PACKAGES = ("archive", "layout", "restore_tui")
 
 
 def restore_tui_command() -> list[str]:
@@ -409,7 +422,7 @@ def bench_limit(bench: Bench, prep: Prepared, kind: str) -> None:
             lambda: run("decompress, all cores", [[sys.executable, LIMIT_SCRIPT, prep.archive]])
         )
 
-    def write_read() -> tuple[Result, Result]:
+    def write_read() -> tuple[Result, Result, Result]:
         with target(bench, kind, prep.disk.size_bytes) as dest:
             drop_caches() if bench.cold else os.sync()
             wrote = run(
@@ -423,17 +436,25 @@ def bench_limit(bench: Bench, prep: Prepared, kind: str) -> None:
                 [["dd", f"if={dest}", "of=/dev/null", "bs=4M", f"count={blocks}",
                   "iflag=direct", "status=none"]],
             )  # fmt: skip
-        return wrote, read
+            drop_caches() if bench.cold else os.sync()
+            # A verified restore makes the one target do both: the same bytes written
+            # again while they are read back, side by side.
+            both = run(
+                "write + read back at once",
+                [["sh", "-c",
+                  f"dd if=/dev/zero of={dest} bs=4M count={blocks} oflag=direct "
+                  f"conv=notrunc,fdatasync status=none & dd if={dest} of=/dev/null bs=4M "
+                  f"count={blocks} iflag=direct status=none; wait"]],
+            )  # fmt: skip
+        return wrote, read, both
 
-    best_w: Result | None = None
-    best_r: Result | None = None
+    best: dict[str, Result] = {}
     for _ in range(bench.repeat):
-        wrote, read = write_read()
-        best_w = wrote if best_w is None or wrote.wall_s < best_w.wall_s else best_w
-        best_r = read if best_r is None or read.wall_s < best_r.wall_s else best_r
-    assert best_w is not None and best_r is not None
-    prep.results[f"limit {kind} write"] = best_w
-    prep.results[f"limit {kind} read"] = best_r
+        for part, result in zip(("write", "read", "write+read"), write_read(), strict=True):
+            if part not in best or result.wall_s < best[part].wall_s:
+                best[part] = result
+    for part, result in best.items():
+        prep.results[f"limit {kind} {part}"] = result
 
 
 def bench_verify(bench: Bench, prep: Prepared) -> None:
@@ -536,15 +557,24 @@ def report(prep: Prepared, kinds: list[str]) -> list[str]:
             a, b = ours.wall_s / dd.wall_s, ours.wall_s / pc.wall_s
             ratio_lines.append(
                 f"ratio restore/{prep.label}/{kind}/{name}: vs zstd|dd = {a:.2f} "
-                f"(target <= {TARGETS['restore vs zstd|dd']}: {verdict(a <= 0.8)}), "
+                f"(target <= {DD_TARGETS[kind]}: {verdict(a <= DD_TARGETS[kind])}), "
                 f"vs partclone.restore = {b:.2f} (target <= 1.0: {verdict(b <= 1.0)})"
             )
+            if variant == "ours" and limit.together:
+                ratio_lines.append(
+                    f"ratio restore/{prep.label}/{kind}/{name}: vs the target's own limit "
+                    f"(decompress, or write and read back at once) = "
+                    f"{ours.wall_s / limit.together:.2f} (L' = {limit.together:.2f} s; "
+                    "not a target of the issue: says what the one disk allows)"
+                )
     return lines + ratio_lines
 
 
 # Issue 14's bounds: a verified restore within 1.6x of max(decompress, write, read);
 # without the read-back, within 1.3x of max(decompress, write).
 LIMIT_TARGETS = {"ours": 1.6, "ours --no-verify": 1.3}
+# ... and against `zstd -d | dd oflag=direct`, per kind of target.
+DD_TARGETS = {"file": 0.6, "loop": 0.7}
 
 
 @dataclass
@@ -552,6 +582,9 @@ class Limit:
     lines: list[str]
     verified: float | None  # L = max(decompress, write, read back), seconds
     unverified: float | None  # max(decompress, write)
+    # max(decompress, writing and reading back at once): one disk does both in a verified
+    # restore, and few disks do both at full speed at the same time.
+    together: float | None = None
 
 
 def limit_lines(r: dict[str, Result], kind: str) -> Limit:
@@ -565,10 +598,14 @@ def limit_lines(r: dict[str, Result], kind: str) -> Limit:
         fmt_row("limit: write, O_DIRECT", wrote, None, alone=True),
         fmt_row("limit: read back, O_DIRECT", read, None, alone=True),
     ]
+    both = r.get(f"limit {kind} write+read")
+    if both is not None:
+        lines.append(fmt_row("limit: write + read back at once", both, None, alone=True))
     return Limit(
         lines,
         max(dec.wall_s, wrote.wall_s, read.wall_s),
         max(dec.wall_s, wrote.wall_s),
+        max(dec.wall_s, both.wall_s) if both is not None else None,
     )
 
 
@@ -621,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="restore-tui-bench-", dir="/var/tmp"))
     work.mkdir(parents=True, exist_ok=True)
     cold = drop_caches()
+    compile_bytecode()
     bench = Bench(work, cold, max(1, args.repeat))
     lines = machine_lines(work, cold)
     print("\n".join(lines), flush=True)

@@ -50,11 +50,16 @@ def test_bench_runs_and_prints_ratios(tmp_path: Path) -> None:
     for line in ratios:
         assert re.search(r"= \d+\.\d\d", line), line
     restore = [line for line in ratios if line.startswith("ratio restore/")]
-    # Each restore is compared with both baselines, and with its limit L.
-    against_tools = [line for line in restore if "vs its limit" not in line]
+    # Each restore is compared with both baselines, and with its limit L; the verified one
+    # also with what its one target allows (writing and reading back at once).
+    against_tools = [line for line in restore if "zstd|dd" in line]
     against_limit = [line for line in restore if "vs its limit" in line]
-    assert against_tools and all("zstd|dd" in x and "partclone" in x for x in against_tools)
+    against_target = [line for line in restore if "the target's own limit" in line]
+    assert against_tools and all("partclone" in x for x in against_tools)
     assert len(against_limit) == len(against_tools) and all("L = " in x for x in against_limit)
+    assert len(against_target) == len(against_tools) // 2
+    assert all("L' = " in x and "--no-verify" not in x for x in against_target)
+    assert len(restore) == len(against_tools) + len(against_limit) + len(against_target)
     assert "page caches:" in proc.stdout and "machine:" in proc.stdout
     figures = out_json.read_text()
     assert '"gpt"' in figures and '"gpt-big"' in figures
