@@ -7,6 +7,7 @@ the kernel having partition nodes.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import mmap
 import os
@@ -140,17 +141,20 @@ class MediumReader:
             self._direct: int | None = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
         except OSError:
             self._direct = None
+        # Set when direct reads fail after all; the descriptor stays open until close(),
+        # as another thread may be reading through it.
+        self._gave_up_direct = False
         self._buffers: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
 
     @property
     def direct(self) -> bool:
         """Whether reads bypass the page cache on their own (no flush needed first)."""
-        return self._direct is not None
+        return self._direct is not None and not self._gave_up_direct
 
     def settle(self, offset: int, length: int) -> None:
         """Make [offset, offset + length) readable from the medium: with direct reads
         nothing is needed; otherwise written pages are flushed and dropped from the cache."""
-        if self._direct is None:
+        if not self.direct:
             os.fdatasync(self.fd)
             self._evict(offset, length)
 
@@ -160,24 +164,42 @@ class MediumReader:
         the end of the disk. Valid inside the ``with`` block only."""
         start = offset - offset % DIRECT_ALIGN
         stop = -(-(offset + length) // DIRECT_ALIGN) * DIRECT_ALIGN
-        if self._direct is None or stop > self.size:
-            self._evict(offset, length)
-            yield memoryview(read_at(self.fd, offset, length))
-            return
-        buffer = self._take(stop - start)
-        try:
-            got = _pread_into(self._direct, buffer, start, stop - start)
-            whole = memoryview(buffer)
-            lo = offset - start
-            part = whole[lo : max(lo, min(got, lo + length))]
+        if self.direct and stop <= self.size:
+            buffer = self._take(stop - start)
             try:
-                yield part
+                got = self._read_direct(buffer, start, stop - start)
+                if got is not None:
+                    whole = memoryview(buffer)
+                    lo = offset - start
+                    part = whole[lo : max(lo, min(got, lo + length))]
+                    try:
+                        yield part
+                    finally:
+                        # A view kept past the block would pin (and see the reuse of) the
+                        # buffer.
+                        part.release()
+                        whole.release()
+                    return
             finally:
-                # A view kept past the block would pin (and see the reuse of) the buffer.
-                part.release()
-                whole.release()
-        finally:
-            self._give_back(buffer)
+                self._give_back(buffer)
+        if self.direct:
+            # The last bytes of a disk whose size is not whole 4 KiB blocks.
+            os.fdatasync(self.fd)
+        self._evict(offset, length)
+        yield memoryview(read_at(self.fd, offset, length))
+
+    def _read_direct(self, buffer: mmap.mmap, offset: int, length: int) -> int | None:
+        """Bytes read directly into ``buffer``; None when the target turns out not to take
+        direct reads after all (EINVAL from some FUSE filesystems): buffered from then on."""
+        assert self._direct is not None
+        try:
+            return _pread_into(self._direct, buffer, offset, length)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+        self._gave_up_direct = True
+        os.fdatasync(self.fd)  # what the caller did not flush, since direct reads need not
+        return None
 
     def _evict(self, offset: int, length: int) -> None:
         # Dropping clean cached pages only makes the read stricter; failing to is no error.

@@ -7,6 +7,7 @@ what the reader returns once the medium (the backing file) holds something else.
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from layout import blockio
 from layout.blockio import MediumReader
 
 MIB = 1024 * 1024
@@ -103,3 +105,24 @@ def test_on_a_loop_device_the_medium_wins_over_the_cache(
                 assert bytes(got) == b"B" * 8192
     finally:
         os.close(fd)
+
+
+def test_direct_reads_refused_later_fall_back_to_buffered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some FUSE filesystems open with O_DIRECT and then refuse the reads (EINVAL)."""
+    path = tmp_path / "disk.img"
+    data = make_file(path, 2 * MIB)
+    with MediumReader(path, 2 * MIB) as reader:
+        if not reader.direct:
+            pytest.skip(f"{tmp_path} does not do direct I/O")
+
+        def refused(*args: object) -> int:
+            raise OSError(errno.EINVAL, "Invalid argument")
+
+        monkeypatch.setattr(blockio, "_pread_into", refused)
+        with reader.view(4096, MIB) as got:
+            assert bytes(got) == data[4096 : 4096 + MIB]
+        assert not reader.direct
+        with reader.view(0, 100) as again:
+            assert bytes(again) == data[:100]
