@@ -10,10 +10,12 @@ from __future__ import annotations
 import errno
 import os
 import random
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import needs_loop
 
 from layout import blockio
 from layout.blockio import MediumReader
@@ -126,3 +128,22 @@ def test_direct_reads_refused_later_fall_back_to_buffered(
         assert not reader.direct
         with reader.view(0, 100) as again:
             assert bytes(again) == data[:100]
+
+
+@needs_loop
+def test_unaligned_ranges_on_a_disk_with_4096_byte_sectors(tmp_path: Path) -> None:
+    """Direct reads must be whole logical sectors: 4 KiB on such a disk."""
+    image = tmp_path / "4kn.img"
+    data = make_file(image, 4 * MIB)
+    device = subprocess.run(
+        ["losetup", "-f", "--show", "--sector-size", "4096", str(image)],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    try:
+        with MediumReader(device, 4 * MIB) as reader:
+            assert reader.direct
+            for offset, length in [(512, 1000), (4096 * 3 - 1, 2), (MIB + 100, MIB)]:
+                with reader.view(offset, length) as got:
+                    assert bytes(got) == data[offset : offset + length]
+    finally:
+        subprocess.run(["losetup", "-d", device], capture_output=True)
