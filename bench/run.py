@@ -74,6 +74,9 @@ def parse_size(text: str) -> int:
     return value // MIB * MIB
 
 
+PACKAGES = ("archive", "layout", "restore_tui")
+
+
 def compile_bytecode() -> None:
     """Compile restore-tui's modules first, as installing it does: start-up is then measured
     as users see it, even where PYTHONDONTWRITEBYTECODE kept a checkout from caching it."""
@@ -83,9 +86,6 @@ def compile_bytecode() -> None:
         check=True,
         stdout=subprocess.DEVNULL,
     )
-
-
-PACKAGES = ("archive", "layout", "restore_tui")
 
 
 def restore_tui_command() -> list[str]:

@@ -113,6 +113,14 @@ class DiskReader:
         self.close()
 
 
+def evict_cached(fd: int, offset: int, length: int) -> None:
+    """Forget the clean cached pages of a range (length 0: to the end), so the next
+    read of it comes from the medium. Only makes a read-back stricter: failing to is
+    not an error."""
+    with contextlib.suppress(OSError):
+        os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
+
+
 # O_DIRECT reads start and end on this boundary (it covers 512- and 4096-byte sectors).
 DIRECT_ALIGN = 4096
 # Buffers kept for reuse; more readers at once get a buffer of their own for the read.
@@ -202,9 +210,7 @@ class MediumReader:
         return None
 
     def _evict(self, offset: int, length: int) -> None:
-        # Dropping clean cached pages only makes the read stricter; failing to is no error.
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_DONTNEED)
+        evict_cached(self.fd, offset, length)
 
     def _take(self, size: int) -> mmap.mmap:
         try:

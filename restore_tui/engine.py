@@ -631,9 +631,9 @@ class RestoreEngine:
         except OutsidePlan as exc:
             raise TargetChanged(str(exc)) from exc
         self._writer = writer
-        self._reader = MediumReader(self.target_path, writer.size)
         watch, stop_watch = self._start_watch()
         try:
+            self._reader = MediumReader(self.target_path, writer.size)
             self._lock(writer)
             self._preflight(writer)
             if self.journal is None:
@@ -669,7 +669,8 @@ class RestoreEngine:
         finally:
             stop_watch.set()
             watch.join(timeout=5)
-            self._reader.close()
+            if self._reader is not None:
+                self._reader.close()
             writer.close()
             self._writer, self._reader = None, None
         # The lock is gone with the descriptor: now udev may look at the finished disk.

@@ -7,7 +7,6 @@ anything reaches the disk; a request outside them raises :class:`OutsidePlan`.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import ctypes
 import ctypes.util
 import errno
@@ -19,7 +18,7 @@ import struct
 from collections.abc import Iterable
 from pathlib import Path
 
-from layout.blockio import read_at
+from layout.blockio import evict_cached, read_at
 
 BLKZEROOUT = 0x127F  # _IO(0x12, 127): zero a range of a block device in the device itself
 BLKGETSIZE64 = 0x80081272
@@ -270,9 +269,7 @@ class CheckedWriter:
 
     def drop_cache(self, offset: int, length: int) -> None:
         """Forget cached pages of a flushed range, so a read-back comes from the medium."""
-        # Only makes verification stricter; not having it is not an error.
-        with contextlib.suppress(OSError):
-            os.posix_fadvise(self.fd, offset, length, os.POSIX_FADV_DONTNEED)
+        evict_cached(self.fd, offset, length)
 
     def close(self) -> None:
         if getattr(self, "_direct", None) is not None:
