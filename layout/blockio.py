@@ -17,6 +17,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 BLKGETSIZE64 = 0x80081272
 BLKSSZGET = 0x1268
@@ -125,18 +126,22 @@ def evict_cached(fd: int, offset: int, length: int) -> None:
 DIRECT_ALIGN = 4096
 # Buffers kept for reuse; more readers at once get a buffer of their own for the read.
 _KEPT_BUFFERS = 4
+# Every buffer holds at least this much, so ranges of a few MiB of varying sizes (a
+# chunk, a compressed frame) reuse the kept buffers instead of replacing them. Only the
+# pages a read fills become resident.
+_BUFFER_MIN = 8 * 1024 * 1024
 
 
-class MediumReader:
-    """Reads a disk or image file from the medium itself, never from the page cache.
+class DirectReader:
+    """Reads ranges of a disk or file by direct I/O into reused page-aligned buffers.
 
-    The read-back check of a restore must see what the disk stores, not the copy the
-    kernel kept of what was written. Reads go through a descriptor opened ``O_DIRECT``
-    into page-aligned buffers (the range is widened to whole 4 KiB blocks and cut back):
-    no copy through the page cache, large requests, and the kernel writes back any dirty
-    cached pages of the range before reading (so buffered writes are seen too). Where the
-    target cannot do direct I/O (tmpfs, some FUSE filesystems) or a range cannot be
-    widened inside the disk, the range is flushed and evicted, then read normally.
+    A descriptor opened ``O_DIRECT`` reads straight into the buffer (the range is widened
+    to whole 4 KiB blocks and cut back): no copy through the page cache, which on two
+    cores costs as much CPU as decompressing what is read, and no cache filled with bytes
+    that are read once. The kernel writes back dirty cached pages of the range first, so
+    buffered writes are seen too. Where a file cannot be read direct (tmpfs, some FUSE
+    filesystems; refused when opening or at the first read) or a range cannot be widened
+    inside a disk, it is read normally.
 
     Safe to use from several threads at once; each :meth:`view` holds its own buffer.
     """
@@ -145,6 +150,9 @@ class MediumReader:
         self.path = Path(path)
         self.size = size
         self.fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        # A direct read past the end of a file comes back short, as it should; a disk's
+        # last bytes, when it is not whole 4 KiB blocks, are read without direct I/O.
+        self._short_at_end = stat.S_ISREG(os.fstat(self.fd).st_mode)
         try:
             self._direct: int | None = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_DIRECT)
         except OSError:
@@ -156,30 +164,24 @@ class MediumReader:
 
     @property
     def direct(self) -> bool:
-        """Whether reads bypass the page cache on their own (no flush needed first)."""
+        """Whether reads bypass the page cache (for a MediumReader: no flush needed first)."""
         return self._direct is not None and not self._gave_up_direct
-
-    def settle(self, offset: int, length: int) -> None:
-        """Make [offset, offset + length) readable from the medium: with direct reads
-        nothing is needed; otherwise written pages are flushed and dropped from the cache."""
-        if not self.direct:
-            os.fdatasync(self.fd)
-            self._evict(offset, length)
 
     @contextlib.contextmanager
     def view(self, offset: int, length: int) -> Iterator[memoryview]:
-        """The bytes at [offset, offset + length), as stored on the medium; shorter only at
-        the end of the disk. Valid inside the ``with`` block only."""
+        """The bytes at [offset, offset + length); shorter only at the end of the file.
+        Valid inside the ``with`` block only."""
         start = offset - offset % DIRECT_ALIGN
         stop = -(-(offset + length) // DIRECT_ALIGN) * DIRECT_ALIGN
-        if self.direct and stop <= self.size:
+        if self.direct and (stop <= self.size or self._short_at_end):
             buffer = self._take(stop - start)
             try:
                 got = self._read_direct(buffer, start, stop - start)
                 if got is not None:
                     whole = memoryview(buffer)
                     lo = offset - start
-                    part = whole[lo : max(lo, min(got, lo + length))]
+                    end = min(got, lo + length, self.size - start)
+                    part = whole[lo : max(lo, end)]
                     try:
                         yield part
                     finally:
@@ -190,15 +192,18 @@ class MediumReader:
                     return
             finally:
                 self._give_back(buffer)
-        if self.direct:
-            # The last bytes of a disk whose size is not whole 4 KiB blocks.
-            os.fdatasync(self.fd)
-        self._evict(offset, length)
-        yield memoryview(read_at(self.fd, offset, length))
+        yield memoryview(self._read_plain(offset, length))
+
+    def _read_plain(self, offset: int, length: int) -> bytes:
+        """A range read without direct I/O."""
+        return read_at(self.fd, offset, length)
+
+    def _gave_up(self) -> None:
+        """Direct reads were just refused after opening; plain reads from now on."""
 
     def _read_direct(self, buffer: mmap.mmap, offset: int, length: int) -> int | None:
-        """Bytes read directly into ``buffer``; None when the target turns out not to take
-        direct reads after all (EINVAL from some FUSE filesystems): buffered from then on."""
+        """Bytes read directly into ``buffer``; None when the file turns out not to take
+        direct reads after all (EINVAL from some FUSE filesystems): plain from then on."""
         assert self._direct is not None
         try:
             return _pread_into(self._direct, buffer, offset, length)
@@ -206,21 +211,18 @@ class MediumReader:
             if exc.errno != errno.EINVAL:
                 raise
         self._gave_up_direct = True
-        os.fdatasync(self.fd)  # what the caller did not flush, since direct reads need not
+        self._gave_up()
         return None
-
-    def _evict(self, offset: int, length: int) -> None:
-        evict_cached(self.fd, offset, length)
 
     def _take(self, size: int) -> mmap.mmap:
         try:
             buffer = self._buffers.get_nowait()
         except queue.Empty:
-            return mmap.mmap(-1, size)
+            return mmap.mmap(-1, max(size, _BUFFER_MIN))
         if len(buffer) >= size:
             return buffer
         buffer.close()
-        return mmap.mmap(-1, size)
+        return mmap.mmap(-1, max(size, _BUFFER_MIN))
 
     def _give_back(self, buffer: mmap.mmap) -> None:
         if self._buffers.qsize() < _KEPT_BUFFERS:
@@ -236,11 +238,39 @@ class MediumReader:
         while not self._buffers.empty():
             self._buffers.get_nowait().close()
 
-    def __enter__(self) -> MediumReader:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class MediumReader(DirectReader):
+    """Reads a disk or image file from the medium itself, never from the page cache.
+
+    The read-back check of a restore must see what the disk stores, not the copy the
+    kernel kept of what was written. Direct reads do that on their own; where the target
+    cannot do them, or for the last bytes of a disk that is not whole 4 KiB blocks, the
+    range is flushed and evicted from the cache first, then read normally.
+    """
+
+    def settle(self, offset: int, length: int) -> None:
+        """Make [offset, offset + length) readable from the medium: with direct reads
+        nothing is needed; otherwise written pages are flushed and dropped from the cache."""
+        if not self.direct:
+            os.fdatasync(self.fd)
+            evict_cached(self.fd, offset, length)
+
+    def _read_plain(self, offset: int, length: int) -> bytes:
+        if self.direct:
+            # The last bytes of a block device whose size is not whole 4 KiB blocks: the
+            # caller did not flush them (settle() need not, with direct reads).
+            os.fdatasync(self.fd)
+        evict_cached(self.fd, offset, length)
+        return read_at(self.fd, offset, length)
+
+    def _gave_up(self) -> None:
+        os.fdatasync(self.fd)  # what the caller did not flush, since direct reads need not
 
 
 def _pread_into(fd: int, buffer: mmap.mmap, offset: int, length: int) -> int:

@@ -404,3 +404,62 @@ def test_open_archive_takes_a_split_partclone_image_by_its_first_part(tmp_path: 
     junk.write_bytes(b"\x1f\x8b" + bytes(100))
     with pytest.raises(NotAnArchive):
         open_archive(junk)
+
+
+def _cached_bytes(path: Path) -> int:
+    """How many bytes of ``path`` the page cache holds (util-linux fincore)."""
+    out = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(out.stdout.split()[0])
+
+
+def _drop_cached(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def test_data_frames_are_read_without_filling_the_page_cache(archive_path: Path) -> None:
+    """Frames are read once: direct reads skip the copy through the page cache (on two
+    cores as costly as decompressing them) and leave the rescue system's memory alone."""
+    if subprocess.run(["which", "fincore"], capture_output=True).returncode != 0:
+        pytest.skip("fincore (util-linux) is not installed")
+    _drop_cached(archive_path)
+    if _cached_bytes(archive_path) != 0:
+        pytest.skip(f"the page cache of {archive_path.parent} cannot be dropped here")
+    with open_archive(archive_path) as arc:
+        assert isinstance(arc, NativeArchive)
+        if not arc._frames.direct:
+            pytest.skip(f"{archive_path.parent} does not do direct I/O")
+        assert arc.verify().ok
+        stored = sum(c.frame_length or 0 for p in arc.manifest.partitions for c in p.chunks)
+    # Only the header, the footer and the manifest went through the cache.
+    assert stored > 4 * MiB
+    assert _cached_bytes(archive_path) < stored // 10
+
+
+def test_frames_read_the_same_without_direct_io(
+    archive_path: Path, disk: bytearray, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a filesystem that refuses O_DIRECT (tmpfs, some FUSE mounts of a backup disk)
+    the frames are read normally, with the same checks."""
+    real_open = os.open
+
+    def refusing(path: str | os.PathLike[str], flags: int, *args: int) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(22, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refusing)
+    with open_archive(archive_path) as arc:
+        assert isinstance(arc, NativeArchive) and not arc._frames.direct
+        for p in arc.pieces(1):
+            assert p.data is None or p.data == bytes(disk[p.offset : p.stop])
+        assert arc.verify().ok
