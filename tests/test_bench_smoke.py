@@ -51,7 +51,7 @@ def test_bench_runs_and_prints_ratios(tmp_path: Path) -> None:
         assert re.search(r"= \d+\.\d\d", line), line
     restore = [line for line in ratios if line.startswith("ratio restore/")]
     # Each restore is compared with both baselines, and with its limit L; the verified one
-    # also with what its one target allows (writing and reading back at once).
+    # also with what the machine allows (the backup read, written and read back at once).
     against_tools = [line for line in restore if "zstd|dd" in line]
     against_limit = [line for line in restore if "vs its limit" in line]
     against_target = [line for line in restore if "the target's own limit" in line]
