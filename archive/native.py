@@ -12,8 +12,11 @@ Footer: manifest offset (u64), manifest length (u64), SHA-256 of the stored
 magic ``RTUI-END``.
 
 Each data chunk is one zstd frame of at most 4 MiB raw bytes with its content size
-written, so a reader allocates exactly what the manifest promises; the SHA-256 of
-the raw bytes is in the manifest and is checked before any byte is handed out.
+written, so a reader allocates exactly what the manifest promises; the digest of the
+raw bytes (BLAKE3; SHA-256 in manifests of schema version 1, ``archive.digest``) is in
+the manifest and is checked before any byte is handed out. Frames are read by direct
+I/O (``layout.blockio.DirectReader``): each is read once, so the page cache would only
+cost a copy.
 """
 
 from __future__ import annotations
