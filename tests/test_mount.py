@@ -313,10 +313,18 @@ def test_foreground_mount_cleans_up_on_ctrl_c(
 ) -> None:
     _, archive, trees = backup
     point = tmp_path / "fg"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "restore_tui", "mount", str(archive), str(point), "--foreground"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    # The command runs as from a terminal, where Ctrl+C is not ignored, even when the
+    # suite itself was started with SIGINT ignored (a background job of a script): a
+    # handled signal is SIG_DFL again in the child, an ignored one would stay ignored.
+    old_handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "restore_tui", "mount", str(archive), str(point),
+             "--foreground"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, old_handler)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
