@@ -1,4 +1,5 @@
-"""Shared fixtures: loop devices attached by the test itself, and skip reasons.
+"""Shared fixtures: loop devices attached by the test itself, skip reasons, and a
+filesystem that refuses direct I/O.
 
 Only loop devices these fixtures attached are ever detached, in ``finally``.
 """
@@ -26,6 +27,18 @@ def _loop_reason() -> str | None:
 
 LOOP_SKIP_REASON = _loop_reason()
 needs_loop = pytest.mark.skipif(LOOP_SKIP_REASON is not None, reason=LOOP_SKIP_REASON or "")
+
+
+def no_direct_io(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make every O_DIRECT open fail, as on tmpfs and some FUSE filesystems."""
+    real_open = os.open
+
+    def refusing(path: str | os.PathLike[str], flags: int, *args: int) -> int:
+        if flags & os.O_DIRECT:
+            raise OSError(22, "Invalid argument")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", refusing)
 
 
 def attach_loop(image: Path, *, read_only: bool = False) -> str:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import needs_loop
+from conftest import needs_loop, no_direct_io
 
 from layout import blockio
 from layout.blockio import MediumReader
@@ -27,18 +27,6 @@ def make_file(path: Path, size: int) -> bytes:
     data = random.Random(3).randbytes(size)
     path.write_bytes(data)
     return data
-
-
-def no_direct_io(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make every O_DIRECT open fail, as on tmpfs."""
-    real_open = os.open
-
-    def refusing(path: str | os.PathLike[str], flags: int, *args: int) -> int:
-        if flags & os.O_DIRECT:
-            raise OSError(22, "Invalid argument")
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(os, "open", refusing)
 
 
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "buffered-fallback"])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
+from conftest import no_direct_io
 
 from archive import open_archive
 from archive.base import TRACK0
@@ -35,6 +36,7 @@ from archive.native import (
     partial_path,
     zero_segments,
 )
+from layout.blockio import evict_cached
 from layout.models import DiskIdentity, Partition, PartitionTable
 
 MiB = 1024 * 1024
@@ -418,12 +420,9 @@ def _cached_bytes(path: Path) -> int:
 
 
 def _drop_cached(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-    finally:
-        os.close(fd)
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
+        evict_cached(f.fileno(), 0, 0)
 
 
 def test_data_frames_are_read_without_filling_the_page_cache(archive_path: Path) -> None:
@@ -450,14 +449,7 @@ def test_frames_read_the_same_without_direct_io(
 ) -> None:
     """On a filesystem that refuses O_DIRECT (tmpfs, some FUSE mounts of a backup disk)
     the frames are read normally, with the same checks."""
-    real_open = os.open
-
-    def refusing(path: str | os.PathLike[str], flags: int, *args: int) -> int:
-        if flags & os.O_DIRECT:
-            raise OSError(22, "Invalid argument")
-        return real_open(path, flags, *args)
-
-    monkeypatch.setattr(os, "open", refusing)
+    no_direct_io(monkeypatch)
     with open_archive(archive_path) as arc:
         assert isinstance(arc, NativeArchive) and not arc._frames.direct
         for p in arc.pieces(1):
