@@ -442,8 +442,8 @@ def bench_limit(bench: Bench, prep: Prepared, kind: str) -> None:
             drop_caches() if bench.cold else os.sync()
             # A verified restore makes one machine do it all at once: the backup read
             # while the same bytes are written again and read back, side by side (here
-            # the backup and the target share one disk, as a USB disk and an internal
-            # one share nothing).
+            # the backup and the target share one disk; a USB backup disk and an
+            # internal target would not).
             both = run(
                 "read backup + write + read back at once",
                 [["sh", "-c",
