@@ -484,6 +484,9 @@ class NativeArchive(Archive):
     def __init__(self, path: str | os.PathLike[str], *, workers: int | None = None) -> None:
         self.path = Path(path)
         self.workers = workers or default_workers()
+        # Threads that read and decode frames: at least two, even on one core, since
+        # direct reads get no read-ahead by the kernel; one reads while the other decodes.
+        self.read_threads = max(2, self.workers)
         try:
             self._fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -680,10 +683,8 @@ class NativeArchive(Archive):
         yield from ordered_map(
             lambda c: self._load_chunk(partition, c),
             wanted,
-            # At least two, even on one core: direct reads have no read-ahead by the
-            # kernel, so one thread reads while the other decompresses.
-            workers=max(2, self.workers),
-            in_flight=self.workers + RESTORE_READ_AHEAD,
+            workers=self.read_threads,
+            in_flight=self.read_threads + RESTORE_READ_AHEAD,
         )
 
     def verify(self, progress: ProgressCallback | None = None) -> VerifyReport:
@@ -702,7 +703,7 @@ class NativeArchive(Archive):
 
         done = 0
         for partition, chunk, error in ordered_map(
-            check, work, workers=self.workers, in_flight=self.workers + 2
+            check, work, workers=self.read_threads, in_flight=self.read_threads + 2
         ):
             done += chunk.length
             report.checked_bytes += chunk.length

@@ -455,3 +455,24 @@ def test_frames_read_the_same_without_direct_io(
         for p in arc.pieces(1):
             assert p.data is None or p.data == bytes(disk[p.offset : p.stop])
         assert arc.verify().ok
+
+
+def test_one_core_still_reads_on_two_threads(
+    archive_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Direct reads get no read-ahead, so restoring and verifying both read on at
+    least two threads (one reads while the other decodes), even with one worker."""
+    import archive.native as native
+
+    pools: list[int] = []
+    real_map = native.ordered_map
+
+    def recording_map(fn, items, *, workers, in_flight):  # type: ignore[no-untyped-def]
+        pools.append(workers)
+        return real_map(fn, items, workers=workers, in_flight=in_flight)
+
+    monkeypatch.setattr(native, "ordered_map", recording_map)
+    with NativeArchive(archive_path, workers=1) as arc:
+        list(arc.pieces(1))
+        assert arc.verify().ok
+    assert pools == [2, 2]
