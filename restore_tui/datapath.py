@@ -20,11 +20,10 @@ from dataclasses import dataclass
 from archive.digest import chunk_matches
 from archive.manifest import Chunk
 from archive.native import default_workers, ordered_map
-from layout.blockio import MediumReader
+from layout.blockio import MediumReader, all_zeros
 
 # A zero run is read back in blocks of this size (holes in image files are skipped).
 ZERO_READ = 4 * 1024 * 1024
-_ZEROS = bytes(ZERO_READ)
 
 SourceRange = tuple[int, int]
 
@@ -77,7 +76,7 @@ def _zeros_ok(reader: MediumReader, offset: int, length: int, sparse_file: bool)
     while pos < stop:
         n = min(ZERO_READ, stop - pos)
         with reader.view(pos, n) as got:
-            if got != (_ZEROS if n == ZERO_READ else _ZEROS[:n]):
+            if not all_zeros(got):
                 return False
         pos += n
     return True

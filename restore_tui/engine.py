@@ -24,7 +24,7 @@ from typing import Literal
 from archive.base import TRACK0, Archive, Area, Piece
 from archive.errors import ArchiveError, CorruptData
 from archive.manifest import Chunk
-from layout.blockio import BLKRRPART, MediumReader, geometry_of_fd
+from layout.blockio import BLKRRPART, MediumReader, all_zeros, geometry_of_fd, same_bytes
 from layout.models import DiskIdentity, PartitionTable
 from layout.notices import Notice, notice
 from layout.plan import Action, GrowFilesystem, Plan, RestoreArea, Stage, WriteBytes, ZeroRange
@@ -1205,13 +1205,11 @@ class RestoreEngine:
         pos = lo
         while pos < hi:
             n = min(VERIFY_BLOCK, hi - pos)
-            if data is None:
-                want: bytes | memoryview = bytes(n)
-            else:
-                want = memoryview(data)[pos - data_start : pos - data_start + n]
+            at = pos - data_start
+            want = None if data is None else memoryview(data)[at : at + n]
             with self._waiting("target"), self._reader.view(pos, n) as got:
-                if got != want:
-                    return pos + _first_difference(got, want)
+                if not (all_zeros(got) if want is None else same_bytes(got, want)):
+                    return pos + _first_difference(got, bytes(n) if want is None else want)
             self._moved()
             pos += n
         return None

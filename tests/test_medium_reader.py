@@ -135,3 +135,31 @@ def test_unaligned_ranges_on_a_disk_with_4096_byte_sectors(tmp_path: Path) -> No
                     assert bytes(got) == data[offset : offset + length]
     finally:
         subprocess.run(["losetup", "-d", device], capture_output=True)
+
+
+def test_same_bytes_and_all_zeros_compare_views_exactly() -> None:
+    """The read-back's comparisons (memcmp speed, any buffer): every byte counts,
+    lengths count, and views of mmaps compare like bytes."""
+    import mmap
+
+    rng = random.Random(3)
+    size = 9 * 1024 * 1024 + 5  # more than the zero block, not a multiple of anything
+    block = mmap.mmap(-1, size)
+    view = memoryview(block)
+    assert blockio.all_zeros(view) and blockio.all_zeros(b"") and blockio.all_zeros(view[:7])
+    for where in (0, 4096, 4 * 1024 * 1024, 8 * 1024 * 1024 + 1, size - 1):
+        block[where] = 1
+        assert not blockio.all_zeros(view)
+        assert blockio.all_zeros(view[where + 1 :])
+        block[where] = 0
+    data = rng.randbytes(1 << 20)
+    block[: len(data)] = data
+    same = view[: len(data)]
+    assert blockio.same_bytes(same, data) and blockio.same_bytes(data, same)
+    assert blockio.same_bytes(same, memoryview(bytearray(data)))
+    assert not blockio.same_bytes(same, data[:-1]) and not blockio.same_bytes(view[:10], b"")
+    for where in (0, 777, len(data) - 1):
+        changed = bytearray(data)
+        changed[where] ^= 0x40
+        assert not blockio.same_bytes(same, memoryview(changed))
+        assert not blockio.same_bytes(bytes(changed), same)
