@@ -28,11 +28,15 @@ class Piece:
     """Verified raw bytes for ``[offset, offset + length)`` of the source disk.
 
     ``data`` is None for a run of zeros (write zeros, decompress nothing).
+    ``readback`` is ``archive.digest.readback_digest(data)``, taken right after
+    ``data`` matched its chunk's digest (restore-tui archives): reading back, the
+    disk's bytes are compared with it instead of hashed with the slower digest again.
     """
 
     offset: int
     length: int
     data: bytes | None
+    readback: bytes | None = None
 
     @property
     def stop(self) -> int:

@@ -50,7 +50,7 @@ from archive.base import (
     canonical_json,
     sha256_hex,
 )
-from archive.digest import CURRENT, chunk_matches, digest_hex
+from archive.digest import CURRENT, chunk_matches, digest_hex, readback_digest
 from archive.errors import (
     ArchiveError,
     CorruptData,
@@ -606,7 +606,7 @@ class NativeArchive(Archive):
     def unchecked(self) -> tuple[Unchecked, ...]:
         """Nothing: every part of a restore-tui archive is under a checksum.
 
-        Track 0 and every partition are chunks with their SHA-256 in the manifest;
+        Track 0 and every partition are chunks with their digest in the manifest;
         boot code, sector 0 and extended boot records are stored in the manifest
         itself, which the footer's SHA-256 protects and which is checked on opening.
         """
@@ -623,8 +623,11 @@ class NativeArchive(Archive):
         except KeyError:
             raise ArchiveError(f"partition {area} is not in this backup") from None
 
-    def _load_chunk(self, partition: int | None, chunk: Chunk) -> Piece:
-        """Read, decompress and check one chunk; CorruptData if anything is wrong."""
+    def _load_chunk(self, partition: int | None, chunk: Chunk, *, readback: bool = False) -> Piece:
+        """Read, decompress and check one chunk; CorruptData if anything is wrong.
+
+        ``readback``: also take the piece's read-back digest (for restores).
+        """
         if chunk.kind == "zero":
             return Piece(chunk.offset, chunk.length, None)
         assert chunk.frame_offset is not None and chunk.frame_length is not None
@@ -645,7 +648,7 @@ class NativeArchive(Archive):
         except OSError as exc:
             # A failing USB disk: report the place like any other damage.
             raise bad(f"the archive file could not be read here ({exc.strerror})") from None
-        return Piece(chunk.offset, chunk.length, data)
+        return Piece(chunk.offset, chunk.length, data, readback_digest(data) if readback else None)
 
     @staticmethod
     def _decode(chunk: Chunk, frame: memoryview, bad: Callable[[str], CorruptData]) -> bytes:
@@ -681,7 +684,7 @@ class NativeArchive(Archive):
         partition, chunks = self._area_chunks(area)
         wanted = [c for c in chunks if c.stop > start]
         yield from ordered_map(
-            lambda c: self._load_chunk(partition, c),
+            lambda c: self._load_chunk(partition, c, readback=True),
             wanted,
             workers=self.read_threads,
             in_flight=self.read_threads + RESTORE_READ_AHEAD,

@@ -13,11 +13,12 @@ from __future__ import annotations
 import errno
 import os
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from archive.digest import chunk_matches
+from archive.base import Piece
+from archive.digest import chunk_matches, readback_digest
 from archive.manifest import Chunk
 from archive.native import default_workers, ordered_map
 from layout.blockio import MediumReader, all_zeros
@@ -90,21 +91,28 @@ def first_bad_chunk(
     sparse_file: bool = False,
     workers: int | None = None,
     on_chunk: Callable[[Chunk], None] | None = None,
+    readback: Mapping[int, bytes] | None = None,
 ) -> Chunk | None:
     """The first chunk whose bytes at ``chunk.offset + delta`` on the medium do not match.
 
-    Data chunks are read and hashed (by the digest the manifest records); zero
-    chunks must read as zeros (for an image file, a hole is zeros without a read).
-    Reading and hashing both release the GIL, so a few threads keep the disk and
-    the cores busy together; at most a few chunks are in memory at once.
+    Data chunks are read and hashed: by their read-back digest where ``readback``
+    has one (by chunk offset, see :attr:`archive.base.Piece.readback`), else by the
+    digest the manifest records. Zero chunks must read as zeros (for an image file,
+    a hole is zeros without a read). Reading and hashing both release the GIL, so a
+    few threads keep the disk and the cores busy together; at most a few chunks are
+    in memory at once.
     """
     n_workers = workers or default_workers()
+    quick = readback or {}
 
     def check(c: Chunk) -> tuple[Chunk, bool]:
         if c.kind == "zero":
             return c, _zeros_ok(reader, c.offset + delta, c.length, sparse_file)
         with reader.view(c.offset + delta, c.length) as data:
-            return c, chunk_matches(c, data)
+            expected = quick.get(c.offset)
+            if expected is None:
+                return c, chunk_matches(c, data)
+            return c, len(data) == c.length and readback_digest(data) == expected
 
     results = ordered_map(check, chunks, workers=n_workers, in_flight=n_workers + 2)
     try:
@@ -196,10 +204,18 @@ class ReadBehind:
             if c.offset >= src_lo and c.stop <= src_hi and (c.kind == "zero" or c.digest)
         ]
         self._next = 0  # the first chunk not handed to the checker yet
+        # Read-back digests of the pieces written (by source offset) until their batch goes.
+        self._readback: dict[int, bytes] = {}
+        self._src_lo = src_lo
         self._batch, self._in_flight = batch, in_flight
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="read-back")
         self._pending: deque[tuple[list[Chunk], Future[Chunk | None]]] = deque()
         self.checked: list[tuple[int, int]] = []
+
+    def will_write(self, piece: Piece) -> None:
+        """``piece`` is about to be written: keep its read-back digest for its chunk."""
+        if piece.readback is not None and piece.offset >= self._src_lo:
+            self._readback[piece.offset] = piece.readback
 
     def written_to(self, src_pos: int) -> None:
         """Everything below source offset ``src_pos`` is written (not yet flushed)."""
@@ -229,8 +245,14 @@ class ReadBehind:
         self._next = end
         first, last = batch[0], batch[-1]
         self._reader.settle(first.offset + self._delta, last.stop - first.offset)
+        quick = {c.offset: d for c in batch if (d := self._readback.pop(c.offset, None))}
         future = self._pool.submit(
-            first_bad_chunk, self._reader, batch, self._delta, sparse_file=self._sparse
+            first_bad_chunk,
+            self._reader,
+            batch,
+            self._delta,
+            sparse_file=self._sparse,
+            readback=quick,
         )
         self._pending.append((batch, future))
         while len(self._pending) > self._in_flight:

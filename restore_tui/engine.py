@@ -907,6 +907,8 @@ class RestoreEngine:
                 if piece.offset >= src_hi:
                     break
                 lo, hi = max(piece.offset, src_lo), min(piece.stop, src_hi)
+                if behind is not None:
+                    behind.will_write(piece)
                 pos = lo
                 step = WRITE_SLICE if piece.data is not None else ZERO_SLICE
                 while pos < hi:

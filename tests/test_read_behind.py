@@ -18,10 +18,13 @@ from pathlib import Path
 
 import pytest
 
+import archive.digest as digest_module
 import restore_tui.datapath as datapath_module
 import restore_tui.engine as engine_module
 import restore_tui.writer as writer_module
 from archive import open_archive
+from archive.base import Piece
+from archive.digest import readback_digest
 from archive.manifest import Chunk, PartitionImage
 from layout.blockio import MediumReader
 from restore_tui.cli import main
@@ -127,6 +130,51 @@ def test_chunks_cut_by_the_start_are_left_to_the_end_check(tmp_path: Path) -> No
     assert behind.checked == [(MIB, 4 * MIB)]
 
 
+def test_read_back_compares_with_the_quick_digest_of_the_bytes_written(tmp_path: Path) -> None:
+    """A piece's read-back digest (taken when its bytes matched the backup) is what the
+    disk's bytes are compared with: a chunk whose written bytes were not the ones that
+    passed the check is caught, though the disk holds bytes the manifest vouches for."""
+    chunks, blobs = data_chunks(6)
+    target = Target(tmp_path / "t.img", 6 * MIB)
+    behind = target.behind(chunks, 0, 0, 6 * MIB)
+    try:
+        with pytest.raises(ReadBackMismatch) as found:
+            for c, b in zip(chunks, blobs, strict=True):
+                taken = bytearray(b)
+                if c.offset == MIB:
+                    taken[7] ^= 1  # what the check saw differs from what was written
+                behind.will_write(Piece(c.offset, c.length, b, readback_digest(bytes(taken))))
+                os.pwrite(target.fd, b, c.offset)
+                behind.written_to(c.stop)
+            behind.finish()
+    finally:
+        behind.close()
+        target.close()
+    assert found.value.chunk.offset == MIB
+
+
+def test_pieces_without_a_quick_digest_are_read_back_against_the_manifest(
+    tmp_path: Path,
+) -> None:
+    chunks, blobs = data_chunks(4)
+    target = Target(tmp_path / "t.img", 4 * MIB)
+    behind = target.behind(chunks, 0, 0, 4 * MIB)
+    try:
+        with pytest.raises(ReadBackMismatch) as found:
+            for c, b in zip(chunks, blobs, strict=True):
+                behind.will_write(Piece(c.offset, c.length, b))  # a Clonezilla-style piece
+                wrong = bytearray(b)
+                if c.offset == 2 * MIB:
+                    wrong[-1] ^= 0x80
+                os.pwrite(target.fd, bytes(wrong), c.offset)
+                behind.written_to(c.stop)
+            behind.finish()
+    finally:
+        behind.close()
+        target.close()
+    assert found.value.chunk.offset == 2 * MIB
+
+
 needs_sfdisk = pytest.mark.skipif(
     shutil.which("sfdisk") is None, reason="needs sfdisk to write a partition table"
 )
@@ -176,6 +224,32 @@ def test_a_clean_restore_reads_every_chunk_back_once(
         stored = [c.offset for p in arc.manifest.partitions for c in p.chunks if c.kind == "data"]
     # Every stored chunk read back (behind the writes or at the stage's end), none twice.
     assert sorted(checked) == sorted(stored)
+
+
+@needs_sfdisk
+def test_a_verified_restore_hashes_each_chunk_with_the_backups_digest_once(
+    backed_up: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before writing, by the backup's BLAKE3; after reading back, by the quick digest
+    taken then (archive.digest.readback_digest): BLAKE3 once per byte, not twice."""
+    source, archive = backed_up
+    hashed: list[int] = []
+    real = digest_module._HASHERS["blake3"]
+
+    def counting(data):  # type: ignore[no-untyped-def]
+        hashed.append(len(data))
+        return real(data)
+
+    monkeypatch.setitem(digest_module._HASHERS, "blake3", counting)
+    target = tmp_path / "t.img"
+    target.write_bytes(b"")
+    os.truncate(target, source.stat().st_size)
+    assert main(["restore", str(archive), "--target", str(target), "--yes"]) == 0
+    with open_archive(archive) as arc:
+        stored = [c.length for p in arc.manifest.partitions for c in p.chunks if c.kind == "data"]
+        stored += [c.length for c in arc.manifest.boot.track0 if c.kind == "data"]
+    assert sum(hashed) == sum(stored) and len(hashed) == len(stored)
+    assert target.read_bytes() == source.read_bytes()
 
 
 @needs_sfdisk
