@@ -174,6 +174,9 @@ class Flow:
     def __init__(self, archive: Archive, probe: Probe) -> None:
         self.archive = archive
         self.probe = probe
+        # The last in_place answer, for the same disk snapshot: planning and the
+        # refusals before the preview judge one snapshot twice (blkid runs for each).
+        self._in_place_last: tuple[ProbedDisk, frozenset[str], tuple[int, ...]] | None = None
 
     # -- disks -------------------------------------------------------------------------
 
@@ -254,9 +257,21 @@ class Flow:
 
     def in_place(self, disk: ProbedDisk, holders: set[str]) -> tuple[int, ...]:
         """Backed-up partitions whose filesystem is still at its old offset on a disk whose
-        partition table is gone or damaged (read-only, by signature and UUID)."""
+        partition table is gone or damaged (read-only, by signature and UUID).
+
+        Asked again about the same snapshot of a disk (the same object: a new probe
+        gives a new one), the first answer stands, as every other fact of a snapshot.
+        """
         if disk.table is not None or disk.device in holders:
             return ()
+        last = self._in_place_last
+        if last is not None and last[0] is disk and last[1] == holders:
+            return last[2]
+        found = self._filesystems_in_place(disk)
+        self._in_place_last = (disk, frozenset(holders), found)
+        return found
+
+    def _filesystems_in_place(self, disk: ProbedDisk) -> tuple[int, ...]:
         table = self.archive.manifest.table
         ss = table.sector_size
         found = []

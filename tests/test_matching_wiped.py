@@ -63,3 +63,42 @@ def test_on_a_loop_device_too(wiped: tuple[Path, Path, Path], loop_device) -> No
     assert ours[0].device == device and ours[0].strong
     assert any("still on this disk at their old places" in r for r in ours[0].reasons)
     assert not ours[1].strong
+
+
+def test_a_disk_snapshot_is_probed_for_its_filesystems_once(
+    wiped: tuple[Path, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning and the refusals before the preview judge the same snapshot: blkid runs
+    once per backed-up partition for it. A new snapshot (the check right before
+    writing) is probed afresh, and sees what changed."""
+    import restore_tui.flow as flow_module
+
+    archive, internal, _blank = wiped
+    probed: list[int] = []
+    real = flow_module.probe_filesystem
+
+    def counting(path: str, offset: int, size: int):  # type: ignore[no-untyped-def]
+        probed.append(offset)
+        return real(path, offset, size)
+
+    monkeypatch.setattr(flow_module, "probe_filesystem", counting)
+    with open_archive(archive) as arc:
+        flow = Flow(arc, ImageProbe([str(internal)]))
+        disk = flow.disk(str(internal))
+        reasons = flow.judge(disk, "full-disk").reasons
+        assert any("partitions 1 and 2 are still on this disk" in r for r in reasons)
+        assert len(probed) == 2
+        assert flow.judge(disk, "full-disk").reasons == reasons and len(probed) == 2
+        start = 2048 * 512  # partition 1's first sector (sample.build_windows_mbr)
+        saved = internal.read_bytes()[start : start + MIB]
+        try:
+            with open(internal, "r+b") as f:
+                f.seek(start)
+                f.write(bytes(MIB))  # partition 1's filesystem is gone now
+            again = flow.judge(flow.disk(str(internal)), "full-disk").reasons
+        finally:
+            with open(internal, "r+b") as f:
+                f.seek(start)
+                f.write(saved)
+        assert len(probed) == 4
+        assert any("partition 2 is still on this disk" in r for r in again)
