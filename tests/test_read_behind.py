@@ -14,6 +14,7 @@ import os
 import random
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -130,49 +131,56 @@ def test_chunks_cut_by_the_start_are_left_to_the_end_check(tmp_path: Path) -> No
     assert behind.checked == [(MIB, 4 * MIB)]
 
 
-def test_read_back_compares_with_the_quick_digest_of_the_bytes_written(tmp_path: Path) -> None:
-    """A piece's read-back digest (taken when its bytes matched the backup) is what the
-    disk's bytes are compared with: a chunk whose written bytes were not the ones that
-    passed the check is caught, though the disk holds bytes the manifest vouches for."""
-    chunks, blobs = data_chunks(6)
-    target = Target(tmp_path / "t.img", 6 * MIB)
-    behind = target.behind(chunks, 0, 0, 6 * MIB)
+def mismatch_reported(
+    tmp_path: Path, count: int, write: Callable[[Chunk, bytes], tuple[Piece, bytes]]
+) -> int:
+    """Write ``count`` chunks behind a ReadBehind, ``write(chunk, its bytes)`` giving the
+    piece announced before the write and the bytes the medium then keeps; the source
+    offset of the chunk the read-back reports."""
+    chunks, blobs = data_chunks(count)
+    target = Target(tmp_path / "t.img", count * MIB)
+    behind = target.behind(chunks, 0, 0, count * MIB)
     try:
         with pytest.raises(ReadBackMismatch) as found:
             for c, b in zip(chunks, blobs, strict=True):
-                taken = bytearray(b)
-                if c.offset == MIB:
-                    taken[7] ^= 1  # what the check saw differs from what was written
-                behind.will_write(Piece(c.offset, c.length, b, readback_digest(bytes(taken))))
-                os.pwrite(target.fd, b, c.offset)
+                piece, stored = write(c, b)
+                behind.will_write(piece)
+                os.pwrite(target.fd, stored, c.offset)
                 behind.written_to(c.stop)
             behind.finish()
     finally:
         behind.close()
         target.close()
-    assert found.value.chunk.offset == MIB
+    return found.value.chunk.offset
+
+
+def flipped(data: bytes, where: int, bits: int) -> bytes:
+    changed = bytearray(data)
+    changed[where] ^= bits
+    return bytes(changed)
+
+
+def test_read_back_compares_with_the_quick_digest_of_the_bytes_written(tmp_path: Path) -> None:
+    """A piece's read-back digest (taken when its bytes matched the backup) is what the
+    disk's bytes are compared with: a chunk whose written bytes were not the ones that
+    passed the check is caught, though the disk holds bytes the manifest vouches for."""
+
+    def write(c: Chunk, b: bytes) -> tuple[Piece, bytes]:
+        # What the check saw differs from what was written, for the chunk at 1 MiB.
+        taken = flipped(b, 7, 1) if c.offset == MIB else b
+        return Piece(c.offset, c.length, b, readback_digest(taken)), b
+
+    assert mismatch_reported(tmp_path, 6, write) == MIB
 
 
 def test_pieces_without_a_quick_digest_are_read_back_against_the_manifest(
     tmp_path: Path,
 ) -> None:
-    chunks, blobs = data_chunks(4)
-    target = Target(tmp_path / "t.img", 4 * MIB)
-    behind = target.behind(chunks, 0, 0, 4 * MIB)
-    try:
-        with pytest.raises(ReadBackMismatch) as found:
-            for c, b in zip(chunks, blobs, strict=True):
-                behind.will_write(Piece(c.offset, c.length, b))  # a Clonezilla-style piece
-                wrong = bytearray(b)
-                if c.offset == 2 * MIB:
-                    wrong[-1] ^= 0x80
-                os.pwrite(target.fd, bytes(wrong), c.offset)
-                behind.written_to(c.stop)
-            behind.finish()
-    finally:
-        behind.close()
-        target.close()
-    assert found.value.chunk.offset == 2 * MIB
+    def write(c: Chunk, b: bytes) -> tuple[Piece, bytes]:
+        stored = flipped(b, -1, 0x80) if c.offset == 2 * MIB else b
+        return Piece(c.offset, c.length, b), stored  # a Clonezilla-style piece
+
+    assert mismatch_reported(tmp_path, 4, write) == 2 * MIB
 
 
 needs_sfdisk = pytest.mark.skipif(
