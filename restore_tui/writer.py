@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import bisect
 import ctypes
-import ctypes.util
 import errno
 import fcntl
 import mmap
@@ -92,9 +91,11 @@ class ExtentFence:
 
 
 def _libc_fallocate() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
-    name = ctypes.util.find_library("c")
+    # The C library the interpreter itself is linked with (dlopen of the program), not
+    # ``ctypes.util.find_library``, which runs ``ldconfig -p`` in a child process at every
+    # start-up for a name it does not need to look up.
     try:
-        libc = ctypes.CDLL(name, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)
         func = libc.fallocate
     except (OSError, AttributeError):
         return None

@@ -7,6 +7,8 @@ random plans; every byte that reaches the target must lie inside the plan's exte
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +24,7 @@ from restore_tui import writer as writer_module
 from restore_tui.engine import RestoreEngine
 from restore_tui.writer import CheckedWriter, ExtentFence, OutsidePlan, TargetOpenError
 
+ROOT = Path(__file__).resolve().parents[1]
 SIZE = 64 * 1024
 PATTERN = 0x5A
 
@@ -131,6 +134,28 @@ def test_zero_on_an_image_reads_back_as_zeros_and_keeps_the_size(tmp_path: Path)
     assert data[1000 : 1000 + 3 * 1024 * 1024 + 7] == bytes(3 * 1024 * 1024 + 7)
     assert data[:1000] == b"\xff" * 1000
     assert data[1000 + 3 * 1024 * 1024 + 7 :] == b"\xff" * (len(data) - 3 * 1024 * 1024 - 1007)
+
+
+def test_loading_the_writer_starts_no_process_and_still_punches_holes(tmp_path: Path) -> None:
+    # Looking up the C library with ctypes.util.find_library ran `ldconfig -p` at every
+    # start-up of every command (tens of ms before a restore's first byte).
+    probe = (
+        "import sys\n"
+        "spawned = []\n"
+        "sys.addaudithook(lambda e, a: spawned.append(a[0]) if e == 'subprocess.Popen' else None)\n"
+        "import restore_tui.writer as w\n"
+        "print(spawned, w._FALLOCATE is not None)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert out.split() == ["[]", "True"]
+    img = tmp_path / "d.img"
+    img.write_bytes(b"\xff" * (4 * 1024 * 1024))
+    with CheckedWriter(img, [(0, 4 * 1024 * 1024)]) as w:
+        w.zero(1024 * 1024, 2 * 1024 * 1024)
+        w.sync()
+    assert os.stat(img).st_blocks * 512 <= 2 * 1024 * 1024 + 64 * 1024  # a hole, not zeros
 
 
 @pytest.mark.usefixtures("loop_device")
