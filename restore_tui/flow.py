@@ -20,7 +20,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from archive.base import Archive
-from layout.fsinfo import probe_filesystem
+from layout.fsinfo import probe_filesystems
 from layout.models import DiskIdentity
 from layout.notices import Notice, joined, notice
 from layout.plan import Plan, PlanChoices, RestoreArea, canonical_json
@@ -274,14 +274,19 @@ class Flow:
     def _filesystems_in_place(self, disk: ProbedDisk) -> tuple[int, ...]:
         table = self.archive.manifest.table
         ss = table.sector_size
-        found = []
-        for p in table.data_partitions:
-            if not p.fs_uuid or p.stop_lba * ss > disk.identity.size_bytes:
-                continue
-            there = probe_filesystem(disk.device, p.start_lba * ss, p.length_lba * ss)
-            if there.uuid and there.uuid.lower() == p.fs_uuid.lower():
-                found.append(p.number)
-        return tuple(found)
+        backed_up = [
+            p
+            for p in table.data_partitions
+            if p.fs_uuid and p.stop_lba * ss <= disk.identity.size_bytes
+        ]
+        there = probe_filesystems(
+            disk.device, [(p.start_lba * ss, p.length_lba * ss) for p in backed_up]
+        )
+        return tuple(
+            p.number
+            for p, info in zip(backed_up, there, strict=True)
+            if info.uuid and p.fs_uuid and info.uuid.lower() == p.fs_uuid.lower()
+        )
 
     # -- plans -------------------------------------------------------------------------
 

@@ -75,13 +75,13 @@ def test_a_disk_snapshot_is_probed_for_its_filesystems_once(
 
     archive, internal, _blank = wiped
     probed: list[int] = []
-    real = flow_module.probe_filesystem
+    real = flow_module.probe_filesystems
 
-    def counting(path: str, offset: int, size: int):  # type: ignore[no-untyped-def]
-        probed.append(offset)
-        return real(path, offset, size)
+    def counting(path: str, regions):  # type: ignore[no-untyped-def]
+        probed.extend(offset for offset, _size in regions)
+        return real(path, regions)
 
-    monkeypatch.setattr(flow_module, "probe_filesystem", counting)
+    monkeypatch.setattr(flow_module, "probe_filesystems", counting)
     with open_archive(archive) as arc:
         flow = Flow(arc, ImageProbe([str(internal)]))
         disk = flow.disk(str(internal))

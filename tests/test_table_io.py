@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -223,14 +224,18 @@ def test_fingerprint_changes_with_geometry_not_filesystem(mbr_logicals: Path) ->
     assert table_fingerprint(moved) != table_fingerprint(t)
 
 
-def test_filesystems_found_by_offset(mbr_logicals: Path, tmp_path: Path) -> None:
-    fat = tmp_path / "fat.img"
+def fat_in_partition_5(disk: Path, scratch: Path) -> None:
+    fat = scratch / "fat.img"
     with fat.open("wb") as f:
         f.truncate(30000 * 512)
     subprocess.run(["mkfs.vfat", "-n", "SHARED", str(fat)], check=True, capture_output=True)
-    with mbr_logicals.open("r+b") as f:
+    with disk.open("r+b") as f:
         f.seek(24576 * 512)
         f.write(fat.read_bytes())
+
+
+def test_filesystems_found_by_offset(mbr_logicals: Path, tmp_path: Path) -> None:
+    fat_in_partition_5(mbr_logicals, tmp_path)
     parsed = parse(mbr_logicals)
     assert parsed is not None
     table = with_filesystems(parsed.table, str(mbr_logicals))
@@ -238,6 +243,34 @@ def test_filesystems_found_by_offset(mbr_logicals: Path, tmp_path: Path) -> None
     assert (logical.filesystem, logical.label) == ("vfat", "SHARED")
     assert table.partition(6).filesystem is None
     assert probe_filesystem(str(mbr_logicals), 0, 512).type is None
+
+
+def test_many_regions_are_probed_side_by_side_in_order(
+    mbr_logicals: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A restore probes every backed-up partition's place before it writes; the blkid runs
+    go side by side (each waits here until three run at once) and answers keep their order."""
+    import layout.fsinfo as fsinfo
+
+    real = fsinfo.probe_filesystem
+    together = threading.Barrier(3, timeout=10)
+
+    def meeting(path: str, offset: int, size: int) -> fsinfo.FsInfo:
+        together.wait()  # BrokenBarrierError when the probes run one after another
+        return real(path, offset, size)
+
+    monkeypatch.setattr(fsinfo, "probe_filesystem", meeting)
+    fat_in_partition_5(mbr_logicals, tmp_path)
+    parsed = parse(mbr_logicals)
+    assert parsed is not None
+    ss = parsed.table.sector_size
+    numbers = (6, 5, 1)
+    regions = [
+        (parsed.table.partition(n).start_lba * ss, parsed.table.partition(n).length_lba * ss)
+        for n in numbers
+    ]
+    found = fsinfo.probe_filesystems(str(mbr_logicals), regions)
+    assert [info.label for info in found] == [None, "SHARED", None]
 
 
 def test_libparted_reads_the_tables_we_write(
