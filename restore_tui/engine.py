@@ -332,6 +332,15 @@ def _same_filesystem(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bo
 # -- the engine --------------------------------------------------------------------------
 
 
+def _prepend(head: Piece, rest: Generator[Piece, None, None]) -> Generator[Piece, None, None]:
+    """``head``, then ``rest``; closing it closes ``rest`` (and the archive's pipeline)."""
+    try:
+        yield head
+        yield from rest
+    finally:
+        rest.close()
+
+
 @dataclass
 class _Position:
     stage_index: int
@@ -403,6 +412,9 @@ class RestoreEngine:
         # Target ranges of (stage index, action index) read back equal while they were
         # being written (ReadBehind), in this run: the stage's end check skips them.
         self._checked: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        # The next stage's first pieces, decoded while this stage's writes are flushed
+        # (_decode_ahead): the area and backup offset they start at, and the iterator.
+        self._ahead: tuple[Area, int, Generator[Piece, None, None]] | None = None
         if journal is not None:
             # Events before the first stage starts say where the last checkpoint was.
             self._overall_done = self._units_at(journal.record)
@@ -667,6 +679,7 @@ class RestoreEngine:
             self._run_stages(writer)
             self._save(finished=True, current_stage=None, last_extent=None)
         finally:
+            self._drop_ahead()
             stop_watch.set()
             watch.join(timeout=5)
             if self._reader is not None:
@@ -769,9 +782,12 @@ class RestoreEngine:
                 self._execute(stage, ai, done if ai == action_index else 0)
             if stage.name == "table":
                 self._after_table(writer)
+            left = self._left_to_check(stage) if self.verify else None
+            if left is None or not self._rereads_backup(stage, left):
+                self._decode_ahead(i + 1)
             self._flush(writer)
-            if self.verify:
-                self._verify_stage(stage, writer)
+            if left is not None:
+                self._verify_stage(stage, left, writer)
             completed.append(stage.name)
             self._save(
                 completed_stages=tuple(completed),
@@ -899,7 +915,7 @@ class RestoreEngine:
         src_hi = action.source_offset + action.length
         delta = action.offset - action.source_offset
         counted = self._area_chunks(action.area) is not None
-        pieces = self._backup_pieces(action.area, src_lo)
+        pieces = self._take_ahead(action.area, src_lo) or self._backup_pieces(action.area, src_lo)
         behind = self._read_behind(action, src_lo, src_hi)
         reached = src_lo
         try:
@@ -1070,7 +1086,8 @@ class RestoreEngine:
 
     # -- verification ------------------------------------------------------------------
 
-    def _verify_stage(self, stage: Stage, writer: CheckedWriter) -> None:
+    def _left_to_check(self, stage: Stage) -> list[list[tuple[int, int]]]:
+        """Per action of ``stage``, the target ranges its end check has to read back."""
         to_check: list[list[tuple[int, int]]] = []
         for ai, action in enumerate(stage.actions):
             # A later action of the stage (a hidden-sectors patch) may overwrite part
@@ -1078,10 +1095,27 @@ class RestoreEngine:
             # read back behind the writes in this run is not read again.
             later = [(a.offset, a.stop) for a in stage.actions[ai + 1 :]]
             done = self._checked.pop((self._stage_index, ai), [])
-            ranges = subtract([(action.offset, action.stop)], later + done)
+            to_check.append(subtract([(action.offset, action.stop)], later + done))
+        return to_check
+
+    def _rereads_backup(self, stage: Stage, to_check: list[list[tuple[int, int]]]) -> bool:
+        """Whether the end check decodes the backup again to compare bytes: copies from a
+        format without chunk digests (a second pipeline of decoded chunks, besides any
+        decoded ahead). With digests it reads back and hashes; at most a chunk cut by a
+        range's edge is decoded again."""
+        for action, ranges in zip(stage.actions, to_check, strict=True):
+            if ranges and isinstance(action, RestoreArea):
+                chunks = self._area_chunks(action.area)
+                if chunks is None or any(c.kind == "data" and c.digest is None for c in chunks):
+                    return True
+        return False
+
+    def _verify_stage(
+        self, stage: Stage, to_check: list[list[tuple[int, int]]], writer: CheckedWriter
+    ) -> None:
+        for ranges in to_check:
             for lo, hi in ranges:
                 self._settle(lo, hi - lo)
-            to_check.append(ranges)
         for action, ranges in zip(stage.actions, to_check, strict=True):
             for lo, hi in ranges:
                 try:
@@ -1181,6 +1215,39 @@ class RestoreEngine:
                 yield piece.offset, piece.stop, piece.data
         finally:
             pieces.close()
+
+    def _decode_ahead(self, stage_index: int) -> None:
+        """Start decoding the backup for stage ``stage_index`` if it begins with a copy:
+        its first chunks are read, decompressed and checked while the stage before is
+        flushed to the disk, which leaves the processors idle. Nothing is written; damage
+        found here is met again, and reported, when the stage itself gets there."""
+        stages = self.plan.stages
+        if stage_index >= len(stages) or not stages[stage_index].actions:
+            return
+        first = stages[stage_index].actions[0]
+        if not isinstance(first, RestoreArea):
+            return
+        pieces = self._backup_pieces(first.area, first.source_offset)
+        try:
+            head = next(pieces)  # starts the archive's pipeline: the rest decodes meanwhile
+        except (StopIteration, ArchiveError):
+            pieces.close()
+            return
+        self._ahead = (first.area, first.source_offset, _prepend(head, pieces))
+
+    def _take_ahead(self, area: Area, start: int) -> Generator[Piece, None, None] | None:
+        """The pieces decoded ahead for ``area`` from ``start``, if those are the ones."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[:2] == (area, start):
+            return ahead[2]
+        if ahead is not None:
+            ahead[2].close()
+        return None
+
+    def _drop_ahead(self) -> None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            ahead[2].close()
 
     def _backup_pieces(self, area: Area, start: int) -> Generator[Piece, None, None]:
         """The archive's pieces of ``area`` from ``start``; the time spent getting each

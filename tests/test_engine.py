@@ -87,6 +87,95 @@ def test_full_disk_restore_writes_exactly_the_plan(tmp_path: Path) -> None:
     assert journal.record.completed_stages == tuple(s.name for s in plan.stages)
 
 
+class LoggedArchive(MemoryArchive):
+    """Logs when each area's first piece is decoded; ``digests=False`` drops the chunks'
+    digests, as in formats that have none (Clonezilla's)."""
+
+    def __init__(self, disk: bytes, table: PartitionTable, log: list[tuple], digests: bool):
+        super().__init__(disk, table)
+        self.log = log
+        if not digests:
+            bare = [
+                tuple(c.model_copy(update={"sha256": None}) for c in image.chunks)
+                for image in self.manifest.partitions
+            ]
+            images = tuple(
+                image.model_copy(update={"chunks": chunks})
+                for image, chunks in zip(self.manifest.partitions, bare, strict=True)
+            )
+            self.manifest = self.manifest.model_copy(update={"partitions": images})
+
+    def pieces(self, area, start=0):  # type: ignore[no-untyped-def]
+        for n, piece in enumerate(super().pieces(area, start)):
+            if n == 0:
+                self.log.append(("decoded", area))
+            yield piece
+
+
+@pytest.mark.parametrize(
+    ("digests", "verify", "ahead"),
+    [(True, True, True), (True, False, True), (False, False, True), (False, True, False)],
+)
+def test_the_next_stage_is_decoded_while_the_stage_before_is_flushed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, digests: bool, verify: bool, ahead: bool
+) -> None:
+    """The flush at a stage's end leaves the processors idle: the next stage's first chunks
+    are decoded meanwhile. Not when the stage's end check decodes the backup again to
+    compare bytes (no chunk digests): two pipelines of decoded chunks would double the
+    memory held."""
+    disk, table = sample_source(seed=7)
+    log: list[tuple] = []
+    archive = LoggedArchive(disk, table, log, digests)
+    target = blank_target(tmp_path, len(disk))
+    plan = full_disk_plan(archive, target, len(disk))
+    want = expected_bytes(plan, archive, target.read_bytes())
+    real_sync = writer_module.CheckedWriter.sync
+
+    def sync(self: writer_module.CheckedWriter) -> None:
+        real_sync(self)
+        log.append(("flushed",))
+
+    monkeypatch.setattr(writer_module.CheckedWriter, "sync", sync)
+    log.clear()  # expected_bytes decoded every area too
+    engine_for(
+        plan, archive, target, tmp_path, verify=verify,
+        progress=lambda e: log.append((e.kind, e.message)) if e.kind == "stage-start" else None,
+    ).run()  # fmt: skip
+    assert target.read_bytes() == want
+    start = log.index(("stage-start", "Partition 2"))
+    stage_flushed = max(i for i, e in enumerate(log[:start]) if e == ("flushed",))
+    decoded = log.index(("decoded", 2))
+    assert (decoded < stage_flushed) is ahead, log
+
+
+def test_damage_met_while_decoding_ahead_is_reported_by_its_own_stage(tmp_path: Path) -> None:
+    """The first chunk of partition 2 is damaged and decoded ahead while partition 1 is
+    flushed: partition 1 still finishes and is checked; the damage stops partition 2
+    before its first byte, and a resume with a good copy finishes."""
+    disk, table = sample_source(seed=8)
+    archive = MemoryArchive(disk, table)
+    target = blank_target(tmp_path, len(disk))
+    before = target.read_bytes()
+    plan = full_disk_plan(archive, target, len(disk))
+    want = expected_bytes(plan, archive, before)
+    bad = archive.manifest.image(2).chunks[0]
+    assert bad.kind == "data"
+    archive.corrupt.add(bad.offset)
+
+    with pytest.raises(DamagedBackup) as info:
+        engine_for(plan, archive, target, tmp_path).run()
+    assert f"partition 2 at byte {bad.offset}" in str(info.value)
+    journal = Journal.load(tmp_path / "journal.json")
+    assert journal.record.completed_stages == ("table", "partition-1")
+    assert journal.record.current_stage == "partition-2"
+    assert journal.record.done_in_action == 0
+    p2 = table.partition(2).start_lba * SECTOR
+    assert target.read_bytes()[:p2] == want[:p2]
+    assert target.read_bytes()[p2:] == before[p2:]
+    RestoreEngine(plan, MemoryArchive(disk, table), str(target), journal=journal).run()
+    assert target.read_bytes() == want
+
+
 def test_cancel_then_resume_ends_with_the_same_bytes(tmp_path: Path) -> None:
     disk, table = sample_source(seed=2)
     archive = MemoryArchive(disk, table)
