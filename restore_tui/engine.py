@@ -1230,7 +1230,7 @@ class RestoreEngine:
         pieces = self._backup_pieces(first.area, first.source_offset)
         try:
             head = next(pieces)  # starts the archive's pipeline: the rest decodes meanwhile
-        except (StopIteration, ArchiveError):
+        except Exception:  # decoding ahead is only a head start: the stage meets it again
             pieces.close()
             return
         self._ahead = (first.area, first.source_offset, _prepend(head, pieces))
