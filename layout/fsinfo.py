@@ -69,15 +69,16 @@ def probe_filesystems(path: str, regions: Sequence[tuple[int, int]]) -> list[FsI
 def with_filesystems(table: PartitionTable, path: str) -> PartitionTable:
     """The table with each data partition's filesystem type, label and UUID filled in."""
     ss = table.sector_size
-    probed = [p for p in table.partitions if p.kind != "extended"]
-    found = probe_filesystems(path, [(p.start_lba * ss, p.length_lba * ss) for p in probed])
-    info_of = {id(p): info for p, info in zip(probed, found, strict=True)}
+    regions = [
+        (p.start_lba * ss, p.length_lba * ss) for p in table.partitions if p.kind != "extended"
+    ]
+    found = iter(probe_filesystems(path, regions))
     partitions = []
     for p in table.partitions:
         if p.kind == "extended":
             partitions.append(p)
             continue
-        info = info_of[id(p)]
+        info = next(found)
         partitions.append(
             p.model_copy(
                 update={
