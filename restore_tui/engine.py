@@ -1237,11 +1237,10 @@ class RestoreEngine:
 
     def _take_ahead(self, area: Area, start: int) -> Generator[Piece, None, None] | None:
         """The pieces decoded ahead for ``area`` from ``start``, if those are the ones."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None and ahead[:2] == (area, start):
-            return ahead[2]
-        if ahead is not None:
-            ahead[2].close()
+        if self._ahead is not None and self._ahead[:2] == (area, start):
+            pieces, self._ahead = self._ahead[2], None
+            return pieces
+        self._drop_ahead()
         return None
 
     def _drop_ahead(self) -> None:
