@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 MIB = 1024 * 1024
 Command = Sequence[str | os.PathLike[str]]
@@ -116,7 +117,7 @@ def run(
         fin = stack.enter_context(open(stdin, "rb")) if stdin else subprocess.DEVNULL
         fout = stack.enter_context(open(stdout, "wb")) if stdout else subprocess.DEVNULL
         start = time.perf_counter()
-        prev: object = fin
+        prev: int | IO[bytes] | None = fin
         for i, cmd in enumerate(commands):
             err_path = Path(tempfile.mkstemp(prefix="bench-err-")[1])
             err = stack.enter_context(open(err_path, "wb"))
@@ -128,7 +129,7 @@ def run(
                 argv = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *argv]
             proc = subprocess.Popen(
                 argv,
-                stdin=prev,  # type: ignore[arg-type]
+                stdin=prev,
                 stdout=fout if last else subprocess.PIPE,
                 stderr=err,
                 env={**os.environ, **(env or {})},

@@ -5,11 +5,14 @@ Only that they run and report: timings are never asserted (the machine is shared
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -74,3 +77,33 @@ def test_bench_rejects_unknown_size() -> None:
     )
     assert proc.returncode != 0
     assert "size" in proc.stderr
+
+
+def _bench_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    # dataclasses look their module up by name while the module runs.
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_contenders_take_turns_and_each_keeps_its_best(tmp_path: Path) -> None:
+    """Round after round, not one contender's runs back to back: both figures of a
+    ratio get the same minutes of the machine."""
+    run = _bench_module()
+    order: list[str] = []
+    walls = {"a": iter([3.0, 1.0, 2.0]), "b": iter([1.5, 2.5, 0.5])}
+
+    def contender(name: str) -> Callable[[], dict[str, object]]:
+        def go() -> dict[str, object]:
+            order.append(name)
+            return {name: run.Result(name, wall_s=next(walls[name]))}
+
+        return go
+
+    bench = run.Bench(tmp_path, cold=False, repeat=3)
+    best = run.best_in_rounds(bench, [contender("a"), contender("b")])
+    assert order == ["a", "b", "a", "b", "a", "b"]
+    assert {k: v.wall_s for k, v in best.items()} == {"a": 1.0, "b": 0.5}
