@@ -392,8 +392,8 @@ def best_in_rounds(bench: Bench, contenders: list[Callable[[], Figures]]) -> Fig
     """Every contender once per round, ``repeat`` rounds; the best run of each figure.
 
     Round after round rather than one contender's runs back to back: this machine's disk
-    and CPU swing by a third from one minute to the next (a verified restore of the same
-    backup took 1.8 to 3.5 s within ten minutes), and a ratio of two figures says
+    and CPU swing by a third from one minute to the next (twelve verified restores of the
+    same backup took 1.8 to 3.8 s within five minutes), and a ratio of two figures says
     something only when both had the same minutes to be at their best in.
     """
     best: Figures = {}
