@@ -106,6 +106,14 @@ class Bench:
     tui: list[str] = field(default_factory=restore_tui_command)
     rows: list[dict[str, object]] = field(default_factory=list)
 
+    def settle(self) -> None:
+        """Before a run: the page cache dropped as root (every contender starts cold),
+        else at least everything written so far on the disk."""
+        if self.cold:
+            drop_caches()
+        else:
+            os.sync()
+
     def measure(
         self, fn: Callable[[], Result], prepare: Callable[[], None] | None = None
     ) -> Result:
@@ -114,10 +122,7 @@ class Bench:
         for _ in range(self.repeat):
             if prepare is not None:
                 prepare()
-            if self.cold:
-                drop_caches()
-            else:
-                os.sync()
+            self.settle()
             result = fn()
             if best is None or result.wall_s < best.wall_s:
                 best = result
@@ -222,7 +227,7 @@ def clonezilla_backup(bench: Bench, disk: SampleDisk, folder: Path) -> Result:
     for number, fs, offset, size in partitions(disk):
         out = folder / f"part{number}.{fs}-ptcl-img.zst"
         with partition_source(disk, offset, size, bench.work) as source:
-            drop_caches() if bench.cold else os.sync()
+            bench.settle()
             total.add(
                 run(
                     "partclone",
@@ -410,10 +415,7 @@ def on_fresh_target(
 ) -> Result:
     """One restore onto a fresh target, caches dropped first; its bytes checked if asked."""
     with target(bench, kind, prep.disk.size_bytes) as dest:
-        if bench.cold:
-            drop_caches()
-        else:
-            os.sync()
+        bench.settle()
         result = fn(dest)
         if check:
             check_restored(prep, dest)
@@ -464,7 +466,7 @@ def limit_contenders(bench: Bench, prep: Prepared, kind: str) -> list[Callable[[
     blocks = -(-stored // (4 * MIB))
 
     def decompress() -> Figures:
-        drop_caches() if bench.cold else os.sync()
+        bench.settle()
         return {
             "limit decompress": run(
                 "decompress, all cores", [[sys.executable, LIMIT_SCRIPT, prep.archive]]
@@ -473,19 +475,19 @@ def limit_contenders(bench: Bench, prep: Prepared, kind: str) -> list[Callable[[
 
     def write_read() -> Figures:
         with target(bench, kind, prep.disk.size_bytes) as dest:
-            drop_caches() if bench.cold else os.sync()
+            bench.settle()
             wrote = run(
                 "write, O_DIRECT",
                 [["dd", "if=/dev/zero", f"of={dest}", "bs=4M", f"count={blocks}",
                   "oflag=direct", "conv=notrunc,fdatasync", "status=none"]],
             )  # fmt: skip
-            drop_caches() if bench.cold else os.sync()
+            bench.settle()
             read = run(
                 "read back, O_DIRECT",
                 [["dd", f"if={dest}", "of=/dev/null", "bs=4M", f"count={blocks}",
                   "iflag=direct", "status=none"]],
             )  # fmt: skip
-            drop_caches() if bench.cold else os.sync()
+            bench.settle()
             # A verified restore makes one machine do it all at once: the backup read
             # while the same bytes are written again and read back, side by side (here
             # the backup and the target share one disk; a USB backup disk and an
