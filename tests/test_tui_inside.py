@@ -13,13 +13,30 @@ from pathlib import Path
 
 import pytest
 from test_tui_flow import SIZE, built_demo, choose_backup, demo
+from textual.pilot import Pilot
 from textual.widgets import Input, Tree
+from textual.widgets.tree import TreeNode
 from tui_support import cut_widgets, on_screen, until, wizard
 
 from layout.probe import read_mounts
 from restore_tui.demo import DemoSetup
 from restore_tui.screens.backup import BackupScreen
 from restore_tui.screens.inside import CopyTo, LookInsideScreen
+
+
+async def cursor_on(pilot: Pilot[object], tree: Tree[Path], node: TreeNode[Path]) -> None:
+    """Put the tree's cursor on ``node``. ``Tree.move_cursor`` goes by the line the node had
+    when the tree last laid out its lines, and a node just added has none until the tree
+    is idle or asked for its lines: until then the cursor lands on the first line (a whole
+    partition) instead, so try again until it is on ``node``."""
+
+    def there() -> bool:
+        if tree.cursor_node is not node:  # reading cursor_node lays the lines out
+            tree.move_cursor(node)
+        return tree.cursor_node is node
+
+    await until(pilot, there, f"the cursor on {node.label}")
+
 
 pytestmark = [
     pytest.mark.asyncio,
@@ -60,7 +77,7 @@ async def test_a_file_is_copied_out_of_the_backup(demo: DemoSetup, tmp_path: Pat
             node.expand()
             await until(pilot, lambda n=node: bool(n.children), f"{step or number} opened")
         leaf = next(n for n in node.children if str(n.label).startswith(f"{name}  ("))
-        tree.move_cursor(leaf)
+        await cursor_on(pilot, tree, leaf)
         await pilot.press("c")
         ask = await on_screen(pilot, CopyTo)
         ask.query_one("#dest", Input).value = str(dest)
