@@ -171,7 +171,8 @@ class ReadBackMismatch(Exception):
 class ReadBehind:
     """The read-back check of one restored area, running behind its writes.
 
-    The writer reports how far it has written (:meth:`written_to`, a source offset).
+    The writer reports how far it has written (:meth:`written_to`, a source offset;
+    ``before_reading`` waits for writes it still has in flight).
     Once a batch of whole chunks lies below that point, it is read back from the medium
     (``reader``: direct reads, or a flush and eviction first where the target cannot do
     them) and checked by digest on a background thread, while the writer goes on. At
@@ -196,8 +197,11 @@ class ReadBehind:
         sparse_file: bool = False,
         batch: int = 32 * 1024 * 1024,
         in_flight: int = 2,
+        before_reading: Callable[[], None] | None = None,
     ) -> None:
         self._reader, self._delta, self._sparse = reader, delta, sparse_file
+        # Called before a batch is read back: the writer's queued writes finish first.
+        self._before_reading = before_reading
         self._chunks = [
             c
             for c in chunks
@@ -244,6 +248,8 @@ class ReadBehind:
         batch = self._chunks[self._next : end]
         self._next = end
         first, last = batch[0], batch[-1]
+        if self._before_reading is not None:
+            self._before_reading()
         self._reader.settle(first.offset + self._delta, last.stop - first.offset)
         quick = {c.offset: d for c in batch if (d := self._readback.pop(c.offset, None))}
         future = self._pool.submit(

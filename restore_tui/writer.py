@@ -7,6 +7,7 @@ anything reaches the disk; a request outside them raises :class:`OutsidePlan`.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -14,7 +15,9 @@ import mmap
 import os
 import stat
 import struct
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from layout.blockio import evict_cached, read_at
@@ -37,6 +40,12 @@ PAGE = 4096
 # entries — stay buffered; the kernel keeps the two kinds coherent.
 DIRECT_ALIGN = 4096
 DIRECT_BUFFER = 4 * 1024 * 1024
+# Direct writes in flight at once. With one, a disk idles between a write's completion
+# and the next one's arrival; with a second queued behind it, it does not. Measured on a
+# loop device doing direct I/O to its file (a stand-in for a disk): a restore's median
+# 3.30 -> 2.80 s; no change on a buffered loop device or an image file, whose writes wait
+# on one kernel worker or one inode lock either way.
+DIRECT_IN_FLIGHT = 2
 
 
 class OutsidePlan(RuntimeError):
@@ -107,6 +116,74 @@ def _libc_fallocate() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
 _FALLOCATE = _libc_fallocate()
 
 
+class _DirectWrites:
+    """Direct writes through page-aligned copies, up to DIRECT_IN_FLIGHT at once.
+
+    Each write's bytes are copied into a free aligned buffer before it is queued, so the
+    caller may reuse its data at once. Two queued writes never cover the same bytes (the
+    later one waits), so the order of writes to any byte is kept. A failed write raises
+    its OSError at the next :meth:`write` or :meth:`wait`.
+    """
+
+    def __init__(self, fd: int, write_through: Callable[[int, int, memoryview], None]) -> None:
+        self._fd, self._write_through = fd, write_through
+        self._free = [mmap.mmap(-1, DIRECT_BUFFER) for _ in range(DIRECT_IN_FLIGHT)]
+        self._queued: deque[tuple[Future[None], mmap.mmap, int, int]] = deque()
+        self._pool = ThreadPoolExecutor(DIRECT_IN_FLIGHT, thread_name_prefix="target-write")
+
+    def write(self, offset: int, view: memoryview) -> None:
+        for start in range(0, len(view), DIRECT_BUFFER):
+            piece = view[start : start + DIRECT_BUFFER]
+            lo, hi = offset + start, offset + start + len(piece)
+            if any(a < hi and lo < b for _f, _buf, a, b in self._queued):
+                self.wait()
+            if not self._free:
+                self._finish_oldest()
+            buffer = self._free.pop()
+            target = memoryview(buffer)
+            try:
+                target[: len(piece)] = piece
+            finally:
+                target.release()
+            future = self._pool.submit(self._write_one, buffer, lo, len(piece))
+            self._queued.append((future, buffer, lo, hi))
+
+    def _write_one(self, buffer: mmap.mmap, offset: int, length: int) -> None:
+        whole = memoryview(buffer)
+        part = whole[:length]
+        try:
+            self._write_through(self._fd, offset, part)
+        finally:
+            part.release()
+            whole.release()
+
+    def _finish_oldest(self) -> None:
+        future, buffer, _lo, _hi = self._queued.popleft()
+        try:
+            future.result()
+        finally:
+            self._free.append(buffer)
+
+    def wait(self) -> None:
+        """Every queued write done; the first that failed raises its error."""
+        while self._queued:
+            self._finish_oldest()
+
+    def close(self) -> None:
+        """Wait for what is queued, then free the buffers. Failures are not raised here:
+        only a flush vouches for written bytes, and it would have raised them."""
+        while self._queued:
+            with contextlib.suppress(OSError):
+                self._finish_oldest()
+        self._pool.shutdown(wait=True)
+        for buffer in self._free:
+            # A failed write's traceback may still view its buffer: then the garbage
+            # collector frees it, with the traceback.
+            with contextlib.suppress(BufferError):
+                buffer.close()
+        self._free.clear()
+
+
 class CheckedWriter:
     """Read-write handle on a whole disk or image file that writes only inside ``allowed_extents``.
 
@@ -150,7 +227,9 @@ class CheckedWriter:
             raise TargetOpenError(exc.errno, f"cannot open {self.path}: {exc.strerror}") from exc
         self.size = self._size()
         self._direct = self._open_direct(flags & ~os.O_EXCL)
-        self._bounce = mmap.mmap(-1, DIRECT_BUFFER) if self._direct is not None else None
+        self._queue = (
+            _DirectWrites(self._direct, self._write_through) if self._direct is not None else None
+        )
         if self.fence.extents and self.fence.extents[-1][1] > self.size:
             last = self.fence.extents[-1][1]
             self.close()
@@ -184,6 +263,7 @@ class CheckedWriter:
         self.fence.check(offset, length)
         if length == 0:
             return
+        self.wait_writes()
         if self.is_block_device:
             self._zero_block_device(offset, length)
         elif not self._punch_hole(offset, length):
@@ -191,11 +271,19 @@ class CheckedWriter:
 
     def _pwrite_all(self, offset: int, view: memoryview) -> None:
         aligned = offset % DIRECT_ALIGN == 0 and len(view) % DIRECT_ALIGN == 0
-        if aligned and self._direct is not None and self._bounce is not None and len(view):
-            self._direct_write(self._direct, self._bounce, offset, view)
+        if aligned and self._queue is not None and len(view):
+            self._queue.write(offset, view)
         else:
+            self.wait_writes()
             self._write_through(self.fd, offset, view)
         self.bytes_written += len(view)
+
+    def wait_writes(self) -> None:
+        """Wait until every direct write queued so far has reached the disk's queue and
+        returned; raises the first that failed. Everything but another direct write waits
+        for this first, so reads, zeroing, flushes and buffered writes see the bytes."""
+        if self._queue is not None:
+            self._queue.wait()
 
     def _write_through(self, fd: int, offset: int, view: memoryview) -> None:
         done = 0
@@ -204,17 +292,6 @@ class CheckedWriter:
             if n <= 0:
                 raise OSError(errno.EIO, f"short write to {self.path} at byte {offset + done}")
             done += n
-
-    def _direct_write(self, fd: int, bounce: mmap.mmap, offset: int, view: memoryview) -> None:
-        # O_DIRECT needs an aligned buffer: the bytes are copied into the mmap'd one.
-        buffer = memoryview(bounce)
-        try:
-            for start in range(0, len(view), DIRECT_BUFFER):
-                piece = view[start : start + DIRECT_BUFFER]
-                buffer[: len(piece)] = piece
-                self._write_through(fd, offset + start, buffer[: len(piece)])
-        finally:
-            buffer.release()
 
     def _write_zeros(self, offset: int, length: int) -> None:
         pos, stop = offset, offset + length
@@ -259,26 +336,30 @@ class CheckedWriter:
 
     def read(self, offset: int, length: int) -> bytes:
         """Bytes as they are now (reading is allowed anywhere)."""
+        self.wait_writes()
         return read_at(self.fd, offset, length)
 
     def sync(self) -> None:
         """Flush written data to the medium (fdatasync) before a checkpoint claims it:
         buffered writes out of the page cache, direct ones out of the disk's own cache."""
+        self.wait_writes()
         os.fdatasync(self.fd)
         if self._direct is not None:
             os.fdatasync(self._direct)
 
     def drop_cache(self, offset: int, length: int) -> None:
         """Forget cached pages of a flushed range, so a read-back comes from the medium."""
+        self.wait_writes()
         evict_cached(self.fd, offset, length)
 
     def close(self) -> None:
+        # The queued writes first: none may run on a descriptor closed (and reused) under it.
+        if getattr(self, "_queue", None) is not None:
+            self._queue.close()  # type: ignore[union-attr]
+            self._queue = None
         if getattr(self, "_direct", None) is not None:
             os.close(self._direct)  # type: ignore[arg-type]
             self._direct = None
-        if getattr(self, "_bounce", None) is not None:
-            self._bounce.close()  # type: ignore[union-attr]
-            self._bounce = None
         if getattr(self, "fd", -1) >= 0:
             os.close(self.fd)
             self.fd = -1

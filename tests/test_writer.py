@@ -6,17 +6,27 @@ random plans; every byte that reaches the target must lie inside the plan's exte
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_engine_helpers import SECTOR, MemoryArchive, expected_bytes, make_plan
+from test_engine_helpers import (
+    SECTOR,
+    MemoryArchive,
+    expected_bytes,
+    full_disk_plan,
+    make_plan,
+    sample_source,
+)
 
 from layout.models import Partition, PartitionTable
 from layout.plan import RestoreArea, Stage, WriteBytes, ZeroRange
@@ -292,3 +302,121 @@ def test_engine_writes_only_inside_random_plans(
     assert after == expected_bytes(plan, archive, before)
     mask = mask_of(plan.write_extents(), DISK)
     assert all(b == PATTERN for b, m in zip(after, mask, strict=False) if not m)
+
+
+# -- direct writes queued two at a time ---------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+def direct_writer(path: Path, size: int) -> CheckedWriter:
+    path.write_bytes(b"\x00" * size)
+    writer = CheckedWriter(path, [(0, size)])
+    if writer._queue is None:
+        writer.close()
+        pytest.skip(f"{path.parent} takes no direct I/O (tmpfs?): nothing is queued there")
+    return writer
+
+
+def on_direct_writes(
+    monkeypatch: pytest.MonkeyPatch,
+    writer: CheckedWriter,
+    before: Callable[[int, memoryview], None],
+) -> None:
+    """Call ``before(offset, data)`` ahead of every write through the writer's direct
+    descriptor."""
+    real = os.pwrite
+
+    def pwrite(fd: int, data: memoryview, offset: int) -> int:
+        if fd == writer._direct:
+            before(offset, data)
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(writer_module.os, "pwrite", pwrite)
+
+
+def test_two_direct_writes_are_in_flight_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = direct_writer(tmp_path / "t.img", 8 * MIB)
+    both = threading.Barrier(2, timeout=10)
+    on_direct_writes(monkeypatch, writer, lambda _offset, _data: both.wait())
+    try:
+        # Each write must meet the other one at the barrier: one at a time, they cannot.
+        writer.write(0, b"\x11" * (4 * MIB))
+        writer.write(4 * MIB, b"\x22" * (4 * MIB))
+        writer.sync()
+    finally:
+        writer.close()
+    assert (tmp_path / "t.img").read_bytes() == b"\x11" * (4 * MIB) + b"\x22" * (4 * MIB)
+
+
+def test_a_queued_write_is_seen_by_reads_and_later_writes_of_its_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = direct_writer(tmp_path / "t.img", 8 * MIB)
+
+    def before(offset: int, data: memoryview) -> None:
+        if data[0] in (0x11, 0x22):
+            time.sleep(0.3)  # still under way when the next call comes
+
+    on_direct_writes(monkeypatch, writer, before)
+    try:
+        writer.write(0, b"\x11" * (4 * MIB))
+        assert writer.read(4096, 4) == b"\x11" * 4  # a read waits for the write
+        writer.write(0, b"\x22" * (4 * MIB))
+        writer.write(0, b"\x33" * (4 * MIB))  # the same bytes again: in order, last wins
+        writer.sync()
+    finally:
+        writer.close()
+    assert (tmp_path / "t.img").read_bytes()[: 4 * MIB] == b"\x33" * (4 * MIB)
+
+
+def test_a_failed_queued_write_is_raised_by_the_flush(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = direct_writer(tmp_path / "t.img", 8 * MIB)
+
+    def fail(offset: int, data: memoryview) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    on_direct_writes(monkeypatch, writer, fail)
+    try:
+        writer.write(0, b"\x11" * (4 * MIB))  # queued: its failure is not known yet
+        with pytest.raises(OSError) as failed:
+            writer.sync()
+        assert failed.value.errno == errno.EIO
+    finally:
+        writer.close()  # waits, and does not raise again
+
+
+def test_read_back_waits_for_the_writes_still_in_flight(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read-back of an area reads what the writer has finished writing, not bytes whose
+    write is still queued (slow writes: each direct write waits 20 ms)."""
+    disk, table = sample_source(seed=4)
+    archive = MemoryArchive(disk, table)
+    target = tmp_path / "target.img"
+    target.write_bytes(b"\xa5" * len(disk))
+    plan = full_disk_plan(archive, target, len(disk))
+    real = os.pwrite
+    direct: set[int] = set()
+    real_open = writer_module.CheckedWriter._open_direct
+
+    def open_direct(self: CheckedWriter, flags: int) -> int | None:
+        fd = real_open(self, flags)
+        if fd is None:
+            pytest.skip(f"{tmp_path} takes no direct I/O (tmpfs?): nothing is queued there")
+        direct.add(fd)
+        return fd
+
+    def slow(fd: int, data: memoryview, offset: int) -> int:
+        if fd in direct:
+            time.sleep(0.02)
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(writer_module.CheckedWriter, "_open_direct", open_direct)
+    monkeypatch.setattr(writer_module.os, "pwrite", slow)
+    RestoreEngine(plan, archive, str(target), journal_location=tmp_path / "j.json").run()
+    assert target.read_bytes() == expected_bytes(plan, archive, b"\xa5" * len(disk))
