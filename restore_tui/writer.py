@@ -42,9 +42,9 @@ DIRECT_ALIGN = 4096
 DIRECT_BUFFER = 4 * 1024 * 1024
 # Direct writes in flight at once. With one, a disk idles between a write's completion
 # and the next one's arrival; with a second queued behind it, it does not. Measured on a
-# loop device doing direct I/O to its file (a stand-in for a disk): a restore's median
-# 3.30 -> 2.80 s; no change on a buffered loop device or an image file, whose writes wait
-# on one kernel worker or one inode lock either way.
+# loop device doing direct I/O to its file (a stand-in for a disk): a --no-verify
+# restore's median 3.42 -> 2.89 s; no change on a buffered loop device or an image file,
+# whose writes wait on one kernel worker or one inode lock either way.
 DIRECT_IN_FLIGHT = 2
 
 
@@ -279,9 +279,10 @@ class CheckedWriter:
         self.bytes_written += len(view)
 
     def wait_writes(self) -> None:
-        """Wait until every direct write queued so far has reached the disk's queue and
-        returned; raises the first that failed. Everything but another direct write waits
-        for this first, so reads, zeroing, flushes and buffered writes see the bytes."""
+        """Wait until every direct write queued so far has returned from the disk (written,
+        not yet flushed: :meth:`sync` does that); raises the first that failed. Everything
+        but another direct write waits for this first, so reads, zeroing, flushes and
+        buffered writes see the bytes."""
         if self._queue is not None:
             self._queue.wait()
 
