@@ -178,18 +178,31 @@ def _losetup(*args: str) -> str:
 
 @contextlib.contextmanager
 def loop_device(
-    image: Path, *, offset: int = 0, size: int | None = None, read_only: bool = False
+    image: Path,
+    *,
+    offset: int = 0,
+    size: int | None = None,
+    read_only: bool = False,
+    direct_io: bool = False,
 ) -> Iterator[str]:
-    """Attach ``image`` (or a byte range of it) to a loop device; detached on exit."""
+    """Attach ``image`` (or a byte range of it) to a loop device; detached on exit.
+
+    ``direct_io``: the device reads and writes its file by direct I/O, past the page
+    cache, as a disk would; BenchError where the file's filesystem cannot."""
     args = ["-f", "--show"]
     if read_only:
         args.append("-r")
+    if direct_io:
+        args.append("--direct-io=on")
     if offset:
         args += ["-o", str(offset)]
     if size is not None:
         args += ["--sizelimit", str(size)]
     device = _losetup(*args, str(image))
     try:
+        dio = Path(f"/sys/block/{Path(device).name}/loop/dio")
+        if direct_io and dio.read_text().strip() != "1":
+            raise BenchError(f"{device} over {image} does not do direct I/O (its filesystem?)")
         yield device
     finally:
         subprocess.run(["losetup", "-d", device], capture_output=True, check=False)

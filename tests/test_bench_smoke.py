@@ -6,6 +6,7 @@ Only that they run and report: timings are never asserted (the machine is shared
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -107,3 +108,19 @@ def test_contenders_take_turns_and_each_keeps_its_best(tmp_path: Path) -> None:
     best = run.best_in_rounds(bench, [contender("a"), contender("b")])
     assert order == ["a", "b", "a", "b", "a", "b"]
     assert {k: v.wall_s for k, v in best.items()} == {"a": 1.0, "b": 0.5}
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("losetup") is None, reason="loop devices need root"
+)
+def test_the_disk_like_target_is_a_loop_device_doing_direct_io(tmp_path: Path) -> None:
+    run = _bench_module()
+    work = tmp_path / "work"
+    work.mkdir()
+    if not run.takes_direct_loop(work):
+        pytest.skip(f"{work} takes no direct I/O (tmpfs?)")
+    bench = run.Bench(work, cold=False, repeat=1)
+    with run.target(bench, "loop-dio", 4 * 1024 * 1024) as dev:
+        assert Path(f"/sys/block/{Path(dev).name}/loop/dio").read_text().strip() == "1"
+    with run.target(bench, "loop", 4 * 1024 * 1024) as dev:
+        assert Path(f"/sys/block/{Path(dev).name}/loop/dio").read_text().strip() == "0"
