@@ -453,7 +453,7 @@ def bench_restores(bench: Bench, prep: Prepared, kind: str, *, others: bool = Tr
     if others:
         contenders = limit_contenders(bench, prep, kind) + contenders
     for key, result in best_in_rounds(bench, contenders).items():
-        # The decompression limit needs no target: the best over both kinds' rounds.
+        # The decompression limit needs no target: the best over every kind's rounds.
         known = prep.results.get(key)
         if known is None or result.wall_s < known.wall_s:
             prep.results[key] = result
