@@ -11,6 +11,7 @@ import os
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -206,6 +207,52 @@ def loop_device(
         yield device
     finally:
         subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def ram_disk(mount_point: Path, size: int) -> Iterator[Path]:
+    """A second disk for the backups, as the rescue-stick user's USB disk is one: ext4 on a
+    loop device over a sparse file in RAM (``/dev/shm``), mounted at ``mount_point``.
+
+    Its reads never queue behind the target's writes on this machine's one virtual disk,
+    and never wait on that disk at all: a stand-in faster than any USB disk, so that what
+    bounds a restore is the target and the cores. Unmounted, detached and freed on exit.
+    """
+    fd, name = tempfile.mkstemp(prefix="restore-tui-bench-", suffix=".img", dir="/dev/shm")
+    backing = Path(name)
+    try:
+        try:
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
+        with loop_device(backing) as dev:
+            _checked(["mkfs.ext4", "-q", "-F", "-L", "bench-backups", dev])
+            mount_point.mkdir(parents=True, exist_ok=True)
+            _checked(["mount", dev, str(mount_point)])
+            try:
+                yield mount_point
+            finally:
+                _unmount(mount_point)
+    finally:
+        backing.unlink(missing_ok=True)
+
+
+def _unmount(mount_point: Path) -> None:
+    """Unmount; where a file is still open there, detach the mount now and let the kernel
+    finish when the file is closed (the loop device and its RAM go with it), and say so."""
+    busy = subprocess.run(["umount", str(mount_point)], capture_output=True, text=True)
+    if busy.returncode != 0:
+        subprocess.run(["umount", "--lazy", str(mount_point)], capture_output=True, check=False)
+        print(f"warning: {mount_point} was busy ({busy.stderr.strip()}); detached lazily",
+              file=sys.stderr)  # fmt: skip
+    with contextlib.suppress(OSError):
+        mount_point.rmdir()
+
+
+def _checked(argv: list[str]) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BenchError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
 
 
 def is_block_device(path: str | os.PathLike[str]) -> bool:

@@ -7,6 +7,7 @@ with its ratio to a baseline measured in the same run, on the same data and targ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -33,6 +34,7 @@ from measure import (
     is_block_device,
     is_root,
     loop_device,
+    ram_disk,
     run,
 )
 
@@ -100,9 +102,10 @@ def restore_tui_command() -> list[str]:
 
 @dataclass
 class Bench:
-    work: Path
+    work: Path  # disk images, targets, scratch
     cold: bool  # page caches dropped before every run
     repeat: int
+    store: Path | None = None  # where the backups are kept (default: ``work``)
     tui: list[str] = field(default_factory=restore_tui_command)
     rows: list[dict[str, object]] = field(default_factory=list)
 
@@ -130,7 +133,7 @@ class Bench:
         return best
 
 
-def machine_lines(work: Path, cold: bool) -> list[str]:
+def machine_lines(work: Path, cold: bool, store: Path | None = None) -> list[str]:
     cpu = "unknown CPU"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -153,6 +156,14 @@ def machine_lines(work: Path, cold: bool) -> list[str]:
     return [
         f"machine: {cpu}, {os.cpu_count()} cores, {human(mem)} RAM, Linux {platform.release()}",
         f"work folder: {work} on {' '.join(dev[0].split()) if dev else '?'}",
+        "backups on: "
+        + (
+            f"a second disk, {store} (ext4 on a loop device over a file in RAM), as a "
+            "rescue-stick user's backup is on a USB disk: its reads do not queue on the "
+            "targets' disk"
+            if store is not None
+            else "the work folder's disk, the targets' disk too"
+        ),
         f"python {platform.python_version()}, python-zstandard {zstandard.__version__}; "
         + "; ".join(versions),
         "page caches: "
@@ -177,6 +188,7 @@ class Prepared:
     archive: Path  # restore-tui backup
     clonezilla: Path  # folder of partclone images + table areas
     results: dict[str, Result] = field(default_factory=dict)
+    archive_bytes: int = 0  # the backup's size (kept when the backup is not)
 
 
 def partitions(disk: SampleDisk) -> list[tuple[int, str, int, int]]:
@@ -263,9 +275,10 @@ def prepare_disk(
     print(
         f"  built {label}: {human(disk.size_bytes)} in {time.perf_counter() - t0:.0f} s", flush=True
     )
-    zst = bench.work / f"{label}.img.zst"
-    archive = bench.work / f"{label}.rtui"
-    cz = bench.work / f"{label}.clonezilla"
+    store = bench.store or bench.work
+    zst = store / f"{label}.img.zst"
+    archive = store / f"{label}.rtui"
+    cz = store / f"{label}.clonezilla"
     prep = Prepared(label, disk, zst, archive, cz)
 
     def backup_ours() -> Result:
@@ -276,11 +289,26 @@ def prepare_disk(
         lambda: run("zstd -T0 -3", [["zstd", "-q", "-T0", "-3", "-c"]], stdin=img, stdout=zst,
                     flush=zst))  # fmt: skip
     prep.results["backup ours"] = bench.measure(backup_ours)
+    prep.archive_bytes = archive.stat().st_size
     if clonezilla:
         prep.results["backup clonezilla"] = bench.measure(
             lambda: clonezilla_backup(bench, disk, cz)
         )
     return prep
+
+
+def stored_bytes(prep: Prepared) -> int:
+    """What restore-tui's backup of the disk holds, in restored bytes (the file is closed
+    again: an open file would keep the backups' disk from being unmounted)."""
+    with NativeArchive(prep.archive) as archive:
+        return archive.manifest.stored_bytes()
+
+
+def forget_backups(prep: Prepared) -> None:
+    """Delete one disk's backups once its figures are in (they fill the RAM disk)."""
+    prep.zst.unlink(missing_ok=True)
+    prep.archive.unlink(missing_ok=True)
+    shutil.rmtree(prep.clonezilla, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- restores
@@ -463,7 +491,7 @@ def limit_contenders(bench: Bench, prep: Prepared, kind: str) -> list[Callable[[
     """The parts of the physical limit of a restore, on the same kind of target and the
     same number of bytes: decompressing the stored data on all cores, writing that many
     bytes with O_DIRECT, and reading them back with O_DIRECT."""
-    stored = NativeArchive(prep.archive).manifest.stored_bytes()
+    stored = stored_bytes(prep)
     blocks = -(-stored // (4 * MIB))
 
     def decompress() -> Figures:
@@ -490,9 +518,9 @@ def limit_contenders(bench: Bench, prep: Prepared, kind: str) -> list[Callable[[
             )  # fmt: skip
             bench.settle()
             # A verified restore makes one machine do it all at once: the backup read
-            # while the same bytes are written again and read back, side by side (here
-            # the backup and the target share one disk; a USB backup disk and an
-            # internal target would not).
+            # while the same bytes are written again and read back, side by side (with
+            # --backups-on work the backup and the target share one disk, as a USB
+            # backup disk and an internal target would not).
             both = run(
                 "read backup + write + read back at once",
                 [["sh", "-c",
@@ -545,8 +573,7 @@ def verdict(ok: bool) -> str:
 def report(prep: Prepared, kinds: list[str]) -> list[str]:
     """Lines for one disk, and the 'ratio' lines with their targets."""
     r = prep.results
-    m = NativeArchive(prep.archive).manifest
-    stored = m.stored_bytes()
+    stored = stored_bytes(prep)
     lines = [
         f"== {prep.label}: {human(prep.disk.size_bytes)} {prep.disk.scheme} disk, "
         f"{human(stored)} stored by restore-tui in {human(prep.archive.stat().st_size)}; "
@@ -674,8 +701,7 @@ def limit_lines(r: dict[str, Result], kind: str) -> Limit:
 
 def rss_lines(small: Prepared, big: Prepared) -> list[str]:
     lines = [f"== memory: {human(small.disk.size_bytes)} vs {human(big.disk.size_bytes)} disk "
-             f"(archives {human(small.archive.stat().st_size)} vs "
-             f"{human(big.archive.stat().st_size)})"]  # fmt: skip
+             f"(archives {human(small.archive_bytes)} vs {human(big.archive_bytes)})"]  # fmt: skip
     pairs = (("backup ours", "backup"), ("verify ours", "verify"), ("restore file ours", "restore"))
     for key, what in pairs:
         a, b = small.results.get(key), big.results.get(key)
@@ -724,7 +750,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("windows", "gpt"), help="only this disk layout")
     parser.add_argument("--workdir", type=Path, default=None, help="where to build (kept)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument(
+        "--backups-on",
+        choices=("ram", "work"),
+        default=None,
+        help="where the backups are kept: 'ram', a second disk (ext4 on a RAM-backed loop "
+        "device; as root, the default but with --quick), or 'work', the work folder's disk, "
+        "which the targets are on too",
+    )
     args = parser.parse_args(argv)
+    backups_on: str = args.backups_on or ("ram" if is_root() and not args.quick else "work")
+    if backups_on == "ram" and not is_root():
+        parser.error("--backups-on ram needs root (it makes and mounts a filesystem)")
     size: int = args.size or parse_size("160M" if args.quick else "2G")
     big: int = args.big_size or parse_size("320M" if args.quick else "8G")
     kinds = ["file"]
@@ -736,12 +773,16 @@ def main(argv: list[str] | None = None) -> int:
     cold = drop_caches()
     compile_bytecode()
     bench = Bench(work, cold, max(1, args.repeat))
-    lines = machine_lines(work, cold)
-    print("\n".join(lines), flush=True)
     started = time.perf_counter()
     out: list[str] = []
-    figures: dict[str, object] = {"machine": lines, "disks": {}}
+    stack = contextlib.ExitStack()
     try:
+        if backups_on == "ram":
+            # Room for one benchmark disk's three backups at a time and the memory check's.
+            bench.store = stack.enter_context(ram_disk(work / "backups", 2 * size + big))
+        lines = machine_lines(work, cold, bench.store)
+        print("\n".join(lines), flush=True)
+        figures: dict[str, object] = {"machine": lines, "disks": {}}
         pool = datagen.blob_pool(7, 6 if args.quick else datagen.POOL_BLOBS)
         mib = size // MIB
         layouts: list[tuple[str, Callable[[Path], SampleDisk]]] = []
@@ -759,8 +800,10 @@ def main(argv: list[str] | None = None) -> int:
             out += report(prep, kinds)
             print("\n".join(report(prep, kinds)), flush=True)
             prepared.append(prep)
-            # The disk images are large; the figures are kept.
+            # The disk images and backups are large; the figures are kept.
             prep.disk.path.unlink(missing_ok=True)
+            if bench.store is not None:
+                forget_backups(prep)
         print(f"[{time.perf_counter() - started:5.0f} s] memory check on a "
               f"{human(big)} GPT disk (sparse: free space is zeros)", flush=True)  # fmt: skip
         big_prep = prepare_disk(
@@ -786,6 +829,7 @@ def main(argv: list[str] | None = None) -> int:
                 },
             }
     finally:
+        stack.close()
         if not keep:
             shutil.rmtree(work, ignore_errors=True)
     print(f"\nsummary ({time.perf_counter() - started:.0f} s in all)")

@@ -41,6 +41,8 @@ def test_bench_runs_and_prints_ratios(tmp_path: Path) -> None:
             str(tmp_path / "work"),
             "--json",
             str(out_json),
+            # As root, the backups on a second disk in RAM, as the full benchmark keeps them.
+            *(["--backups-on", "ram"] if os.geteuid() == 0 else []),
         ],
         capture_output=True,
         text=True,
@@ -65,6 +67,10 @@ def test_bench_runs_and_prints_ratios(tmp_path: Path) -> None:
     assert all("L' = " in x and "--no-verify" not in x for x in against_target)
     assert len(restore) == len(against_tools) + len(against_limit) + len(against_target)
     assert "page caches:" in proc.stdout and "machine:" in proc.stdout
+    on_ram = "backups on: a second disk" in proc.stdout
+    assert on_ram == (os.geteuid() == 0), proc.stdout
+    # Unmounted at the end, not left busy by a backup still open.
+    assert not (tmp_path / "work" / "backups").exists() and "busy" not in proc.stderr
     figures = out_json.read_text()
     assert '"gpt"' in figures and '"gpt-big"' in figures
 
@@ -124,3 +130,30 @@ def test_the_disk_like_target_is_a_loop_device_doing_direct_io(tmp_path: Path) -
         assert Path(f"/sys/block/{Path(dev).name}/loop/dio").read_text().strip() == "1"
     with run.target(bench, "loop", 4 * 1024 * 1024) as dev:
         assert Path(f"/sys/block/{Path(dev).name}/loop/dio").read_text().strip() == "0"
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("losetup") is None or not Path("/dev/shm").is_dir(),
+    reason="a RAM disk for the backups needs root, loop devices and /dev/shm",
+)
+def test_the_backups_disk_in_ram_is_mounted_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    run = _bench_module()
+    mount_point = tmp_path / "backups"
+    with run.ram_disk(mount_point, 64 * 1024 * 1024) as store:
+        assert os.path.ismount(store)
+        source = subprocess.run(
+            ["findmnt", "-n", "-o", "SOURCE,FSTYPE", str(store)],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        assert source[1] == "ext4" and source[0].startswith("/dev/loop")
+        backing = Path(
+            Path(f"/sys/block/{Path(source[0]).name}/loop/backing_file").read_text().strip()
+        )
+        assert backing.parent == Path("/dev/shm")
+        (store / "a.rtui").write_bytes(b"x" * 4096)
+    assert not mount_point.exists()
+    assert not backing.exists()
+    attached = subprocess.run(
+        ["losetup", "-j", str(backing)], capture_output=True, text=True, check=False
+    ).stdout
+    assert attached.strip() == ""
