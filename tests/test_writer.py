@@ -338,17 +338,41 @@ def on_direct_writes(
 def test_two_direct_writes_are_in_flight_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    writer = direct_writer(tmp_path / "t.img", 8 * MIB)
+    size = writer_module.DIRECT_BUFFER
+    writer = direct_writer(tmp_path / "t.img", 2 * size)
     both = threading.Barrier(2, timeout=10)
     on_direct_writes(monkeypatch, writer, lambda _offset, _data: both.wait())
     try:
-        # Each write must meet the other one at the barrier: one at a time, they cannot.
-        writer.write(0, b"\x11" * (4 * MIB))
-        writer.write(4 * MIB, b"\x22" * (4 * MIB))
+        # Each request must meet the other one at the barrier: one at a time, they cannot.
+        writer.write(0, b"\x11" * size)
+        writer.write(size, b"\x22" * size)
         writer.sync()
     finally:
         writer.close()
-    assert (tmp_path / "t.img").read_bytes() == b"\x11" * (4 * MIB) + b"\x22" * (4 * MIB)
+    assert (tmp_path / "t.img").read_bytes() == b"\x11" * size + b"\x22" * size
+
+
+def test_writes_that_continue_one_another_go_to_the_disk_as_one_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    size = writer_module.DIRECT_BUFFER
+    writer = direct_writer(tmp_path / "t.img", 3 * size)
+    requests: list[tuple[int, int]] = []
+    on_direct_writes(monkeypatch, writer, lambda offset, data: requests.append((offset, len(data))))
+    slices = [bytes([n]) * MIB for n in range(1, 2 * size // MIB + 3)]
+    try:
+        for i, piece in enumerate(slices[:-1]):  # two buffers' worth and a MiB, gap-free
+            writer.write(i * MIB, piece)
+        writer.write(3 * size - MIB, slices[-1])  # elsewhere: a request of its own
+        writer.sync()
+    finally:
+        writer.close()
+    # (Two requests are in flight at once: their order here is the threads'.)
+    assert sorted(requests) == [(0, size), (size, size), (2 * size, MIB), (3 * size - MIB, MIB)]
+    image = (tmp_path / "t.img").read_bytes()
+    assert image[: 2 * size + MIB] == b"".join(slices[:-1])
+    assert image[2 * size + MIB : 3 * size - MIB] == bytes(size - 2 * MIB)
+    assert image[3 * size - MIB :] == slices[-1]
 
 
 def test_a_queued_write_is_seen_by_reads_and_later_writes_of_its_bytes(
