@@ -974,7 +974,7 @@ class RestoreEngine:
             src_hi,
             sparse_file=not writer.is_block_device,
             batch=VERIFY_BATCH,
-            before_reading=writer.wait_writes,
+            writes_under_way=writer.writes_under_way,
         )
 
     def _read_back_failed(self, stage: Stage, action: RestoreArea, chunk: Chunk) -> None:

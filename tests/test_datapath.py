@@ -9,7 +9,7 @@ from pathlib import Path
 
 from archive.manifest import Chunk
 from layout.blockio import MediumReader
-from restore_tui.datapath import check_copy, first_bad_chunk, split_for_digest
+from restore_tui.datapath import check_copy, first_bad_chunk, read_runs, split_for_digest
 
 MIB = 1024 * 1024
 
@@ -118,3 +118,39 @@ def test_check_copy_reports_the_exact_byte(tmp_path: Path) -> None:
     finally:
         reader.close()
         os.close(fd)
+
+
+def test_chunks_that_follow_one_another_are_read_back_in_one_request(tmp_path: Path) -> None:
+    """Six 4 MiB data chunks, a zero run, two more: the read-back asks the disk for 16, 8,
+    and 8 MiB (never across the zero run, never more than READ_BACK_SPAN), and a byte
+    wrong in the middle of a joined read is still put on its own chunk."""
+    rng = random.Random(8)
+    blobs = [rng.randbytes(4 * MIB) for _ in range(8)]
+    places = [i * 4 * MIB for i in range(6)] + [28 * MIB, 32 * MIB]
+    chunks = [data_chunk(at, b) for at, b in zip(places, blobs, strict=True)]
+    chunks.insert(6, Chunk(offset=24 * MIB, length=4 * MIB, kind="zero"))
+    path = tmp_path / "target.img"
+    with open(path, "wb") as f:
+        f.truncate(36 * MIB)
+        for at, b in zip(places, blobs, strict=True):
+            f.seek(at)
+            f.write(b)
+    assert [[c.offset // MIB for c in run] for run in read_runs(chunks)] == [
+        [0, 4, 8, 12], [16, 20], [24], [28, 32]
+    ]  # fmt: skip
+    with MediumReader(path, 36 * MIB) as reader:
+        asked: list[int] = []
+        real_view = reader.view
+
+        def view(offset: int, length: int):  # type: ignore[no-untyped-def]
+            asked.append(length)
+            return real_view(offset, length)
+
+        reader.view = view  # type: ignore[method-assign]
+        assert first_bad_chunk(reader, chunks, 0, sparse_file=True) is None
+        assert sorted(asked) == [8 * MIB, 8 * MIB, 16 * MIB]  # the hole is not read
+        with open(path, "r+b") as f:
+            f.seek(9 * MIB)
+            f.write(bytes([blobs[2][MIB] ^ 1]))
+        bad = first_bad_chunk(reader, chunks, 0, sparse_file=True)
+        assert bad is not None and bad.offset == 8 * MIB

@@ -9,12 +9,16 @@ every chunk behind its writes and nothing twice.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import random
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -331,3 +335,56 @@ def test_reading_back_does_not_flush_the_disk_for_every_batch(
     # One flush of the target (its two descriptors) per saved record — checkpoints and
     # stage ends — and the table's; none per batch.
     assert len(flushes) <= 2 * (len(saves) + 1) < 31
+
+
+def test_the_check_waits_for_the_writes_under_way_and_the_writer_does_not(
+    tmp_path: Path,
+) -> None:
+    """A batch handed over while its last write is still under way is read only once that
+    write has returned, on the check's own thread: the writer goes on meanwhile."""
+    chunks, blobs = data_chunks(4)
+    target = Target(tmp_path / "t.img", 4 * MIB)
+    under_way: Future[None] = Future()
+    behind = ReadBehind(
+        target.reader, chunks, 0, 0, 4 * MIB, batch=4 * MIB, writes_under_way=lambda: [under_way]
+    )
+    try:
+        for c, b in zip(chunks[:3], blobs[:3], strict=True):
+            os.pwrite(target.fd, b, c.offset)
+        # The last chunk's write has not returned: the writer must not wait for it here (if
+        # it did, a timer lets it go on after 5 s, and the time says so).
+        rescue = threading.Timer(5, lambda: under_way.done() or under_way.set_result(None))
+        rescue.start()
+        started = time.monotonic()
+        behind.written_to(4 * MIB)
+        waited = time.monotonic() - started
+        rescue.cancel()
+        os.pwrite(target.fd, blobs[3], chunks[3].offset)  # ... it returns now
+        if not under_way.done():
+            under_way.set_result(None)
+        assert waited < 2
+        behind.finish()
+    finally:
+        behind.close()
+        target.close()
+    assert behind.checked == [(0, 4 * MIB)]
+
+
+def test_a_write_under_way_that_fails_stops_the_check_with_its_error(tmp_path: Path) -> None:
+    chunks, blobs = data_chunks(2)
+    target = Target(tmp_path / "t.img", 2 * MIB)
+    failed: Future[None] = Future()
+    failed.set_exception(OSError(errno.EIO, "Input/output error"))
+    behind = ReadBehind(
+        target.reader, chunks, 0, 0, 2 * MIB, batch=2 * MIB, writes_under_way=lambda: [failed]
+    )
+    try:
+        os.pwrite(target.fd, blobs[0], 0)
+        with pytest.raises(OSError) as error:
+            behind.written_to(2 * MIB)
+            behind.finish()
+        assert error.value.errno == errno.EIO
+    finally:
+        behind.close()
+        target.close()
+    assert behind.checked == []
