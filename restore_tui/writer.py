@@ -42,9 +42,9 @@ DIRECT_ALIGN = 4096
 # Direct writes that continue one another go to the disk as one request of up to this
 # many bytes (the engine hands over 1 MiB at a time, for its progress and checkpoints).
 # Replaying a checked restore's writes and read-back on this project's machine (direct
-# I/O, two requests of each kind in flight): 1 MiB writes 1.37-1.50 s on a direct-I/O
-# loop device and 1.18-1.51 s on an image file; 16 MiB writes 0.78-1.06 s and
-# 0.76-0.94 s; 32 MiB no better than 16.
+# I/O, two requests of each kind in flight; medians): 1 MiB writes 1.39 s on a direct-I/O
+# loop device and 1.37 s on an image file; 16 MiB requests 0.94 s and 0.93 s; 32 MiB no
+# better than 16 (docs/benchmarks.md).
 DIRECT_BUFFER = 16 * 1024 * 1024
 # Direct writes in flight at once. With one, a disk idles between a write's completion
 # and the next one's arrival; with a second queued behind it, it does not. Measured on a
