@@ -218,6 +218,12 @@ def ram_disk(mount_point: Path, size: int) -> Iterator[Path]:
     and never wait on that disk at all: a stand-in faster than any USB disk, so that what
     bounds a restore is the target and the cores. Unmounted, detached and freed on exit.
     """
+    room = min(shutil.disk_usage("/dev/shm").free, _available_memory())
+    if size > room:
+        raise BenchError(
+            f"the backups' RAM disk needs up to {human(size)}, and only {human(room)} of RAM "
+            "is free; run with --backups-on work (or a smaller --size)"
+        )
     fd, name = tempfile.mkstemp(prefix="restore-tui-bench-", suffix=".img", dir="/dev/shm")
     backing = Path(name)
     try:
@@ -235,6 +241,14 @@ def ram_disk(mount_point: Path, size: int) -> Iterator[Path]:
                 _unmount(mount_point)
     finally:
         backing.unlink(missing_ok=True)
+
+
+def _available_memory() -> int:
+    """MemAvailable of /proc/meminfo, in bytes (what can be used without swapping)."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def _unmount(mount_point: Path) -> None:

@@ -778,8 +778,10 @@ def main(argv: list[str] | None = None) -> int:
     stack = contextlib.ExitStack()
     try:
         if backups_on == "ram":
-            # Room for one benchmark disk's three backups at a time and the memory check's.
-            bench.store = stack.enter_context(ram_disk(work / "backups", 2 * size + big))
+            # Room for one benchmark disk's three backups at a time (none is larger than
+            # the disk), and the filesystem's own.
+            room = 3 * size + 256 * MIB
+            bench.store = stack.enter_context(ram_disk(work / "backups", room))
         lines = machine_lines(work, cold, bench.store)
         print("\n".join(lines), flush=True)
         figures: dict[str, object] = {"machine": lines, "disks": {}}
@@ -806,6 +808,8 @@ def main(argv: list[str] | None = None) -> int:
                 forget_backups(prep)
         print(f"[{time.perf_counter() - started:5.0f} s] memory check on a "
               f"{human(big)} GPT disk (sparse: free space is zeros)", flush=True)  # fmt: skip
+        # Its backups are in the work folder: several GiB, and no ratio is taken of them.
+        bench.store = None
         big_prep = prepare_disk(
             bench, "gpt-big",
             lambda p: datagen.gpt_disk(p, big // MIB, pool, fill=0.3, garbage=False),
@@ -828,6 +832,9 @@ def main(argv: list[str] | None = None) -> int:
                     for k, v in prep.results.items()
                 },
             }
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     finally:
         stack.close()
         if not keep:

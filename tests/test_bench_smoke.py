@@ -157,3 +157,16 @@ def test_the_backups_disk_in_ram_is_mounted_and_leaves_nothing_behind(tmp_path: 
         ["losetup", "-j", str(backing)], capture_output=True, text=True, check=False
     ).stdout
     assert attached.strip() == ""
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="no /dev/shm on this machine")
+def test_a_ram_disk_larger_than_the_free_ram_is_refused_before_anything_is_made(
+    tmp_path: Path,
+) -> None:
+    run = _bench_module()
+    before = set(Path("/dev/shm").iterdir())
+    refused = run.ram_disk(tmp_path / "backups", 1 << 50)
+    with pytest.raises(run.BenchError, match="--backups-on work"):
+        refused.__enter__()
+    assert set(Path("/dev/shm").iterdir()) == before
+    assert not (tmp_path / "backups").exists()
