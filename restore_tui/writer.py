@@ -204,24 +204,26 @@ class _DirectWrites:
         while self._queued:
             self._finish_oldest()
 
-    def wait(self) -> None:
-        """Every write handed over so far done; the first that failed raises its error."""
+    def _send_gathered(self) -> None:
         if self._gathering is not None:
             self._submit()
+
+    def wait(self) -> None:
+        """Every write handed over so far done; the first that failed raises its error."""
+        self._send_gathered()
         self._wait_queued()
 
     def under_way(self) -> list[Future[None]]:
         """Every write handed over so far, sent to the disk (the gathered bytes too) and
         not waited for: each future is done when its request has returned."""
-        if self._gathering is not None:
-            self._submit()
+        self._send_gathered()
         return [future for future, _buf, _lo, _hi in self._queued]
 
     def close(self) -> None:
         """Write what was handed over, wait for it, then free the buffers. Failures are not
         raised here: only a flush vouches for written bytes, and it would have raised them."""
-        if self._gathering is not None:
-            self._submit()
+        with contextlib.suppress(OSError):
+            self._send_gathered()
         while self._queued:
             with contextlib.suppress(OSError):
                 self._finish_oldest()
