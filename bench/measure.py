@@ -171,10 +171,7 @@ def fresh_file(path: Path, size: int) -> Path:
 
 
 def _losetup(*args: str) -> str:
-    proc = subprocess.run(["losetup", *args], capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise BenchError(f"losetup {' '.join(args)} failed: {proc.stderr.strip()}")
-    return proc.stdout.strip()
+    return _checked(["losetup", *args])
 
 
 @contextlib.contextmanager
@@ -263,10 +260,12 @@ def _unmount(mount_point: Path) -> None:
         mount_point.rmdir()
 
 
-def _checked(argv: list[str]) -> None:
+def _checked(argv: list[str]) -> str:
+    """What a set-up command printed; BenchError with its own words if it failed."""
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise BenchError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
+    return proc.stdout.strip()
 
 
 def is_block_device(path: str | os.PathLike[str]) -> bool:
