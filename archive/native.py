@@ -96,16 +96,22 @@ def default_workers() -> int:
 
 
 def ordered_map(
-    fn: Callable[[T], R], items: Iterable[T], *, workers: int, in_flight: int
+    fn: Callable[[T], R],
+    items: Iterable[T],
+    *,
+    workers: int,
+    in_flight: int,
+    name: str = "rtui-chunk",
 ) -> Generator[R, None, None]:
     """``map(fn, items)`` on a thread pool, in input order, with few items in flight.
 
     zstd and hashlib release the GIL, so a small pool really runs in parallel;
     the bound keeps memory flat (each item is up to a 4 MiB chunk). Closing the
-    iterator early cancels what has not started.
+    iterator early cancels what has not started. ``name`` prefixes the threads' names
+    (what they do, for a profiler: ``bench/where.py``).
     """
     pending: deque[Future[R]] = deque()
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rtui-chunk")
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
     try:
         for item in items:
             pending.append(pool.submit(fn, item))

@@ -125,7 +125,7 @@ def first_bad_chunk(
                     for c in run]  # fmt: skip
 
     results = ordered_map(
-        check, read_runs(chunks), workers=n_workers, in_flight=n_workers + 2
+        check, read_runs(chunks), workers=n_workers, in_flight=n_workers + 2, name="read-back"
     )
     try:
         for run in results:

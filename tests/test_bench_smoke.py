@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -16,6 +17,9 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from restore_tui import sample
+from restore_tui.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ("zstd", "dd", "partclone.restore", "partclone.extfs", "partclone.fat", "mke2fs",
@@ -170,3 +174,62 @@ def test_a_ram_disk_larger_than_the_free_ram_is_refused_before_anything_is_made(
         refused.__enter__()
     assert set(Path("/dev/shm").iterdir()) == before
     assert not (tmp_path / "backups").exists()
+
+
+@pytest.mark.skipif(not sample.have_tool("mke2fs"), reason="mke2fs (e2fsprogs) is not installed")
+@pytest.mark.parametrize("verify", [True, False])
+def test_where_a_restore_spends_its_time_is_told_from_inside_its_process(
+    tmp_path: Path, verify: bool
+) -> None:
+    rng = random.Random(3)
+    lba = 1024 * 1024 // 512
+    files = {f"f{i}.bin": rng.randbytes(1024 * 1024) for i in range(6)}
+    root = sample.SamplePartition(
+        number=1, start_lba=lba, length_lba=14 * lba, fs="ext4", label="root", mbr_type=0x83,
+        files=files,
+    )  # fmt: skip
+    # Without old garbage, bytes a restore leaves alone are zeros on both sides.
+    disk = sample.build_disk(tmp_path / "src.img", 16, "msdos", [root], seed=3, garbage=False)
+    archive = tmp_path / "src.rtui"
+    assert cli_main(["backup", str(disk.path), str(archive)]) == 0
+    target = tmp_path / "target.img"
+    target.write_bytes(bytes(disk.size_bytes))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "where.py"), str(archive), str(target),
+         *([] if verify else ["--no-verify"])],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    # The restore really ran: the target is the source disk again.
+    assert target.read_bytes() == disk.path.read_bytes()
+    out = proc.stdout
+    phases = {
+        name: float(m.group(1))
+        for name in ("start-up", "data", "end")
+        if (m := re.search(rf"^  {name} \(.*?\)\s+(\d+\.\d\d) s$", out, re.M))
+    }
+    assert set(phases) == {"start-up", "data", "end"}, out
+    total = float(re.search(r"(\d+\.\d\d) s in all", out).group(1))  # type: ignore[union-attr]
+    assert abs(sum(phases.values()) - total) <= 0.02, out
+    # Each kind of thread is named by what it does; the read-back only where it ran.
+    decoding = re.search(r"decoding the backup .*?(\d+\.\d\d) s$", out, re.M)
+    assert decoding is not None and float(decoding.group(1)) > 0, out
+    assert ("reading back and checking" in out) == verify, out
+    assert "main thread (imports" in out and "writing to the target" in out, out
+    assert re.search(r"decompress \d+\.\d\d s, BLAKE3 \d+\.\d\d s, XXH3", out), out
+    assert ("twice in this restore" in out) == verify, out
+    # The journal the restore kept beside the backup is gone with the run.
+    assert not list(tmp_path.glob("src.rtui.restore-journal*"))
+
+
+def test_where_refuses_a_backup_with_an_unfinished_restore(tmp_path: Path) -> None:
+    archive = tmp_path / "a.rtui"
+    archive.write_bytes(b"not read")
+    (tmp_path / "a.rtui.restore-journal.json").write_text("{}")
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "where.py"), str(archive), str(tmp_path / "t")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "unfinished restore" in proc.stderr and "remove it first" in proc.stderr
+    assert (tmp_path / "a.rtui.restore-journal.json").exists()
