@@ -79,10 +79,15 @@ MIN_ZERO_RUN = 64 * 1024
 #: this bound is hostile and is refused before it is decompressed in full
 MAX_MANIFEST_RAW = 512 * 1024 * 1024
 ZSTD_LEVEL = 3
-#: chunks decompressed ahead of a restore's writes (12 x 4 MiB): when the target pauses
-#: (a flush, a moment of contention with the read-back) decompression goes on, and the
-#: writes then find their data ready instead of waiting for it
-RESTORE_READ_AHEAD = 12
+#: bytes decompressed ahead of a restore's writes: when the target pauses (a flush, a
+#: moment of contention with the read-back) decompression goes on, and the writes then
+#: find their data ready instead of waiting for it. A budget of bytes, not a number of
+#: chunks, so a restore holds as much whatever its chunks' sizes (a zero chunk holds
+#: none, a chunk of a nearly empty filesystem little) and its memory is the same on
+#: every disk; 12 whole chunks, as many as the count of chunks that bounded it before.
+RESTORE_AHEAD_BYTES = 12 * CHUNK_BYTES
+#: and at most this many chunks (zero chunks, which hold no bytes, among them)
+RESTORE_AHEAD_CHUNKS = 64
 
 _ZERO_PAGE = bytes(PAGE)
 _ZERO_BLOCK = bytes(CHUNK_BYTES)
@@ -102,25 +107,39 @@ def ordered_map(
     workers: int,
     in_flight: int,
     name: str = "rtui-chunk",
+    cost: Callable[[T], int] | None = None,
+    budget: int = 0,
 ) -> Generator[R, None, None]:
     """``map(fn, items)`` on a thread pool, in input order, with few items in flight.
 
     zstd and hashlib release the GIL, so a small pool really runs in parallel;
-    the bound keeps memory flat (each item is up to a 4 MiB chunk). Closing the
-    iterator early cancels what has not started. ``name`` prefixes the threads' names
-    (what they do, for a profiler: ``bench/where.py``).
+    the bound keeps memory flat (each item is up to a 4 MiB chunk). With ``cost``, the
+    items in flight (started, or done and not yet taken) also cost at most ``budget``
+    together, or are one item alone. Closing the iterator early cancels what has not
+    started. ``name`` prefixes the threads' names (what they do, for a profiler:
+    ``bench/where.py``).
     """
-    pending: deque[Future[R]] = deque()
+    pending: deque[tuple[Future[R], int]] = deque()
+    held = 0
+
+    def no_room_for(weight: int) -> bool:
+        return len(pending) >= in_flight or (cost is not None and held + weight > budget)
+
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name)
     try:
         for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= in_flight:
-                yield pending.popleft().result()
+            weight = cost(item) if cost is not None else 0
+            # Room is made before the item starts, so what is in flight never exceeds it.
+            while pending and no_room_for(weight):
+                future, taken = pending.popleft()
+                held -= taken
+                yield future.result()
+            pending.append((pool.submit(fn, item), weight))
+            held += weight
         while pending:
-            yield pending.popleft().result()
+            yield pending.popleft()[0].result()
     finally:
-        for future in pending:
+        for future, _weight in pending:
             future.cancel()
         pool.shutdown(wait=True)
 
@@ -693,7 +712,9 @@ class NativeArchive(Archive):
             lambda c: self._load_chunk(partition, c, readback=True),
             wanted,
             workers=self.read_threads,
-            in_flight=self.read_threads + RESTORE_READ_AHEAD,
+            in_flight=RESTORE_AHEAD_CHUNKS,
+            cost=lambda c: c.length if c.kind == "data" else 0,
+            budget=RESTORE_AHEAD_BYTES,
         )
 
     def verify(self, progress: ProgressCallback | None = None) -> VerifyReport:

@@ -467,12 +467,47 @@ def test_one_core_still_reads_on_two_threads(
     pools: list[int] = []
     real_map = native.ordered_map
 
-    def recording_map(fn, items, *, workers, in_flight):  # type: ignore[no-untyped-def]
+    def recording_map(fn, items, *, workers, **bounds):  # type: ignore[no-untyped-def]
         pools.append(workers)
-        return real_map(fn, items, workers=workers, in_flight=in_flight)
+        return real_map(fn, items, workers=workers, **bounds)
 
     monkeypatch.setattr(native, "ordered_map", recording_map)
     with NativeArchive(archive_path, workers=1) as arc:
         list(arc.pieces(1))
         assert arc.verify().ok
     assert pools == [2, 2]
+
+
+def test_what_is_decoded_ahead_is_bounded_by_its_bytes_not_its_count() -> None:
+    """A restore keeps as many bytes ready whatever the chunks' sizes: many small chunks
+    are decoded ahead as far as a few large ones, and no more is ever held."""
+    import threading
+
+    from archive.native import ordered_map
+
+    sizes = [4 << 20, 64 << 10, 64 << 10, 0, 0, 1 << 20, 4 << 20, 4 << 20, 3 << 20] * 20
+    budget = 10 << 20
+    lock = threading.Lock()
+    held = [0, 0]  # bytes started and not yet handed on, the most seen at once
+
+    def decode(size: int) -> int:
+        with lock:
+            held[0] += size
+            held[1] = max(held[1], held[0])
+        return size
+
+    got: list[int] = []
+    for size in ordered_map(
+        decode, sizes, workers=2, in_flight=64, cost=lambda n: n, budget=budget
+    ):
+        with lock:
+            held[0] -= size
+        got.append(size)
+    assert got == sizes  # in order, every one
+    assert held[1] <= budget
+    # ... and the budget, not the count, is what bounded it: it was nearly all used.
+    assert held[1] > budget - (4 << 20)
+
+    # A chunk larger than the whole budget still goes, alone.
+    assert list(ordered_map(lambda n: n, [20 << 20, 1], workers=2, in_flight=8,
+                            cost=lambda n: n, budget=budget)) == [20 << 20, 1]  # fmt: skip
