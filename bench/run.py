@@ -189,6 +189,7 @@ class Prepared:
     clonezilla: Path  # folder of partclone images + table areas
     results: dict[str, Result] = field(default_factory=dict)
     archive_bytes: int = 0  # the backup's size (kept when the backup is not)
+    stored_bytes: int = 0  # the disk bytes the backup holds (what a restore writes)
 
 
 def partitions(disk: SampleDisk) -> list[tuple[int, str, int, int]]:
@@ -290,18 +291,15 @@ def prepare_disk(
                     flush=zst))  # fmt: skip
     prep.results["backup ours"] = bench.measure(backup_ours)
     prep.archive_bytes = archive.stat().st_size
+    # Read once, and the file closed again: an open file would keep the backups' disk
+    # from being unmounted.
+    with NativeArchive(archive) as opened:
+        prep.stored_bytes = opened.manifest.stored_bytes()
     if clonezilla:
         prep.results["backup clonezilla"] = bench.measure(
             lambda: clonezilla_backup(bench, disk, cz)
         )
     return prep
-
-
-def stored_bytes(prep: Prepared) -> int:
-    """What restore-tui's backup of the disk holds, in restored bytes (the file is closed
-    again: an open file would keep the backups' disk from being unmounted)."""
-    with NativeArchive(prep.archive) as archive:
-        return archive.manifest.stored_bytes()
 
 
 def forget_backups(prep: Prepared) -> None:
@@ -491,7 +489,7 @@ def limit_contenders(bench: Bench, prep: Prepared, kind: str) -> list[Callable[[
     """The parts of the physical limit of a restore, on the same kind of target and the
     same number of bytes: decompressing the stored data on all cores, writing that many
     bytes with O_DIRECT, and reading them back with O_DIRECT."""
-    stored = stored_bytes(prep)
+    stored = prep.stored_bytes
     blocks = -(-stored // (4 * MIB))
 
     def decompress() -> Figures:
@@ -573,10 +571,10 @@ def verdict(ok: bool) -> str:
 def report(prep: Prepared, kinds: list[str]) -> list[str]:
     """Lines for one disk, and the 'ratio' lines with their targets."""
     r = prep.results
-    stored = stored_bytes(prep)
+    stored = prep.stored_bytes
     lines = [
         f"== {prep.label}: {human(prep.disk.size_bytes)} {prep.disk.scheme} disk, "
-        f"{human(stored)} stored by restore-tui in {human(prep.archive.stat().st_size)}; "
+        f"{human(stored)} stored by restore-tui in {human(prep.archive_bytes)}; "
         f"raw image .zst {human(prep.zst.stat().st_size)}",
         "  backup",
         fmt_row("zstd -T0 -3 < disk.img", r["backup zstd"], None),
@@ -806,25 +804,30 @@ def main(argv: list[str] | None = None) -> int:
             prep.disk.path.unlink(missing_ok=True)
             if bench.store is not None:
                 forget_backups(prep)
-        print(f"[{time.perf_counter() - started:5.0f} s] memory check on a "
-              f"{human(big)} GPT disk (sparse: free space is zeros)", flush=True)  # fmt: skip
-        # Its backups are in the work folder: several GiB, and no ratio is taken of them.
+        print(f"[{time.perf_counter() - started:5.0f} s] memory check: a {human(size)} and a "
+              f"{human(big)} GPT disk, alike but for their size (30 % full, free space zeros: "
+              "sparse)", flush=True)  # fmt: skip
+        # Their backups are in the work folder: several GiB, and no ratio of time is taken.
         bench.store = None
-        big_prep = prepare_disk(
-            bench, "gpt-big",
-            lambda p: datagen.gpt_disk(p, big // MIB, pool, fill=0.3, garbage=False),
-            clonezilla=False,
-        )  # fmt: skip
-        bench_verify(bench, big_prep)
-        bench_restores(bench, big_prep, "file", others=False)
-        small = next((p for p in prepared if p.label == "gpt"), prepared[-1])
-        big_lines = [x for x in report(big_prep, ["file"]) if not x.startswith("ratio")]
-        print("\n".join(big_lines), flush=True)
-        out += big_lines
-        mem = rss_lines(small, big_prep)
+        twins: list[Prepared] = []
+        for label, twin_mib in (("gpt-small", mib), ("gpt-big", big // MIB)):
+            twin = prepare_disk(
+                bench, label,
+                lambda p, m=twin_mib: datagen.gpt_disk(p, m, pool, fill=0.3, garbage=False),
+                clonezilla=False,
+            )  # fmt: skip
+            bench_verify(bench, twin)
+            bench_restores(bench, twin, "file", others=False)
+            twin_lines = [x for x in report(twin, ["file"]) if not x.startswith("ratio")]
+            print("\n".join(twin_lines), flush=True)
+            out += twin_lines
+            twins.append(twin)
+            twin.disk.path.unlink(missing_ok=True)
+            forget_backups(twin)
+        mem = rss_lines(*twins)
         out += mem
         print("\n".join(mem), flush=True)
-        for prep in [*prepared, big_prep]:
+        for prep in [*prepared, *twins]:
             figures["disks"][prep.label] = {  # type: ignore[index]
                 "size": prep.disk.size_bytes,
                 "results": {
