@@ -229,7 +229,8 @@ def report(
     ]
     for what, cpu in sorted(roles.items(), key=lambda kv: -kv[1]):
         lines.append(f"  {what:60s} {cpu:5.2f} s")
-    unnamed = total_cpu - sum(roles.values())
+    # The process's total and the threads' own times are read a moment apart.
+    unnamed = max(0.0, total_cpu - sum(roles.values()))
     lines.append(f"  {'threads still running at the end, interpreter exit':60s} {unnamed:5.2f} s")
     hashing = alone.digest + (2 * alone.xxh3 if verify else 0.0)
     needed = alone.decompress + hashing
