@@ -28,12 +28,14 @@ import argparse
 import contextlib
 import os
 import sys
+import tempfile
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -113,22 +115,22 @@ def watch_writes(timeline: Timeline) -> None:
 
 
 @contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """The restore's own output (plan, progress) out of the way of the report."""
+def aside(kept: IO[bytes]) -> Iterator[None]:
+    """The restore's own output (plan, progress, an error) into ``kept``, out of the way
+    of the report."""
     saved = os.dup(1), os.dup(2)
-    null = os.open(os.devnull, os.O_WRONLY)
     try:
         sys.stdout.flush()
         sys.stderr.flush()
-        os.dup2(null, 1)
-        os.dup2(null, 2)
+        os.dup2(kept.fileno(), 1)
+        os.dup2(kept.fileno(), 2)
         yield
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
-        for fd in (*saved, null):
+        for fd in saved:
             os.close(fd)
 
 
@@ -190,13 +192,19 @@ def work_alone(archive_path: str) -> AloneCosts:
 
 
 def restore(archive: str, target: str, verify: bool) -> int:
+    """Run the restore; where it fails, the end of what it said goes to stderr."""
     from restore_tui.cli import main
 
     argv = ["restore", archive, "--target", target, "--yes"]
     if not verify:
         argv.append("--no-verify")
-    with quiet():
-        return main(argv)
+    with tempfile.TemporaryFile() as said:
+        with aside(said):
+            code = main(argv)
+        if code != 0:
+            said.seek(0)
+            sys.stderr.write(said.read().decode(errors="replace")[-2000:])
+    return code
 
 
 def journals(archive: str) -> list[Path]:

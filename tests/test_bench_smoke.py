@@ -176,11 +176,8 @@ def test_a_ram_disk_larger_than_the_free_ram_is_refused_before_anything_is_made(
     assert not (tmp_path / "backups").exists()
 
 
-@pytest.mark.skipif(not sample.have_tool("mke2fs"), reason="mke2fs (e2fsprogs) is not installed")
-@pytest.mark.parametrize("verify", [True, False])
-def test_where_a_restore_spends_its_time_is_told_from_inside_its_process(
-    tmp_path: Path, verify: bool
-) -> None:
+def _small_backup(tmp_path: Path) -> tuple[sample.SampleDisk, Path]:
+    """A 16 MiB disk (one ext4 partition with 6 MiB of files) and its backup."""
     rng = random.Random(3)
     lba = 1024 * 1024 // 512
     files = {f"f{i}.bin": rng.randbytes(1024 * 1024) for i in range(6)}
@@ -192,13 +189,25 @@ def test_where_a_restore_spends_its_time_is_told_from_inside_its_process(
     disk = sample.build_disk(tmp_path / "src.img", 16, "msdos", [root], seed=3, garbage=False)
     archive = tmp_path / "src.rtui"
     assert cli_main(["backup", str(disk.path), str(archive)]) == 0
-    target = tmp_path / "target.img"
-    target.write_bytes(bytes(disk.size_bytes))
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "where.py"), str(archive), str(target),
-         *([] if verify else ["--no-verify"])],
+    return disk, archive
+
+
+def _where(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "where.py"), *map(str, args)],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
+
+
+@pytest.mark.skipif(not sample.have_tool("mke2fs"), reason="mke2fs (e2fsprogs) is not installed")
+@pytest.mark.parametrize("verify", [True, False])
+def test_where_a_restore_spends_its_time_is_told_from_inside_its_process(
+    tmp_path: Path, verify: bool
+) -> None:
+    disk, archive = _small_backup(tmp_path)
+    target = tmp_path / "target.img"
+    target.write_bytes(bytes(disk.size_bytes))
+    proc = _where(archive, target, *([] if verify else ["--no-verify"]))
     assert proc.returncode == 0, proc.stderr
     # The restore really ran: the target is the source disk again.
     assert target.read_bytes() == disk.path.read_bytes()
@@ -226,10 +235,19 @@ def test_where_refuses_a_backup_with_an_unfinished_restore(tmp_path: Path) -> No
     archive = tmp_path / "a.rtui"
     archive.write_bytes(b"not read")
     (tmp_path / "a.rtui.restore-journal.json").write_text("{}")
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "where.py"), str(archive), str(tmp_path / "t")],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+    proc = _where(archive, tmp_path / "t")
     assert proc.returncode == 2
     assert "unfinished restore" in proc.stderr and "remove it first" in proc.stderr
     assert (tmp_path / "a.rtui.restore-journal.json").exists()
+
+
+@pytest.mark.skipif(not sample.have_tool("mke2fs"), reason="mke2fs (e2fsprogs) is not installed")
+def test_where_passes_on_why_a_restore_was_refused(tmp_path: Path) -> None:
+    _disk, archive = _small_backup(tmp_path)
+    small = tmp_path / "small.img"
+    small.write_bytes(bytes(1024 * 1024))
+    proc = _where(archive, small)
+    assert proc.returncode == 1
+    # The restore's own words (what is wrong with the target), then where.py's.
+    assert "too small" in proc.stderr and "the restore failed" in proc.stderr
+    assert small.read_bytes() == bytes(1024 * 1024) and proc.stdout == ""
