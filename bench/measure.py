@@ -162,6 +162,13 @@ def run(
     return result
 
 
+def restore_journals(archive: str | os.PathLike[str]) -> list[Path]:
+    """The progress records a restore keeps beside ``archive`` (one run's, to remove
+    after it: the next run must start a restore, not resume one)."""
+    path = Path(archive)
+    return sorted(path.parent.glob(path.name + ".restore-journal*"))
+
+
 def fresh_file(path: Path, size: int) -> Path:
     """A new sparse file of ``size`` bytes: every contender starts from the same empty target."""
     path.unlink(missing_ok=True)

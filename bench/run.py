@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,6 +36,7 @@ from measure import (
     is_root,
     loop_device,
     ram_disk,
+    restore_journals,
     run,
 )
 
@@ -336,7 +338,7 @@ def restore_ours(bench: Bench, prep: Prepared, dest: str, *, verify: bool) -> Re
     try:
         return run(name, [cmd], flush=dest)
     finally:
-        for journal in prep.archive.parent.glob(prep.archive.name + ".restore-journal*"):
+        for journal in restore_journals(prep.archive):
             journal.unlink()
 
 
@@ -813,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, twin_mib in (("gpt-small", mib), ("gpt-big", big // MIB)):
             twin = prepare_disk(
                 bench, label,
-                lambda p, m=twin_mib: datagen.gpt_disk(p, m, pool, fill=0.3, garbage=False),
+                partial(datagen.gpt_disk, size_mib=twin_mib, pool=pool, fill=0.3, garbage=False),
                 clonezilla=False,
             )  # fmt: skip
             bench_verify(bench, twin)

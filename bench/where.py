@@ -41,6 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from measure import drop_caches, restore_journals  # noqa: E402 (bench/ is on the path now)
+
 # Set in the fresh interpreter where.py starts for itself after dropping the page cache.
 COLD_MARK = "RESTORE_TUI_WHERE_COLD"
 
@@ -207,11 +209,6 @@ def restore(archive: str, target: str, verify: bool) -> int:
     return code
 
 
-def journals(archive: str) -> list[Path]:
-    path = Path(archive)
-    return sorted(path.parent.glob(path.name + ".restore-journal*"))
-
-
 def report(
     timeline: Timeline,
     wall_end: float,
@@ -261,13 +258,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("target", help="the image file or disk to restore onto (overwritten)")
     parser.add_argument("--no-verify", action="store_true", help="restore without read-back")
     args = parser.parse_args(argv)
-    if journals(args.archive):
+    unfinished = restore_journals(args.archive)
+    if unfinished:
         print(f"error: {args.archive} has an unfinished restore's record "
-              f"({journals(args.archive)[0]}); remove it first", file=sys.stderr)  # fmt: skip
+              f"({unfinished[0]}); remove it first", file=sys.stderr)  # fmt: skip
         return 2
     if os.geteuid() == 0 and not os.environ.get(COLD_MARK):
-        from measure import drop_caches
-
         os.sync()
         drop_caches()
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, COLD_MARK: "1"})
@@ -278,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         code = restore(args.archive, args.target, not args.no_verify)
         wall_end = time.monotonic()
     finally:
-        for journal in journals(args.archive):
+        for journal in restore_journals(args.archive):
             journal.unlink()
     times = os.times()
     if code != 0:
