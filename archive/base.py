@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from archive.manifest import ArchiveManifest
+from layout.blocks import Block
 
 # progress(done_bytes, total_bytes); called often, must be cheap.
 ProgressCallback = Callable[[int, int], None]
@@ -31,12 +32,16 @@ class Piece:
     ``readback`` is ``archive.digest.readback_digest(data)``, taken right after
     ``data`` matched its chunk's digest (restore-tui archives): reading back, the
     disk's bytes are compared with it instead of hashed with the slower digest again.
+    ``block``, when set, is the pooled buffer ``data`` is a read-only view of
+    (``layout.blocks``): a writer may send it to the disk without a copy
+    (``CheckedWriter.write_block``).
     """
 
     offset: int
     length: int
-    data: bytes | None
+    data: bytes | memoryview | None
     readback: bytes | None = None
+    block: Block | None = field(default=None, compare=False, repr=False)
 
     @property
     def stop(self) -> int:

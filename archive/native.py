@@ -61,6 +61,7 @@ from archive.errors import (
 )
 from archive.manifest import MAX_CHUNK_BYTES, SCHEMA_VERSION, ArchiveManifest, Chunk
 from layout.blockio import DirectReader
+from layout.blocks import Block, BlockPool, block_bytes
 
 MAGIC = b"RTUI-ARC"
 FOOTER_MAGIC = b"RTUI-END"
@@ -88,6 +89,10 @@ ZSTD_LEVEL = 3
 RESTORE_AHEAD_BYTES = 12 * CHUNK_BYTES
 #: and at most this many chunks (zero chunks, which hold no bytes, among them)
 RESTORE_AHEAD_CHUNKS = 64
+#: idle decoding blocks kept for reuse (``layout.blocks``): as many as are lent out at
+#: once in a restore — the bytes decoded ahead, the target writer's requests in flight
+#: and the one it gathers (``restore_tui.writer``), the chunks being decoded
+KEEP_BLOCKS_BYTES = RESTORE_AHEAD_BYTES + 16 * CHUNK_BYTES
 
 _ZERO_PAGE = bytes(PAGE)
 _ZERO_BLOCK = bytes(CHUNK_BYTES)
@@ -200,6 +205,28 @@ def _decompressor() -> zstandard.ZstdDecompressor:
         dctx = zstandard.ZstdDecompressor()
         _local.dctx = dctx
     return dctx
+
+
+def _inflate_into(frame: memoryview, block: Block, length: int) -> bool:
+    """Decompress ``frame`` into the first ``length`` bytes of ``block``; False if it
+    holds more or fewer bytes than that. Nothing refers to ``frame`` or ``block`` once
+    this has returned or raised (the frame's buffer is reused next)."""
+    out = block.writable()
+    reader = _decompressor().stream_reader(frame, read_across_frames=False)
+    try:
+        got = 0
+        while got < length:
+            n = reader.readinto(out[got:length])
+            if n == 0:
+                break
+            got += n
+        # One more byte asked for: the frame must end here (and its own checksum, when it
+        # has one, is checked on the way).
+        return got == length and reader.readinto(bytearray(1)) == 0
+    finally:
+        reader.close()
+        del reader
+        out.release()
 
 
 # (source offset, length, compressed frame or None for zeros, digest hex or None)
@@ -529,6 +556,9 @@ class NativeArchive(Archive):
             # The data frames are read once each, in order: direct reads skip the copy
             # through the page cache (as much CPU as decompressing them, on two cores).
             self._frames = DirectReader(self.path, self.file_length)
+            # A restore's chunks are decoded into page-aligned blocks that the target
+            # writer sends to the disk as they are: no copy between the two.
+            self._blocks = BlockPool(KEEP_BLOCKS_BYTES)
         except BaseException:
             os.close(self._fd)
             self._fd = -1
@@ -651,7 +681,8 @@ class NativeArchive(Archive):
     def _load_chunk(self, partition: int | None, chunk: Chunk, *, readback: bool = False) -> Piece:
         """Read, decompress and check one chunk; CorruptData if anything is wrong.
 
-        ``readback``: also take the piece's read-back digest (for restores).
+        ``readback``: for a restore: decode into a pooled block (up to CHUNK_BYTES),
+        and take the piece's read-back digest.
         """
         if chunk.kind == "zero":
             return Piece(chunk.offset, chunk.length, None)
@@ -669,15 +700,54 @@ class NativeArchive(Archive):
             # Only the read can fail with OSError; the frame is decoded before the block
             # ends because the buffer is reused afterwards.
             with self._frames.view(chunk.frame_offset, chunk.frame_length) as frame:
-                data = self._decode(chunk, frame, bad)
+                if readback and chunk.length <= CHUNK_BYTES:
+                    block = self._blocks.take(chunk.length)
+                    data: bytes | memoryview = self._decode_into(chunk, frame, bad, block)
+                else:
+                    block, data = None, self._decode(chunk, frame, bad)
         except OSError as exc:
             # A failing USB disk: report the place like any other damage.
             raise bad(f"the archive file could not be read here ({exc.strerror})") from None
-        return Piece(chunk.offset, chunk.length, data, readback_digest(data) if readback else None)
+        return Piece(
+            chunk.offset,
+            chunk.length,
+            data,
+            readback_digest(data) if readback else None,
+            block=block,
+        )
+
+    @staticmethod
+    def _decode_into(
+        chunk: Chunk, frame: memoryview, bad: Callable[[str], CorruptData], block: Block
+    ) -> memoryview:
+        """:meth:`_decode` into ``block``; its first ``chunk.length`` bytes, read-only."""
+        NativeArchive._check_frame(chunk, frame, bad)
+        try:
+            whole = _inflate_into(frame, block, chunk.length)
+        except zstandard.ZstdError:
+            raise bad("the stored data is damaged and cannot be decompressed") from None
+        if not whole:
+            raise bad("the stored data is damaged (it holds the wrong number of bytes)")
+        data = block.view(0, chunk.length)
+        if not chunk_matches(chunk, data):
+            raise bad("data does not match its checksum")
+        return data
 
     @staticmethod
     def _decode(chunk: Chunk, frame: memoryview, bad: Callable[[str], CorruptData]) -> bytes:
         """A chunk's raw bytes from its stored frame, checked; CorruptData if damaged."""
+        NativeArchive._check_frame(chunk, frame, bad)
+        try:
+            data = _decompressor().decompress(frame, max_output_size=chunk.length)
+        except zstandard.ZstdError:
+            raise bad("the stored data is damaged and cannot be decompressed") from None
+        if not chunk_matches(chunk, data):
+            raise bad("data does not match its checksum")
+        return data
+
+    @staticmethod
+    def _check_frame(chunk: Chunk, frame: memoryview, bad: Callable[[str], CorruptData]) -> None:
+        """The frame is whole and its header promises the chunk's size."""
         if len(frame) != chunk.frame_length:
             raise bad("the archive file ends before this data")
         try:
@@ -688,13 +758,6 @@ class NativeArchive(Archive):
         # so a damaged header cannot make us allocate gigabytes.
         if params.content_size != chunk.length:
             raise bad("the stored data is damaged (wrong size in its frame header)")
-        try:
-            data = _decompressor().decompress(frame, max_output_size=chunk.length)
-        except zstandard.ZstdError:
-            raise bad("the stored data is damaged and cannot be decompressed") from None
-        if not chunk_matches(chunk, data):
-            raise bad("data does not match its checksum")
-        return data
 
     def chunk_data(self, partition: int | None, chunk: Chunk) -> bytes:
         """One chunk's raw bytes, checked against its digest (zeros for a zero chunk).
@@ -703,7 +766,9 @@ class NativeArchive(Archive):
         partition and offset when the stored data is damaged.
         """
         data = self._load_chunk(partition, chunk).data
-        return bytes(chunk.length) if data is None else data
+        if data is None:
+            return bytes(chunk.length)
+        return data if isinstance(data, bytes) else bytes(data)
 
     def pieces(self, area: Area, start: int = 0) -> Iterator[Piece]:
         partition, chunks = self._area_chunks(area)
@@ -713,7 +778,7 @@ class NativeArchive(Archive):
             wanted,
             workers=self.read_threads,
             in_flight=RESTORE_AHEAD_CHUNKS,
-            cost=lambda c: c.length if c.kind == "data" else 0,
+            cost=lambda c: block_bytes(c.length) if c.kind == "data" else 0,
             budget=RESTORE_AHEAD_BYTES,
         )
 

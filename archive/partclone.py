@@ -715,7 +715,7 @@ def ntfs_boot_sector(reader: PartcloneReader, base: int, sector_size: int) -> by
         pieces.close()  # closes the image file; only the first block is needed
     if first is None or first.offset != base or first.data is None:
         raise _not_ntfs(reader.partition, base)
-    boot = first.data[:sector_size]
+    boot = bytes(first.data[:sector_size])
     if boot[3:11] != NTFS_OEM_ID:
         raise _not_ntfs(reader.partition, base)
     return boot
@@ -737,7 +737,7 @@ def append_ntfs_backup(
     try:
         for piece in pieces:
             if boot is None and piece.offset == base and piece.data is not None:
-                boot = piece.data[:sector_size]
+                boot = bytes(piece.data[:sector_size])
             yield piece
     finally:
         close = getattr(pieces, "close", None)

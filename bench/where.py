@@ -51,7 +51,7 @@ ROLES = (
     ("rtui-chunk", "decoding the backup (read, decompress, chunk digest, XXH3)"),
     ("target-write", "writing to the target"),
     ("read-back", "reading back and checking"),
-    ("restore-engine", "the engine (copying into write buffers, checkpoints)"),
+    ("restore-engine", "the engine (handing over writes, copies, checkpoints)"),
     ("MainThread", "main thread (imports, opening the backup, planning)"),
 )
 
@@ -105,15 +105,22 @@ def watch_threads() -> list[tuple[str, float]]:
 
 
 def watch_writes(timeline: Timeline) -> None:
-    """Note the time of every ``os.pwrite`` to the target (the writer's only way there)."""
-    pwrite = os.pwrite
+    """Note the time of every ``os.pwrite`` and ``os.pwritev`` to the target (the writer's
+    only ways there)."""
+    pwrite, pwritev = os.pwrite, os.pwritev
 
     def noted(fd: int, data: bytes | memoryview, offset: int, /) -> int:
         n = pwrite(fd, data, offset)
         timeline.saw_write(fd)
         return n
 
+    def noted_vector(fd: int, views: list[memoryview], offset: int, /) -> int:
+        n = pwritev(fd, views, offset)
+        timeline.saw_write(fd)
+        return n
+
     os.pwrite = noted  # type: ignore[assignment]
+    os.pwritev = noted_vector  # type: ignore[assignment]
 
 
 @contextlib.contextmanager

@@ -930,11 +930,13 @@ class RestoreEngine:
                 while pos < hi:
                     end = min(pos + step, hi)
                     with self._waiting("target"):
+                        at, until = pos - piece.offset, end - piece.offset
                         if piece.data is None:
                             writer.zero(pos + delta, end - pos)
+                        elif piece.block is not None:  # decoded into a block: sent as it is
+                            writer.write_block(pos + delta, piece.block, at, until)
                         else:
-                            view = memoryview(piece.data)[pos - piece.offset : end - piece.offset]
-                            writer.write(pos + delta, view)
+                            writer.write(pos + delta, memoryview(piece.data)[at:until])
                     self._moved()
                     self._advance(end - pos if counted else end - reached)
                     reached = pos = end
@@ -1205,7 +1207,7 @@ class RestoreEngine:
 
     def _pieces_between(
         self, action: RestoreArea, src_lo: int, src_hi: int
-    ) -> Iterator[tuple[int, int, bytes | None]]:
+    ) -> Iterator[tuple[int, int, bytes | memoryview | None]]:
         pieces = self._backup_pieces(action.area, src_lo)
         try:
             for piece in pieces:
@@ -1268,7 +1270,12 @@ class RestoreEngine:
                 close()
 
     def _compare(
-        self, writer: CheckedWriter, lo: int, hi: int, data: bytes | None, data_start: int
+        self,
+        writer: CheckedWriter,
+        lo: int,
+        hi: int,
+        data: bytes | memoryview | None,
+        data_start: int,
     ) -> int | None:
         assert self._reader is not None
         pos = lo

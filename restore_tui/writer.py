@@ -11,16 +11,17 @@ import contextlib
 import ctypes
 import errno
 import fcntl
-import mmap
 import os
 import stat
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from layout.blockio import evict_cached, read_at
+from layout.blocks import Block, BlockPool
 
 BLKZEROOUT = 0x127F  # _IO(0x12, 127): zero a range of a block device in the device itself
 BLKGETSIZE64 = 0x80081272
@@ -52,6 +53,9 @@ DIRECT_BUFFER = 16 * 1024 * 1024
 # restore's median 3.42 -> 2.89 s; no change on a buffered loop device or an image file,
 # whose writes wait on one kernel worker or one inode lock either way.
 DIRECT_IN_FLIGHT = 2
+# Pieces of memory in one request at most: the kernel takes up to IOV_MAX (1024 on Linux)
+# in one pwritev, and small chunks decoded into blocks of their own could be more.
+MAX_PARTS = 256
 
 
 class OutsidePlan(RuntimeError):
@@ -123,89 +127,106 @@ _FALLOCATE = _libc_fallocate()
 
 
 class _DirectWrites:
-    """Direct writes through page-aligned copies: gathered, then up to DIRECT_IN_FLIGHT
-    at once.
+    """Direct writes, gathered, then up to DIRECT_IN_FLIGHT at once.
 
-    Each write's bytes are copied into an aligned buffer before :meth:`write` returns, so
-    the caller may reuse its data at once. Writes that continue one another are gathered
-    in one buffer and go to the disk as one request of up to DIRECT_BUFFER bytes, when
-    the buffer is full, the next write is elsewhere, or :meth:`wait` is called. Two
-    queued requests never cover the same bytes (the later one waits), so the order of
-    writes to any byte is kept. A failed request raises its OSError at a later
-    :meth:`write` or at :meth:`wait`.
+    Writes that continue one another are gathered and go to the disk as one request of
+    up to DIRECT_BUFFER bytes (``pwritev`` of the pieces of memory they come from), when
+    enough is gathered, the next write is elsewhere, or :meth:`wait` is called. Bytes
+    come either from a caller's :class:`~layout.blocks.Block` (:meth:`write_block`: no
+    copy; the request keeps the block, so its buffer is not reused before the write has
+    returned), or are copied into page-aligned scratch blocks before :meth:`write`
+    returns, so that caller may reuse its data at once. Two queued requests never cover
+    the same bytes (the later one waits), so the order of writes to any byte is kept. A
+    failed request raises its OSError at a later write or at :meth:`wait`.
     """
 
-    def __init__(self, fd: int, write_through: Callable[[int, int, memoryview], None]) -> None:
+    def __init__(
+        self, fd: int, write_through: Callable[[int, int, list[memoryview]], None]
+    ) -> None:
         self._fd, self._write_through = fd, write_through
-        # One buffer gathering while the others are written.
-        self._free = [mmap.mmap(-1, DIRECT_BUFFER) for _ in range(DIRECT_IN_FLIGHT + 1)]
-        self._queued: deque[tuple[Future[None], mmap.mmap, int, int]] = deque()
+        self._scratch_pool = BlockPool(keep_bytes=(DIRECT_IN_FLIGHT + 1) * DIRECT_BUFFER)
+        self._scratch: Block | None = None  # copies go here, from _scratch_used on
+        self._scratch_used = 0
+        self._queued: deque[_Request] = deque()
         self._pool = ThreadPoolExecutor(DIRECT_IN_FLIGHT, thread_name_prefix="target-write")
-        # The buffer being gathered: where its bytes go, and how many it holds.
-        self._gathering: mmap.mmap | None = None
+        # What is being gathered: where its bytes go, how many, and from which memory.
         self._at = self._filled = 0
+        self._parts: list[tuple[Block, int, int]] = []
 
     def write(self, offset: int, view: memoryview) -> None:
+        """Copy ``view`` into scratch blocks and gather it for ``offset``."""
         done = 0
         while done < len(view):
-            pos = offset + done
-            if self._gathering is not None and pos != self._at + self._filled:
-                self._submit()
-            if self._gathering is None:
-                self._gathering, self._at, self._filled = self._take_free(), pos, 0
-            n = min(DIRECT_BUFFER - self._filled, len(view) - done)
-            target = memoryview(self._gathering)
+            if self._scratch is None or self._scratch_used == DIRECT_BUFFER:
+                self._scratch, self._scratch_used = self._scratch_pool.take(DIRECT_BUFFER), 0
+            lo = self._scratch_used
+            n = min(DIRECT_BUFFER - lo, len(view) - done, self._room(offset + done))
+            target = self._scratch.writable()
             try:
-                target[self._filled : self._filled + n] = view[done : done + n]
+                target[lo : lo + n] = view[done : done + n]
             finally:
                 target.release()
-            self._filled += n
+            self._scratch_used += n
+            self._gather(offset + done, self._scratch, lo, lo + n)
             done += n
-            if self._filled == DIRECT_BUFFER:
-                self._submit()
 
-    def _take_free(self) -> mmap.mmap:
-        if not self._free:
-            self._finish_oldest()
-        return self._free.pop()
+    def write_block(self, offset: int, block: Block, start: int, stop: int) -> None:
+        """Gather bytes [start, stop) of ``block`` for ``offset``, without a copy."""
+        while start < stop:
+            n = min(stop - start, self._room(offset))
+            self._gather(offset, block, start, start + n)
+            offset, start = offset + n, start + n
+
+    def _room(self, pos: int) -> int:
+        """How many bytes from ``pos`` on the request being gathered can still take
+        (after sending it on, if ``pos`` does not continue it)."""
+        if self._parts and pos != self._at + self._filled:
+            self._submit()
+        return DIRECT_BUFFER - self._filled
+
+    def _gather(self, pos: int, block: Block, start: int, stop: int) -> None:
+        if not self._parts:
+            self._at = pos
+        last = self._parts[-1] if self._parts else None
+        if last is not None and last[0] is block and last[2] == start:
+            self._parts[-1] = (block, last[1], stop)  # the same memory, continued
+        else:
+            self._parts.append((block, start, stop))
+        self._filled += stop - start
+        if self._filled == DIRECT_BUFFER or len(self._parts) == MAX_PARTS:
+            self._submit()
 
     def _submit(self) -> None:
-        """Queue the gathered buffer's request (after any queued one over the same bytes)."""
-        buffer, lo, length = self._gathering, self._at, self._filled
-        assert buffer is not None
-        self._gathering = None
+        """Queue the gathered request (after any queued one over the same bytes, and with
+        no more than DIRECT_IN_FLIGHT others queued before it)."""
+        parts, lo, length = self._parts, self._at, self._filled
+        self._parts, self._filled = [], 0
         hi = lo + length
-        try:
-            if any(a < hi and lo < b for _f, _buf, a, b in self._queued):
-                self._wait_queued()
-            future = self._pool.submit(self._write_one, buffer, lo, length)
-        except BaseException:
-            self._free.append(buffer)  # an earlier request failed: this one never goes
-            raise
-        self._queued.append((future, buffer, lo, hi))
-
-    def _write_one(self, buffer: mmap.mmap, offset: int, length: int) -> None:
-        whole = memoryview(buffer)
-        part = whole[:length]
-        try:
-            self._write_through(self._fd, offset, part)
-        finally:
-            part.release()
-            whole.release()
+        if any(r.lo < hi and lo < r.hi for r in self._queued):
+            self._wait_queued()
+        while len(self._queued) > DIRECT_IN_FLIGHT:
+            self._finish_oldest()
+        views = [memoryview(block.writable())[a:b] for block, a, b in parts]
+        future = self._pool.submit(self._write_through, self._fd, lo, views)
+        self._queued.append(_Request(future, views, [block for block, _a, _b in parts], lo, hi))
 
     def _finish_oldest(self) -> None:
-        future, buffer, _lo, _hi = self._queued.popleft()
+        request = self._queued.popleft()
         try:
-            future.result()
+            request.future.result()
         finally:
-            self._free.append(buffer)
+            # The views first: a block's buffer is reused only once nothing views it.
+            for view in request.views:
+                view.release()
+            request.views.clear()
+            request.blocks.clear()
 
     def _wait_queued(self) -> None:
         while self._queued:
             self._finish_oldest()
 
     def _send_gathered(self) -> None:
-        if self._gathering is not None:
+        if self._parts:
             self._submit()
 
     def wait(self) -> None:
@@ -217,23 +238,31 @@ class _DirectWrites:
         """Every write handed over so far, sent to the disk (the gathered bytes too) and
         not waited for: each future is done when its request has returned."""
         self._send_gathered()
-        return [future for future, _buf, _lo, _hi in self._queued]
+        return [request.future for request in self._queued]
 
     def close(self) -> None:
-        """Write what was handed over, wait for it, then free the buffers. Failures are not
-        raised here: only a flush vouches for written bytes, and it would have raised them."""
+        """Write what was handed over, wait for it, then let the buffers go. Failures are
+        not raised here: only a flush vouches for written bytes, and it would have raised
+        them."""
         with contextlib.suppress(OSError):
             self._send_gathered()
         while self._queued:
             with contextlib.suppress(OSError):
                 self._finish_oldest()
         self._pool.shutdown(wait=True)
-        for buffer in self._free:
-            # A failed write's traceback may still view its buffer: then the garbage
-            # collector frees it, with the traceback.
-            with contextlib.suppress(BufferError):
-                buffer.close()
-        self._free.clear()
+        self._scratch = None
+
+
+@dataclass
+class _Request:
+    """One queued direct write: its memory, the blocks that memory belongs to (kept until
+    it has returned), and the bytes [lo, hi) of the target it covers."""
+
+    future: Future[None]
+    views: list[memoryview]
+    blocks: list[Block]
+    lo: int
+    hi: int
 
 
 class CheckedWriter:
@@ -280,7 +309,7 @@ class CheckedWriter:
         self.size = self._size()
         self._direct = self._open_direct(flags & ~os.O_EXCL)
         self._queue = (
-            _DirectWrites(self._direct, self._write_through) if self._direct is not None else None
+            _DirectWrites(self._direct, self._writev_through) if self._direct is not None else None
         )
         if self.fence.extents and self.fence.extents[-1][1] > self.size:
             last = self.fence.extents[-1][1]
@@ -306,9 +335,18 @@ class CheckedWriter:
     # -- writing -------------------------------------------------------------------------
 
     def write(self, offset: int, data: bytes | memoryview) -> None:
-        """Write ``data`` at ``offset``; refused before any byte moves when outside the plan."""
+        """Write ``data`` at ``offset``; refused before any byte moves when outside the plan.
+        ``data`` may be reused as soon as this returns."""
         self.fence.check(offset, len(data))
         self._pwrite_all(offset, memoryview(data))
+
+    def write_block(self, offset: int, block: Block, start: int, stop: int) -> None:
+        """Write bytes [start, stop) of ``block`` at ``offset``, from the block's own memory
+        where they can go to the disk directly (the block is kept, and its buffer not
+        reused, until that write has returned); refused like :meth:`write`. Nobody may
+        change those bytes of the block meanwhile."""
+        self.fence.check(offset, stop - start)
+        self._pwrite_all(offset, block.view(start, stop), (block, start))
 
     def zero(self, offset: int, length: int) -> None:
         """Make [offset, offset + length) read as zeros, as cheaply as the target allows."""
@@ -321,10 +359,21 @@ class CheckedWriter:
         elif not self._punch_hole(offset, length):
             self._write_zeros(offset, length)
 
-    def _pwrite_all(self, offset: int, view: memoryview) -> None:
-        aligned = offset % DIRECT_ALIGN == 0 and len(view) % DIRECT_ALIGN == 0
-        if aligned and self._queue is not None and len(view):
-            self._queue.write(offset, view)
+    @staticmethod
+    def _goes_direct(offset: int, length: int) -> bool:
+        return length > 0 and offset % DIRECT_ALIGN == 0 and length % DIRECT_ALIGN == 0
+
+    def _pwrite_all(
+        self, offset: int, view: memoryview, lent: tuple[Block, int] | None = None
+    ) -> None:
+        """Every byte a restore writes passes here (``lent``: ``view`` is that block's
+        memory from that place on, and may go to the disk as it is)."""
+        if self._queue is not None and self._goes_direct(offset, len(view)):
+            if lent is not None and lent[1] % DIRECT_ALIGN == 0:
+                block, start = lent
+                self._queue.write_block(offset, block, start, start + len(view))
+            else:
+                self._queue.write(offset, view)
         else:
             self.wait_writes()
             self._write_through(self.fd, offset, view)
@@ -351,6 +400,20 @@ class CheckedWriter:
             if n <= 0:
                 raise OSError(errno.EIO, f"short write to {self.path} at byte {offset + done}")
             done += n
+
+    def _writev_through(self, fd: int, offset: int, views: list[memoryview]) -> None:
+        """Write ``views`` one after another from ``offset``, in as few calls as they go."""
+        left = [view for view in views if len(view)]
+        pos = offset
+        while left:
+            n = os.pwritev(fd, left, pos)
+            if n <= 0:
+                raise OSError(errno.EIO, f"short write to {self.path} at byte {pos}")
+            pos += n
+            while left and n >= len(left[0]):
+                n -= len(left.pop(0))
+            if n:
+                left[0] = left[0][n:]
 
     def _write_zeros(self, offset: int, length: int) -> None:
         pos, stop = offset, offset + length

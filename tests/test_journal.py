@@ -143,9 +143,9 @@ def test_engine_flushes_data_before_every_record(
     )
     real_durable = journal_module.write_durably
 
-    def pwrite(self, offset, view):  # type: ignore[no-untyped-def]
+    def pwrite(self, offset, view, *lent):  # type: ignore[no-untyped-def]
         log.append("data")
-        real_write(self, offset, view)
+        real_write(self, offset, view, *lent)
 
     def sync(self):  # type: ignore[no-untyped-def]
         log.append("sync")

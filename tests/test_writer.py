@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -28,6 +29,7 @@ from test_engine_helpers import (
     sample_source,
 )
 
+from layout.blocks import BlockPool
 from layout.models import Partition, PartitionTable
 from layout.plan import RestoreArea, Stage, WriteBytes, ZeroRange
 from restore_tui import writer as writer_module
@@ -65,9 +67,9 @@ def record_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     real_pwrite = writer_module.CheckedWriter._pwrite_all
     real_punch = writer_module.CheckedWriter._punch_hole
 
-    def pwrite(self: CheckedWriter, offset: int, view: memoryview) -> None:
+    def pwrite(self: CheckedWriter, offset: int, view: memoryview, *lent: Any) -> None:
         seen.append((offset, offset + len(view)))
-        real_pwrite(self, offset, view)
+        real_pwrite(self, offset, view, *lent)
 
     def punch(self: CheckedWriter, offset: int, length: int) -> bool:
         seen.append((offset, offset + length))
@@ -324,15 +326,21 @@ def on_direct_writes(
     before: Callable[[int, memoryview], None],
 ) -> None:
     """Call ``before(offset, data)`` ahead of every write through the writer's direct
-    descriptor."""
-    real = os.pwrite
+    descriptor (``data``: the request's bytes, however many pieces of memory they are in)."""
+    real, real_vector = os.pwrite, os.pwritev
 
     def pwrite(fd: int, data: memoryview, offset: int) -> int:
         if fd == writer._direct:
             before(offset, data)
         return real(fd, data, offset)
 
+    def pwritev(fd: int, views: list[memoryview], offset: int) -> int:
+        if fd == writer._direct:
+            before(offset, memoryview(b"".join(views)))
+        return real_vector(fd, views, offset)
+
     monkeypatch.setattr(writer_module.os, "pwrite", pwrite)
+    monkeypatch.setattr(writer_module.os, "pwritev", pwritev)
 
 
 def test_two_direct_writes_are_in_flight_at_once(
@@ -412,6 +420,78 @@ def test_a_failed_queued_write_is_raised_by_the_flush(
         assert failed.value.errno == errno.EIO
     finally:
         writer.close()  # waits, and does not raise again
+
+
+def test_a_block_is_not_reused_before_its_write_has_returned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """write_block sends a block's own memory: until that write returns, its buffer is
+    lent to no one else, even when nobody but the writer still holds the block."""
+    writer = direct_writer(tmp_path / "t.img", 8 * MIB)
+    pool = BlockPool(keep_bytes=64 * MIB)
+    under_way, release = threading.Event(), threading.Event()
+
+    def hold(_offset: int, _data: memoryview) -> None:
+        under_way.set()
+        assert release.wait(10)
+
+    on_direct_writes(monkeypatch, writer, hold)
+    try:
+        block = pool.take(4 * MIB)
+        block.writable()[:] = b"\x5a" * (4 * MIB)
+        writer.write_block(0, block, 0, 4 * MIB)
+        writer.writes_under_way()  # sent on: the write now waits in hold()
+        assert under_way.wait(10)
+        del block
+        other = pool.take(4 * MIB)  # must not be the buffer being written
+        other.writable()[:] = b"\xa5" * (4 * MIB)
+        release.set()
+        writer.sync()
+        del other
+        assert pool.made == 2
+        assert pool.idle_bytes == 8 * MIB  # both back once their writes returned
+    finally:
+        release.set()
+        writer.close()
+    assert (tmp_path / "t.img").read_bytes()[: 4 * MIB] == b"\x5a" * (4 * MIB)
+
+
+def test_a_block_sent_from_an_unaligned_place_is_copied_and_lands_right(tmp_path: Path) -> None:
+    writer = direct_writer(tmp_path / "t.img", 8 * MIB)
+    pool = BlockPool(keep_bytes=0)
+    block = pool.take(4 * MIB)
+    block.writable()[:] = bytes(range(256)) * (4 * MIB // 256)
+    try:
+        writer.write_block(4096, block, 512, 512 + 2 * MIB)  # memory not page-aligned
+        writer.write_block(3 * MIB + 512, block, 0, 1024)  # a place not either
+        writer.sync()
+    finally:
+        writer.close()
+    image = (tmp_path / "t.img").read_bytes()
+    expected = bytes(block.view(0, 4 * MIB))
+    assert image[4096 : 4096 + 2 * MIB] == expected[512 : 512 + 2 * MIB]
+    assert image[3 * MIB + 512 : 3 * MIB + 1536] == expected[:1024]
+
+
+def test_many_small_blocks_in_a_row_are_written_in_requests_the_kernel_takes(
+    tmp_path: Path,
+) -> None:
+    """Pages from 2048 blocks, one after another on the disk: more pieces of memory than
+    one pwritev may carry (IOV_MAX), so they go in several requests, each byte right."""
+    count = 2048
+    writer = direct_writer(tmp_path / "t.img", count * 4096)
+    pool = BlockPool(keep_bytes=0)
+    blocks = [pool.take(4096) for _ in range(count)]
+    for n, block in enumerate(blocks):
+        block.writable()[:4096] = n.to_bytes(2, "little") * 2048
+    try:
+        for n, block in enumerate(blocks):
+            writer.write_block(n * 4096, block, 0, 4096)
+        writer.sync()
+    finally:
+        writer.close()
+    image = (tmp_path / "t.img").read_bytes()
+    assert image == b"".join(n.to_bytes(2, "little") * 2048 for n in range(count))
 
 
 def test_read_back_waits_for_the_writes_still_in_flight(
