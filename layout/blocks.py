@@ -3,11 +3,11 @@
 A :class:`Block` is lent by a :class:`BlockPool`. Whoever fills it (a decoding thread)
 hands it on inside a piece; the target writer keeps it until the direct write that reads
 it has returned. Nobody gives a block back by hand: when the last reference to a
-:class:`Block` goes, its buffer returns to the pool — and only if nothing else refers
-to that buffer any more (no memoryview of it, not even a slice), so a buffer is never
-filled again while a write, a digest or a comparison may still read it. A block whose
-buffer is still viewed is simply not reused; the views keep the memory alive and free
-it when they go.
+:class:`Block` goes, its buffer goes back to the pool, and the pool lends a buffer again
+only if, at that moment, nothing else refers to it (no memoryview of it, not even a
+slice: its reference count says so). So a buffer is never filled again while a write, a
+digest or a comparison may still read it, whatever order its holders let go in; one that
+is still viewed waits in the pool, or is let go, and its views keep the memory alive.
 
 Buffers are anonymous ``mmap``s: page-aligned, as direct I/O wants its memory, and
 their pages stay mapped while a buffer goes round, so a restore does not pay the kernel
@@ -18,17 +18,22 @@ from __future__ import annotations
 
 import mmap
 import sys
+import threading
 from collections import deque
 
 PAGE = 4096
 #: the smallest block: shorter data goes in one of these
 MIN_BLOCK = 64 * 1024
-# sys.getrefcount of a buffer that only the block handing it back refers to: the name in
-# Block.__del__, the parameter of BlockPool._returned, and getrefcount's own argument.
-# A memoryview of the buffer (or any slice of one) adds one; tests/test_blocks.py checks
-# both directions, so a change in how Python counts cannot make a viewed buffer reusable
+# sys.getrefcount of a buffer that nothing but the pool's check refers to: the name in
+# BlockPool._reusable, the parameter of _unviewed, and getrefcount's own argument. A memoryview
+# of the buffer (or any slice of one) adds one; tests/test_blocks.py checks both
+# directions, so a change in how Python counts cannot make a viewed buffer reusable
 # unnoticed.
 _UNREFERENCED = 3
+
+
+def _unviewed(buffer: mmap.mmap) -> bool:
+    return sys.getrefcount(buffer) <= _UNREFERENCED
 
 
 def block_bytes(length: int) -> int:
@@ -72,44 +77,56 @@ class Block:
 
 
 class BlockPool:
-    """Lends :class:`Block`\\ s and takes their buffers back when nothing refers to them.
+    """Lends :class:`Block`\\ s, and their buffers again once nothing refers to them.
 
-    At most ``keep_bytes`` of idle buffers are kept for reuse; more are let go. Safe to use
-    from several threads: the free lists are deques (whose appends and pops are atomic),
-    not guarded by a lock, because a block's buffer comes back from ``__del__``, which the
-    garbage collector may run in a thread that is inside :meth:`take`.
+    At most ``keep_bytes`` of returned buffers are kept for reuse; more are let go. Safe
+    to use from several threads. A buffer comes back from ``Block.__del__``, which the
+    garbage collector may run in any thread — also one inside :meth:`take` — so coming
+    back takes no lock: it is one append to a deque (atomic). Lending takes a lock, and
+    checks each candidate's reference count at that moment.
     """
 
     def __init__(self, keep_bytes: int) -> None:
         self.keep_bytes = keep_bytes
-        self._free: dict[int, deque[mmap.mmap]] = {}
-        self._idle = 0  # bytes in the free lists (approximate under races; only a bound)
+        self._returned_buffers: deque[mmap.mmap] = deque()
+        self._idle = 0  # bytes returned and not lent again (approximate under races)
+        self._lending = threading.Lock()
         self.made = 0  # buffers allocated, for tests and the benchmarks
 
     def take(self, length: int) -> Block:
         """A block of ``block_bytes(length)`` bytes; its contents are whatever it held."""
         size = block_bytes(length)
-        free = self._free.get(size)
-        buffer = None
-        if free:
-            try:
-                buffer = free.pop()
-                self._idle -= size
-            except IndexError:  # another thread took the last one meanwhile
-                buffer = None
+        with self._lending:
+            buffer = self._reusable(size)
         if buffer is None:
             buffer = mmap.mmap(-1, size)
             self.made += 1
         return Block(self, buffer)
 
+    def _reusable(self, size: int) -> mmap.mmap | None:
+        """A returned buffer of ``size`` bytes that nothing refers to, taken out of the
+        pool; the others stay, in their order."""
+        passed: list[mmap.mmap] = []
+        found = None
+        for _ in range(len(self._returned_buffers)):
+            try:
+                buffer = self._returned_buffers.popleft()
+            except IndexError:
+                break
+            if found is None and len(buffer) == size and _unviewed(buffer):
+                found = buffer
+                self._idle -= size
+            else:
+                passed.append(buffer)
+            del buffer
+        self._returned_buffers.extendleft(reversed(passed))
+        return found
+
     def _returned(self, buffer: mmap.mmap) -> None:
-        if sys.getrefcount(buffer) > _UNREFERENCED:
-            return  # still viewed somewhere: never reused, freed with its last view
-        size = len(buffer)
-        if self._idle + size > self.keep_bytes:
-            return  # enough idle memory kept: this one is unmapped when it goes
-        self._free.setdefault(size, deque()).append(buffer)
-        self._idle += size
+        if self._idle + len(buffer) > self.keep_bytes:
+            return  # enough kept: this one is unmapped once its last view goes
+        self._returned_buffers.append(buffer)
+        self._idle += len(buffer)
 
     @property
     def idle_bytes(self) -> int:

@@ -33,10 +33,12 @@ from archive.native import (
     HEADER,
     NativeArchive,
     NativeWriter,
+    _inflate_into,
     partial_path,
     zero_segments,
 )
 from layout.blockio import evict_cached
+from layout.blocks import BlockPool
 from layout.models import DiskIdentity, Partition, PartitionTable
 
 MiB = 1024 * 1024
@@ -511,3 +513,40 @@ def test_what_is_decoded_ahead_is_bounded_by_its_bytes_not_its_count() -> None:
     # A chunk larger than the whole budget still goes, alone.
     assert list(ordered_map(lambda n: n, [20 << 20, 1], workers=2, in_flight=8,
                             cost=lambda n: n, budget=budget)) == [20 << 20, 1]  # fmt: skip
+
+
+def test_a_chunk_is_decompressed_into_its_block_only_when_it_holds_exactly_its_length() -> None:
+    pool = BlockPool(keep_bytes=0)
+    raw = random.Random(5).randbytes(3 * 4096) + bytes(4096)
+    frame = zstandard.ZstdCompressor(level=3, write_content_size=True).compress(raw)
+    block = pool.take(len(raw))
+    assert _inflate_into(memoryview(frame), block, len(raw))
+    assert bytes(block.view(0, len(raw))) == raw
+    # A frame holding more than the chunk, or less: refused (the header check before
+    # this catches most; the frame's own end is what counts).
+    assert not _inflate_into(memoryview(frame), pool.take(len(raw)), len(raw) - 4096)
+    assert not _inflate_into(memoryview(frame), pool.take(2 * len(raw)), len(raw) + 4096)
+    # Nothing holds the frame afterwards: its buffer can be reused at once.
+    view = memoryview(bytearray(frame))
+    _inflate_into(view, pool.take(len(raw)), len(raw))
+    view.release()
+
+
+def test_a_restore_decodes_into_blocks_that_are_reused(archive_path: Path) -> None:
+    with open_archive(archive_path) as arc:
+        assert isinstance(arc, NativeArchive)
+        areas = [p.number for p in arc.manifest.partitions]
+        data = [c for n in areas for c in arc.manifest.image(n).chunks if c.kind == "data"]
+        for round_ in range(3):
+            count = 0
+            for area in areas:
+                for piece in arc.pieces(area):
+                    if piece.data is not None:
+                        assert piece.block is not None and piece.block.size >= piece.length
+                        count += 1
+                    del piece
+            assert count == len(data)
+            if round_ == 0:
+                made = arc._blocks.made
+        # The second and third time through, every chunk went into a buffer used before.
+        assert arc._blocks.made == made <= len(data)
