@@ -88,7 +88,8 @@ class BlockPool:
 
     def __init__(self, keep_bytes: int) -> None:
         self.keep_bytes = keep_bytes
-        self._returned_buffers: deque[mmap.mmap] = deque()
+        # Returned buffers by size, oldest first.
+        self._returned_buffers: dict[int, deque[mmap.mmap]] = {}
         self._idle = 0  # bytes returned and not lent again (approximate under races)
         self._lending = threading.Lock()
         self.made = 0  # buffers allocated, for tests and the benchmarks
@@ -104,29 +105,28 @@ class BlockPool:
         return Block(self, buffer)
 
     def _reusable(self, size: int) -> mmap.mmap | None:
-        """A returned buffer of ``size`` bytes that nothing refers to, taken out of the
-        pool; the others stay, in their order."""
-        passed: list[mmap.mmap] = []
-        found = None
-        for _ in range(len(self._returned_buffers)):
+        """The oldest returned buffer of ``size`` bytes that nothing refers to, taken out
+        of the pool (one still viewed goes to the back: the oldest is nearly always free)."""
+        returned = self._returned_buffers.get(size)
+        for _ in range(len(returned) if returned else 0):
+            assert returned is not None
             try:
-                buffer = self._returned_buffers.popleft()
-            except IndexError:
-                break
-            if found is None and len(buffer) == size and _unviewed(buffer):
-                found = buffer
+                buffer = returned.popleft()
+            except IndexError:  # a dying block's buffer may arrive meanwhile, not leave
+                return None
+            if _unviewed(buffer):
                 self._idle -= size
-            else:
-                passed.append(buffer)
+                return buffer
+            returned.append(buffer)
             del buffer
-        self._returned_buffers.extendleft(reversed(passed))
-        return found
+        return None
 
     def _returned(self, buffer: mmap.mmap) -> None:
-        if self._idle + len(buffer) > self.keep_bytes:
+        size = len(buffer)
+        if self._idle + size > self.keep_bytes:
             return  # enough kept: this one is unmapped once its last view goes
-        self._returned_buffers.append(buffer)
-        self._idle += len(buffer)
+        self._returned_buffers.setdefault(size, deque()).append(buffer)
+        self._idle += size
 
     @property
     def idle_bytes(self) -> int:

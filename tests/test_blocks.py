@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import ctypes
 import gc
+import mmap
 import threading
 
+import pytest
+
+import layout.blocks as blocks_module
 from layout.blocks import MIN_BLOCK, PAGE, BlockPool, block_bytes
 
 
@@ -83,3 +87,36 @@ def test_blocks_dropped_in_other_threads_come_back_whole() -> None:
     assert pool.idle_bytes == 64 * MIN_BLOCK
     again = [pool.take(MIN_BLOCK) for _ in range(64)]
     assert len({address(b.writable()) for b in again}) == 64 and pool.made == 64
+
+
+def test_lending_checks_buffers_of_the_size_asked_for_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A restore of many small chunks keeps hundreds of small buffers: lending a large
+    one must not check each of them (it runs once per chunk, on the restore's path)."""
+    pool = BlockPool(keep_bytes=1 << 30)
+    small = [pool.take(MIN_BLOCK) for _ in range(500)]
+    large = pool.take(4 << 20)
+    del small, large
+    checked: list[int] = []
+    real = blocks_module._unviewed
+
+    def counted(buffer: mmap.mmap) -> bool:
+        checked.append(len(buffer))
+        return bool(real(buffer))
+
+    monkeypatch.setattr(blocks_module, "_unviewed", counted)
+    # counted() holds the buffer once more than the pool's own check does
+    monkeypatch.setattr(blocks_module, "_UNREFERENCED", blocks_module._UNREFERENCED + 1)
+    assert pool.take(4 << 20) is not None and pool.made == 501
+    assert checked == [4 << 20]
+
+
+def test_a_buffer_still_viewed_does_not_hold_up_the_next_one() -> None:
+    pool = BlockPool(keep_bytes=1 << 30)
+    first, second = pool.take(MIN_BLOCK), pool.take(MIN_BLOCK)
+    held = first.view(0, 16)
+    del first, second
+    again = pool.take(MIN_BLOCK)  # the first is still viewed: the second comes back
+    assert pool.made == 2
+    del held, again
