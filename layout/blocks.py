@@ -108,8 +108,9 @@ class BlockPool:
         """The oldest returned buffer of ``size`` bytes that nothing refers to, taken out
         of the pool (one still viewed goes to the back: the oldest is nearly always free)."""
         returned = self._returned_buffers.get(size)
-        for _ in range(len(returned) if returned else 0):
-            assert returned is not None
+        if not returned:
+            return None
+        for _ in range(len(returned)):
             try:
                 buffer = returned.popleft()
             except IndexError:  # a dying block's buffer may arrive meanwhile, not leave

@@ -376,7 +376,7 @@ class CheckedWriter:
                 self._queue.write(offset, view)
         else:
             self.wait_writes()
-            self._write_through(self.fd, offset, view)
+            self._writev_through(self.fd, offset, [view])
         self.bytes_written += len(view)
 
     def wait_writes(self) -> None:
@@ -392,14 +392,6 @@ class CheckedWriter:
         :meth:`wait_writes`): a reader of their bytes waits for these first, without
         holding up the writes that come after them."""
         return self._queue.under_way() if self._queue is not None else []
-
-    def _write_through(self, fd: int, offset: int, view: memoryview) -> None:
-        done = 0
-        while done < len(view):
-            n = os.pwrite(fd, view[done:], offset + done)
-            if n <= 0:
-                raise OSError(errno.EIO, f"short write to {self.path} at byte {offset + done}")
-            done += n
 
     def _writev_through(self, fd: int, offset: int, views: list[memoryview]) -> None:
         """Write ``views`` one after another from ``offset``, in as few calls as they go."""

@@ -504,7 +504,7 @@ def test_read_back_waits_for_the_writes_still_in_flight(
     target = tmp_path / "target.img"
     target.write_bytes(b"\xa5" * len(disk))
     plan = full_disk_plan(archive, target, len(disk))
-    real = os.pwrite
+    real, real_vector = os.pwrite, os.pwritev
     direct: set[int] = set()
     real_open = writer_module.CheckedWriter._open_direct
 
@@ -520,7 +520,13 @@ def test_read_back_waits_for_the_writes_still_in_flight(
             time.sleep(0.02)
         return real(fd, data, offset)
 
+    def slow_vector(fd: int, views: list[memoryview], offset: int) -> int:
+        if fd in direct:
+            time.sleep(0.02)
+        return real_vector(fd, views, offset)
+
     monkeypatch.setattr(writer_module.CheckedWriter, "_open_direct", open_direct)
     monkeypatch.setattr(writer_module.os, "pwrite", slow)
+    monkeypatch.setattr(writer_module.os, "pwritev", slow_vector)
     RestoreEngine(plan, archive, str(target), journal_location=tmp_path / "j.json").run()
     assert target.read_bytes() == expected_bytes(plan, archive, b"\xa5" * len(disk))
